@@ -1,0 +1,293 @@
+"""The project file (``alloop.toml``): pydantic models, loading, and readable errors.
+
+Precedence: CLI flag > ``ALLOOP_*`` environment variable > project file > defaults.
+Every environment variable alloop reads is named in :data:`ENV` and read here only.
+Secrets (API tokens) are *never* part of the project file: connectors read them from the
+environment at run time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from alloop.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROJECT_FILE = "alloop.toml"
+
+#: Every environment variable alloop reads, with what it does.
+ENV: dict[str, str] = {
+    "ALLOOP_DATABASE_URL": "database URL; overrides [project].database (e.g. postgresql+psycopg://...)",
+    "ALLOOP_PROJECT_FILE": "path of the project file when --project is not given",
+    "ALLOOP_LOG_LEVEL": "log level of the CLI (DEBUG, INFO, WARNING)",
+    "ALLOOP_DISABLE_PROGRESS_BARS": "set to 1 to hide progress bars",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Component(_Model):
+    """A pluggable component chosen by registry name, with its own parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- pool sources -------------------------------------------------------------------------
+
+
+class FolderSource(_Model):
+    """A folder of image files; optionally one sub-folder per class (for simulation)."""
+
+    type: Literal["folder"] = "folder"
+    path: Path
+    labels_from_subfolders: bool = False
+    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class TextSource(_Model):
+    """A JSONL or CSV file of texts, one sample per line/row."""
+
+    type: Literal["texts"] = "texts"
+    path: Path
+    text_field: str = "text"
+    id_field: str | None = "id"
+    label_field: str | None = "label"
+
+
+class VectorSource(_Model):
+    """Feature vectors: a ``.npy`` matrix (with optional labels/keys files) or a ``.parquet`` table."""
+
+    type: Literal["vectors"] = "vectors"
+    path: Path
+    labels_path: Path | None = None
+    keys_path: Path | None = None
+    key_column: str = "key"
+    label_column: str | None = "label"
+    vector_column: str = "vector"
+
+
+class BundledSource(_Model):
+    """A real dataset shipped with alloop's dependencies (scikit-learn)."""
+
+    type: Literal["bundled"] = "bundled"
+    name: Literal["digits", "iris", "wine", "breast_cancer"] = "digits"
+
+
+PoolSource = Annotated[
+    Union[FolderSource, TextSource, VectorSource, BundledSource], Field(discriminator="type")
+]
+
+
+class PoolConfig(_Model):
+    source: PoolSource = Field(default_factory=BundledSource)
+    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Fraction of samples with known labels held out for evaluation (never selected)."""
+
+
+# --- loop ---------------------------------------------------------------------------------
+
+
+class LoopConfig(_Model):
+    initial_size: int = Field(default=20, ge=1)
+    """Samples picked by the cold-start strategy in round 0."""
+    batch_size: int = Field(default=20, ge=1)
+    """Samples picked per round after round 0."""
+    max_rounds: int | None = Field(default=None, ge=1)
+    """Stop after this many rounds (round 0 included)."""
+    budget: int | None = Field(default=None, ge=1)
+    """Stop once this many samples were selected for labeling in total."""
+    target_accuracy: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Stop once the held-out accuracy reaches this value."""
+    completion_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    """A round closes when this fraction of its tasks is resolved ..."""
+    completion_timeout_s: float | None = Field(default=None, gt=0)
+    """... and, if the fraction is below 1, this many seconds passed since the push."""
+    aggregation: Literal["majority", "latest"] = "majority"
+    max_attempts: int = Field(default=3, ge=1)
+    """A step that fails this many times marks its round FAILED."""
+    save_models: bool = True
+
+
+class ProjectSection(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Literal["classification", "text", "detection"] = "classification"
+    labels: tuple[str, ...] | None = None
+    """The label set. If omitted, taken from the pool's known labels at import."""
+    seed: int = 0
+    work_dir: Path = Path(".alloop")
+    database: str | None = None
+    """SQLAlchemy URL. Default: a SQLite file in the work directory."""
+
+
+class ProjectConfig(_Model):
+    """Everything that defines a project; stored (resolved) on the Project row."""
+
+    project: ProjectSection
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    features: Component = Field(default_factory=lambda: Component(name="pixels"))
+    learner: Component = Field(default_factory=lambda: Component(name="sklearn"))
+    strategy: Component = Field(default_factory=lambda: Component(name="margin"))
+    cold_start: Component = Field(default_factory=lambda: Component(name="random"))
+    connector: Component = Field(default_factory=lambda: Component(name="oracle"))
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> "ProjectConfig":
+        labels = self.project.labels
+        if labels is not None:
+            if len(labels) < 2:
+                raise ValueError(f"project.labels needs at least 2 labels, got {list(labels)}")
+            dupes = sorted({x for x in labels if labels.count(x) > 1})
+            if dupes:
+                raise ValueError(f"project.labels has duplicates: {dupes}")
+        return self
+
+    # -- derived -----------------------------------------------------------------------
+    def resolved_json(self) -> str:
+        return self.model_dump_json()
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.resolved_json().encode()).hexdigest()[:16]
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model where an unknown key was found."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            return []
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            # discriminated union member name ("folder", ...) appears in the location
+            return []
+        ann = fields[part].annotation
+        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return list(getattr(current, "model_fields", {})) if current is not None else []
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], where: str) -> str:
+    """Turn a pydantic error into lines a user can act on."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            known = _known_fields(model, loc)
+            msg = f"unknown field {dotted!r}"
+            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            if hint:
+                msg += f"; did you mean {hint[0]!r}?"
+            elif known:
+                msg += f"; allowed here: {', '.join(known)}"
+        elif err["type"] == "missing":
+            msg = f"missing required field {dotted!r}"
+        else:
+            got = err.get("input")
+            msg = f"{dotted}: {err['msg']} (got {got!r})"
+        lines.append(msg)
+    return f"Invalid {where}: " + "; ".join(lines) + "."
+
+
+def parse_config(data: dict[str, Any], where: str = "project configuration") -> ProjectConfig:
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, ProjectConfig, where)) from None
+
+
+def find_project_file(path: str | os.PathLike[str] | None = None) -> Path:
+    """The project file to use: the given path, ``$ALLOOP_PROJECT_FILE`` or ./alloop.toml.
+
+    A directory is accepted and means ``<dir>/alloop.toml``.
+    """
+    raw = path or os.environ.get("ALLOOP_PROJECT_FILE") or PROJECT_FILE
+    p = Path(raw)
+    if p.is_dir():
+        p = p / PROJECT_FILE
+    if not p.is_file():
+        raise ConfigError(
+            f"No project file at {str(p)!r}. Create one with `alloop init`, or pass "
+            "--project PATH (or set ALLOOP_PROJECT_FILE)."
+        )
+    return p.resolve()
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> tuple[ProjectConfig, Path]:
+    """Read and validate a project file; relative paths in it are resolved against its folder.
+
+    Returns the config and the project file's absolute path.
+    """
+    file = find_project_file(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}. Fix the syntax at that line.") from None
+    cfg = parse_config(data, where=str(file))
+    return resolve_paths(cfg, file.parent), file
+
+
+def resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
+    """Make the work dir and pool paths absolute, relative to ``base``."""
+
+    def absolute(p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        p = p.expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    project = cfg.project.model_copy(update={"work_dir": absolute(cfg.project.work_dir)})
+    source = cfg.pool.source
+    updates = {
+        k: absolute(getattr(source, k))
+        for k in ("path", "labels_path", "keys_path")
+        if hasattr(source, k)
+    }
+    pool = cfg.pool.model_copy(update={"source": source.model_copy(update=updates)})
+    return cfg.model_copy(update={"project": project, "pool": pool})
+
+
+def database_url(cfg: ProjectConfig) -> str:
+    """The database URL: ``$ALLOOP_DATABASE_URL`` > project file > SQLite in the work dir."""
+    env = os.environ.get("ALLOOP_DATABASE_URL")
+    if env:
+        return env
+    if cfg.project.database:
+        return cfg.project.database
+    return f"sqlite:///{Path(cfg.project.work_dir) / 'alloop.db'}"
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    import tomli_w
+
+    def clean(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items() if v is not None}
+        if isinstance(obj, (list, tuple)):
+            return [clean(v) for v in obj]
+        if isinstance(obj, Path):
+            return str(obj)
+        return obj
+
+    return tomli_w.dumps(clean(data))
+
+
+def config_from_json(text: str) -> ProjectConfig:
+    return ProjectConfig.model_validate(json.loads(text))

@@ -1,0 +1,174 @@
+"""What every acquisition strategy shares: the context it reads, the Selection it returns.
+
+A strategy is a thin, frozen, pydantic-validated parameter holder with one method,
+:meth:`Strategy.select`. The heavy lifting lives in pure functions over arrays
+(``alloop.strategies._scores``, ``alloop.strategies.kcenter``). Strategies never train
+models: they declare the arrays they need in ``requires`` and the controller computes
+only those.
+
+Positions everywhere are row indices into the context's arrays (the *pool*). The
+controller alone turns positions into database ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from alloop.errors import ConfigError, EmptyPoolError, PoolExhaustedError
+
+#: The arrays a strategy may ask for.
+KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "objects"})
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.flags.writeable and a.base is None:
+        a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a strategy picked, in pick order.
+
+    Attributes
+    ----------
+    positions : ndarray of shape (k,), int64
+        Pool positions of the picked samples; unique, all among the candidates.
+    scores : ndarray of shape (k,), float64
+        The informativeness of each pick when it was made (higher = more informative).
+    """
+
+    positions: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        pos = np.ascontiguousarray(self.positions, dtype=np.int64).reshape(-1)
+        sc = np.ascontiguousarray(self.scores, dtype=np.float64).reshape(-1)
+        if pos.shape != sc.shape:
+            raise ValueError(
+                f"Selection needs one score per position; got {pos.size} positions and {sc.size} scores."
+            )
+        if np.unique(pos).size != pos.size:
+            raise ValueError("Selection positions must be unique.")
+        pos.setflags(write=False)
+        sc.setflags(write=False)
+        object.__setattr__(self, "positions", pos)
+        object.__setattr__(self, "scores", sc)
+
+    def __len__(self) -> int:
+        return int(self.positions.size)
+
+
+@dataclass(frozen=True)
+class SelectionContext:
+    """Everything a strategy may read. Arrays are indexed by pool position.
+
+    Attributes
+    ----------
+    n_samples : int
+        Number of pool positions.
+    candidates : ndarray of shape (m,), int64
+        Positions that may be selected (unlabeled, never selected before), ascending.
+    labeled : ndarray of shape (l,), int64
+        Positions whose labels are known (used as initial centres by coreset-type methods).
+    rng : numpy.random.Generator
+        The only source of randomness; derived from (project seed, round number).
+    proba : ndarray of shape (n_samples, n_classes), optional
+        Model class probabilities (rows sum to 1).
+    embeddings : ndarray of shape (n_samples, n_features), optional
+        Model or encoder features.
+    labels : ndarray of shape (n_samples,), int64, optional
+        Class index of labeled positions, -1 elsewhere.
+    extras : dict
+        Anything else a plugin strategy needs (e.g. object proposals); keyed by requirement.
+    """
+
+    n_samples: int
+    candidates: np.ndarray
+    labeled: np.ndarray
+    rng: np.random.Generator
+    proba: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("candidates", "labeled"):
+            arr = np.asarray(getattr(self, name), dtype=np.int64).reshape(-1)
+            if arr.size and (arr.min() < 0 or arr.max() >= self.n_samples):
+                raise ValueError(f"{name} positions must lie in [0, {self.n_samples}).")
+            object.__setattr__(self, name, arr)
+        for name in ("proba", "embeddings", "labels"):
+            arr = getattr(self, name)
+            if arr is not None and len(arr) != self.n_samples:
+                raise ValueError(
+                    f"{name} has {len(arr)} rows but the pool has {self.n_samples} positions."
+                )
+
+    def require(self, name: str) -> Any:
+        """Return the array ``name`` or raise a clear error if the controller did not provide it."""
+        value = self.extras.get(name) if name not in ("proba", "embeddings", "labels") else getattr(self, name)
+        if value is None:
+            raise ConfigError(
+                f"This strategy needs {name!r} but the context has none; declare it in the "
+                f"strategy's `requires` so the controller computes it."
+            )
+        return value
+
+
+class Strategy(BaseModel):
+    """Base class of acquisition strategies: parameters only, plus :meth:`select`.
+
+    Subclasses set ``name`` and ``requires`` and implement :meth:`_select`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ClassVar[str] = "strategy"
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None = None) -> "Strategy":
+        try:
+            return cls.model_validate(dict(params or {}))
+        except ValidationError as exc:
+            from alloop.config import format_validation_error
+
+            raise ConfigError(
+                format_validation_error(exc, cls, f"parameters of strategy {cls.name!r}")
+            ) from None
+
+    def select(self, ctx: SelectionContext, k: int) -> Selection:
+        """Pick ``k`` candidates.
+
+        Raises
+        ------
+        EmptyPoolError
+            If there are no candidates.
+        PoolExhaustedError
+            If ``k`` exceeds the number of candidates.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"The batch size must be a positive integer. Got {k!r} instead.")
+        m = int(ctx.candidates.size)
+        if m == 0:
+            raise EmptyPoolError(
+                "There are no unlabeled candidates left to select from. Import more samples "
+                "or stop the loop."
+            )
+        if k > m:
+            raise PoolExhaustedError(int(k), m)
+        for req in self.requires:
+            ctx.require(req)
+        sel = self._select(ctx, int(k))
+        if len(sel) != k:
+            raise RuntimeError(f"{type(self).__name__} returned {len(sel)} picks, expected {k}.")
+        return sel
+
+    def _select(self, ctx: SelectionContext, k: int) -> Selection:  # pragma: no cover
+        raise NotImplementedError
