@@ -1,0 +1,160 @@
+"""``alloop run``, ``status``, ``report`` and ``retry``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from alloop.cli.project import ProjectOpt
+
+
+def _fmt_acc(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else "-"
+
+
+def rounds_table(status: dict[str, Any]) -> Any:
+    from alloop.cli._ui import table
+
+    rows = [
+        (
+            r["round"], r["state"], r["strategy"], r["selected"], r["pushed"],
+            f"{r['resolved']}/{r['pushed']}", r["train_labels"], _fmt_acc(r["accuracy"]),
+        )
+        for r in status["rounds"]
+    ]
+    final = status.get("final_model")
+    if final:
+        rows.append(("final", "", "", "", "", "", final["n_labels"], _fmt_acc(final["accuracy"])))
+    return table(
+        f"Project {status['project']} - {status['status']}",
+        ["round", "state", "strategy", "selected", "pushed", "resolved", "labels (model)", "accuracy"],
+        rows,
+    )
+
+
+def _workspace(project: Path | None) -> Any:
+    from alloop.cli._ui import make_progress
+    from alloop.config import load_config
+    from alloop.workspace import Workspace
+
+    cfg, _ = load_config(project)
+    return Workspace(cfg, progress=make_progress())
+
+
+def run_project(ws: Any, rounds: int | None, once: bool, echo: bool = True) -> list[Any]:
+    """Ensure the project, check the pool, tick (printing one line per tick)."""
+    from sqlmodel import func, select
+
+    from alloop.cli._ui import console
+    from alloop.errors import EmptyPoolError
+    from alloop.loop.controller import Controller
+    from alloop.store.engine import session_scope
+    from alloop.store.models import Sample
+
+    project = ws.ensure_project()
+    with session_scope(ws.engine) as s:
+        n = s.exec(select(func.count()).select_from(Sample).where(Sample.project_id == project.id, Sample.status == "ok")).one()
+    if n == 0:
+        raise EmptyPoolError(f"Project {ws.name!r} has no readable samples. Run `alloop import` first.")
+
+    def show(r: Any) -> None:
+        if echo:
+            console.print(f"[dim]{r.action:>10}[/]  {r.message}", highlight=False)
+
+    ctl = Controller(ws)
+    if once:
+        r = ctl.tick()
+        show(r)
+        return [r]
+    return ctl.run(rounds_to_close=rounds, on_tick=show)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        project: ProjectOpt = None,
+        rounds: Annotated[Optional[int], typer.Option(help="Stop after this many rounds closed.")] = None,
+        once: Annotated[bool, typer.Option(help="Do a single step (one tick) and exit; for cron.")] = False,
+    ) -> None:
+        """Advance the project: train, select, push, collect labels - until done or waiting for labels."""
+        from alloop.cli._ui import console
+        from alloop.report import project_status
+
+        ws = _workspace(project)
+        try:
+            results = run_project(ws, rounds, once)
+            if not once:
+                console.print(rounds_table(project_status(ws.engine, ws.name)))
+                if results and results[-1].waiting:
+                    console.print("Waiting for labels; run `alloop run` again once annotators made progress.")
+        finally:
+            ws.close()
+
+    @app.command("status")
+    def status_cmd(
+        project: ProjectOpt = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    ) -> None:
+        """Show the project's rounds, labels and models."""
+        from alloop.cli._ui import console
+        from alloop.report import project_status
+
+        ws = _workspace(project)
+        try:
+            status = project_status(ws.engine, ws.name)
+        finally:
+            ws.close()
+        if as_json:
+            typer.echo(json.dumps(status, indent=2))
+            return
+        sm = status["samples"]
+        console.print(
+            f"{status['project']} ({status['task']}, {len(status['labels'])} labels): {sm['pool']} in pool, "
+            f"{sm['test']} held out, {sm['quarantined']} quarantined; {status['invalid_annotations']} invalid annotations."
+        )
+        if status["finished_reason"]:
+            console.print(f"Finished: {status['finished_reason']}")
+        console.print(rounds_table(status))
+        for r in status["rounds"]:
+            if r["last_error"]:
+                console.print(f"[yellow]round {r['round']} last error (attempt {r['attempt']}):[/] {r['last_error']}")
+
+    @app.command("report")
+    def report_cmd(
+        project: ProjectOpt = None,
+        out: Annotated[Optional[Path], typer.Option(help="PNG path (default: <work_dir>/report/learning_curve.png).")] = None,
+    ) -> None:
+        """Per-round table and a learning-curve PNG (labels vs held-out accuracy)."""
+        from alloop.cli._ui import console
+        from alloop.report import learning_curve, plot_learning_curve, project_status
+
+        ws = _workspace(project)
+        try:
+            status = project_status(ws.engine, ws.name)
+            points = learning_curve(ws.engine, ws.name)
+        finally:
+            ws.close()
+        console.print(rounds_table(status))
+        if not points:
+            console.print("No model with a held-out accuracy yet (needs labels and a test split); no figure written.")
+            return
+        path = out or ws.work_dir / "report" / "learning_curve.png"
+        plot_learning_curve(points, path, f"{ws.name}: learning curve")
+        console.print(f"Learning curve: {path}")
+
+    @app.command("retry")
+    def retry_cmd(project: ProjectOpt = None) -> None:
+        """Resume a FAILED round from the state it failed in."""
+        from alloop.cli._ui import console
+        from alloop.loop.controller import Controller
+
+        ws = _workspace(project)
+        try:
+            with Controller(ws) as ctl:
+                rnd = ctl.retry()
+        finally:
+            ws.close()
+        console.print(f"Round {rnd.number} is back in {rnd.state}; run `alloop run` to continue.")

@@ -1,0 +1,235 @@
+"""The controller: ``tick()`` advances a project by at most one round transition.
+
+Each step does its work (training, scoring, a push) *outside* any transaction, then writes
+its results together with the state change in one short transaction guarded by the state it
+expects (compare-and-set). Files are written atomically before that commit, so a process
+killed anywhere repeats only the unfinished step:
+
+- a step that did not commit is redone with the same derived randomness, so it produces
+  the same result;
+- samples are pushed once: tasks already recorded are skipped, tasks the tool has but the
+  database lacks (crash between push and commit) are found by sample key and adopted;
+- annotations are upserted by the tool's annotation id: re-pulled labels are not counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from alloop.errors import (
+    AlloopError,
+    ConfigError,
+    ConnectorUnavailableError,
+    PoolError,
+    StoreError,
+    UnknownComponentError,
+)
+from alloop.loop import _faults
+from alloop.loop.lock import ProjectLease
+from alloop.loop.policies import round_budget, stop_reason
+from alloop.loop.states import RoundState, check_transition
+from alloop.loop.steps import Steps
+from alloop.store.engine import session_scope
+from alloop.store.models import Project, Round, Selection, utcnow
+from alloop.store.queries import current_round, get_project, model_versions, pool_samples, rounds, selected_ids
+from alloop.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+#: errors the user must fix; they never count as a failed attempt
+USER_ERRORS = (ConfigError, PoolError, UnknownComponentError)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick did.
+
+    ``action`` is one of: created, trained, scored, selected, pushed, collecting, closed,
+    waiting, finished, idle.
+    """
+
+    action: str
+    round: int | None
+    state: str | None
+    message: str
+    progressed: bool = True
+    finished: bool = False
+    waiting: bool = False
+
+
+class Controller:
+    """Drives one project's rounds through the state machine.
+
+    Parameters
+    ----------
+    workspace : Workspace
+    use_lock : bool
+        Hold the project lease while ticking (always, except for in-memory simulations).
+    """
+
+    def __init__(self, workspace: Workspace, *, use_lock: bool = True) -> None:
+        self.ws = workspace
+        self.use_lock = use_lock
+        self.steps = Steps(workspace, self._transition)
+        self._lease: ProjectLease | None = None
+
+    # -- locking ---------------------------------------------------------------------------
+    def __enter__(self) -> "Controller":
+        if self.use_lock and self._lease is None:
+            project = self.ws.project()
+            self._lease = ProjectLease(self.ws.engine, project.id, project.name)  # type: ignore[arg-type]
+            self._lease.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+
+    # -- transitions -------------------------------------------------------------------------
+    def _transition(self, s: Session, rnd: Round, new: RoundState, **values: object) -> None:
+        """Compare-and-set the round's state inside ``s`` and commit; crash points around it."""
+        check_transition(rnd.number, rnd.state, new.value)
+        res = s.execute(
+            update(Round)
+            .where(Round.id == rnd.id, Round.state == rnd.state)
+            .values(state=new.value, updated_at=utcnow(), attempt=0, last_error=None, **values)
+        )
+        if res.rowcount != 1:
+            raise StoreError(
+                f"Round {rnd.number} changed state while this process worked on it "
+                "(another process advanced the project?). Nothing was written; run again."
+            )
+        _faults.crash_point(rnd.number, f"before_commit:{new.value}")
+        s.commit()
+        _faults.crash_point(rnd.number, f"after_commit:{new.value}")
+        logger.info("project %s round %d: %s -> %s", self.ws.name, rnd.number, rnd.state, new.value)
+
+    # -- the tick ------------------------------------------------------------------------------
+    def tick(self) -> TickResult:
+        """Perform at most one transition (or one label pull) and report it."""
+        if self.use_lock and self._lease is None:
+            with self:
+                return self._tick()
+        return self._tick()
+
+    def _tick(self) -> TickResult:
+        with session_scope(self.ws.engine) as s:
+            project = get_project(s, self.ws.name)
+            rnd = current_round(s, project.id)  # type: ignore[arg-type]
+        if project.status == "finished":
+            return TickResult("idle", None, None, f"finished: {project.finished_reason}", progressed=False, finished=True)
+        if rnd is None or rnd.state == RoundState.CLOSED:
+            return self._between_rounds(project)
+        if rnd.state == RoundState.FAILED:
+            raise StoreError(
+                f"Round {rnd.number} FAILED in state {rnd.failed_from} after {rnd.attempt} attempts: "
+                f"{rnd.last_error}. Fix the cause, then run `alloop retry` to resume it."
+            )
+        step: Callable[[Round], TickResult] = {
+            RoundState.CREATED: self.steps.train,
+            RoundState.TRAINED: self.steps.score,
+            RoundState.SCORED: self.steps.select,
+            RoundState.SELECTED: self.steps.push,
+            RoundState.PUSHED: self.steps.collect,
+            RoundState.COLLECTING: self.steps.collect,
+        }[RoundState(rnd.state)]
+        try:
+            return step(rnd)
+        except USER_ERRORS:
+            raise
+        except ConnectorUnavailableError as exc:
+            self._record_error(rnd, exc, count=False)
+            raise
+        except Exception as exc:
+            self._record_error(rnd, exc, count=True)
+            raise
+
+    def _record_error(self, rnd: Round, exc: BaseException, *, count: bool) -> None:
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        with session_scope(self.ws.engine) as s:
+            row = s.get(Round, rnd.id)
+            if row is None or row.state != rnd.state:
+                return
+            row.last_error = message
+            if count:
+                row.attempt += 1
+                if row.attempt >= self.ws.config.loop.max_attempts:
+                    row.failed_from, row.state = row.state, RoundState.FAILED.value
+                    logger.error("project %s round %d FAILED: %s", self.ws.name, row.number, message)
+            row.updated_at = utcnow()
+            s.add(row)
+
+    def _between_rounds(self, project: Project) -> TickResult:
+        loop = self.ws.config.loop
+        with session_scope(self.ws.engine) as s:
+            history = rounds(s, project.id)  # type: ignore[arg-type]
+            chosen = selected_ids(s, project.id)  # type: ignore[arg-type]
+            n_candidates = sum(1 for smp in pool_samples(s, project.id) if smp.id not in chosen)  # type: ignore[arg-type]
+            models = [m for m in model_versions(s, project.id) if not m.final]  # type: ignore[arg-type]
+        reason = stop_reason(loop, history, len(chosen), n_candidates, models[-1] if models else None)
+        if reason is not None:
+            return self.steps.finish(project, reason)
+        number = history[-1].number + 1 if history else 0
+        budget = round_budget(loop, number, len(chosen), n_candidates)
+        strategy = self.ws.cold_start if number == 0 else self.ws.strategy
+        comp = self.ws.config.cold_start if number == 0 else self.ws.config.strategy
+        with session_scope(self.ws.engine) as s:
+            rnd = Round(
+                project_id=project.id,  # type: ignore[arg-type]
+                number=number,
+                state=RoundState.CREATED.value,
+                strategy=comp.name,
+                strategy_params=strategy.model_dump(mode="json"),
+                budget=budget,
+            )
+            s.add(rnd)
+            _faults.crash_point(number, "before_commit:CREATED")
+        _faults.crash_point(number, "after_commit:CREATED")
+        logger.info("project %s round %d: created (%s, budget %d)", self.ws.name, number, comp.name, budget)
+        return TickResult("created", number, RoundState.CREATED.value, f"round {number} created: {comp.name}, {budget} samples")
+
+    # -- driving -------------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        rounds_to_close: int | None = None,
+        on_tick: Callable[[TickResult], None] | None = None,
+    ) -> list[TickResult]:
+        """Tick until finished, waiting for labels, or ``rounds_to_close`` rounds closed."""
+        results: list[TickResult] = []
+        closed = 0
+        with self:
+            while True:
+                r = self._tick()
+                results.append(r)
+                if on_tick is not None:
+                    on_tick(r)
+                closed += r.action == "closed"
+                if r.finished or r.waiting or not r.progressed:
+                    break
+                if rounds_to_close is not None and closed >= rounds_to_close:
+                    break
+        return results
+
+    def retry(self) -> Round:
+        """Move a FAILED round back to the state it failed in."""
+        with session_scope(self.ws.engine) as s:
+            project = get_project(s, self.ws.name)
+            rnd = current_round(s, project.id)  # type: ignore[arg-type]
+            if rnd is None or rnd.state != RoundState.FAILED:
+                raise AlloopError(
+                    f"Nothing to retry: the current round is {rnd.state if rnd else 'absent'}, not FAILED."
+                )
+            rnd.state, rnd.attempt, rnd.failed_from = rnd.failed_from or RoundState.CREATED.value, 0, None
+            s.add(rnd)
+            return rnd
+
+
+def selection_rows(s: Session, round_id: int) -> list[Selection]:
+    return list(s.exec(select(Selection).where(Selection.round_id == round_id).order_by(Selection.rank)).all())

@@ -1,0 +1,118 @@
+"""Store what a labeling tool returned: every annotation kept, none counted twice.
+
+An annotation is identified by (connector, source id). Seeing it again updates the stored
+row when something changed (an edited label, a later cancel) and does nothing otherwise.
+A label outside the project's label set is stored as invalid with its reason - reported,
+never trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlmodel import Session, select
+
+from alloop.errors import ConnectorDataError
+from alloop.store.models import Annotation, Task, utcnow
+from connectors.base import AnnotationRecord
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestStats:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return self.new + self.updated
+
+
+def _check(record: AnnotationRecord, labels: Sequence[str]) -> tuple[bool, str | None]:
+    if record.cancelled:
+        return True, None
+    if record.label is None:
+        return False, "annotation has no label"
+    if record.label not in labels:
+        return False, f"label {record.label!r} is not in the label set {list(labels)}"
+    return True, None
+
+
+def ingest(
+    session: Session,
+    *,
+    project_id: int,
+    connector: str,
+    labels: Sequence[str],
+    records: Sequence[AnnotationRecord],
+    tasks_by_key: dict[str, Task],
+) -> IngestStats:
+    """Upsert ``records`` (in the caller's transaction)."""
+    stats = IngestStats()
+    if not records:
+        return stats
+    ids = list({r.source_id for r in records})
+    existing: dict[str, Annotation] = {}
+    for i in range(0, len(ids), 900):
+        for a in session.exec(
+            select(Annotation).where(
+                Annotation.project_id == project_id,
+                Annotation.connector == connector,
+                Annotation.source_id.in_(ids[i : i + 900]),  # type: ignore[attr-defined]
+            )
+        ).all():
+            existing[a.source_id] = a
+    for r in records:
+        task = tasks_by_key.get(r.sample_key)
+        if task is None:
+            raise ConnectorDataError(
+                f"The labeling tool returned an annotation for sample {r.sample_key!r}, which alloop never pushed."
+            )
+        valid, reason = _check(r, labels)
+        fields = dict(
+            annotator=r.annotator,
+            label=r.label,
+            value=dict(r.value) if r.value is not None else None,
+            cancelled=r.cancelled,
+            valid=valid,
+            invalid_reason=reason,
+            lead_time=r.lead_time,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+        )
+        old = existing.get(r.source_id)
+        if old is None:
+            ann = Annotation(
+                project_id=project_id,
+                sample_id=task.sample_id,
+                task_id=task.id,
+                round_id=task.round_id,
+                connector=connector,
+                source_id=r.source_id,
+                **fields,
+            )
+            session.add(ann)
+            existing[r.source_id] = ann
+            stats.new += 1
+            if not valid:
+                stats.invalid.append((r.sample_key, reason or ""))
+        elif any(getattr(old, k) != v for k, v in fields.items() if k not in ("created_at", "updated_at")) or (
+            old.updated_at != r.updated_at
+        ):
+            for k, v in fields.items():
+                setattr(old, k, v)
+            old.ingested_at = utcnow()
+            session.add(old)
+            stats.updated += 1
+            if not valid:
+                stats.invalid.append((r.sample_key, reason or ""))
+        else:
+            stats.unchanged += 1
+    for key, reason in stats.invalid:
+        logger.warning("Invalid annotation for %s: %s", key, reason)
+    return stats

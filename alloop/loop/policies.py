@@ -1,0 +1,64 @@
+"""When to stop, how big a round is, when a round's labeling is complete.
+
+Policies read the persisted history (rounds, selections, models), never in-memory state,
+so they give the same answer after a restart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from alloop.config import LoopConfig
+from alloop.errors import PoolExhaustedError
+from alloop.store.models import ModelVersion, Round, utcnow
+
+
+def stop_reason(
+    loop: LoopConfig,
+    rounds: list[Round],
+    n_selected: int,
+    n_candidates: int,
+    latest_model: ModelVersion | None,
+) -> str | None:
+    """Why the project should stop before creating another round, or None to go on."""
+    if loop.max_rounds is not None and len(rounds) >= loop.max_rounds:
+        return f"max_rounds reached ({len(rounds)} rounds)"
+    if loop.budget is not None and n_selected >= loop.budget:
+        return f"budget spent ({n_selected} of {loop.budget} samples selected)"
+    if loop.target_accuracy is not None and latest_model is not None:
+        acc = latest_model.metrics.get("accuracy")
+        if acc is not None and acc >= loop.target_accuracy:
+            return f"target accuracy reached ({acc:.4f} >= {loop.target_accuracy})"
+    if n_candidates == 0:
+        return "pool exhausted (every sample was selected)"
+    return None
+
+
+def round_budget(loop: LoopConfig, number: int, n_selected: int, n_candidates: int) -> int:
+    """How many samples round ``number`` selects; errors if the pool cannot supply them."""
+    size = loop.initial_size if number == 0 else loop.batch_size
+    what = "loop.initial_size" if number == 0 else "loop.batch_size"
+    if loop.budget is not None:
+        size = min(size, loop.budget - n_selected)
+    if size > n_candidates:
+        raise PoolExhaustedError(
+            size,
+            n_candidates,
+            hint=(
+                f"Set {what} (now {size}) to at most {n_candidates} in alloop.toml, set loop.budget, "
+                "or import more samples."
+            ),
+        )
+    return size
+
+
+def round_complete(loop: LoopConfig, n_tasks: int, n_resolved: int, pushed_at: datetime | None, now: datetime | None = None) -> bool:
+    """All tasks resolved; or the configured fraction, once the timeout (if any) passed."""
+    if n_tasks == 0 or n_resolved >= n_tasks:
+        return True
+    if n_resolved < loop.completion_fraction * n_tasks:
+        return False
+    if loop.completion_timeout_s is None:
+        return True
+    now = now or utcnow()
+    return pushed_at is not None and now - pushed_at >= timedelta(seconds=loop.completion_timeout_s)

@@ -1,0 +1,377 @@
+"""The work of each round state: train, score, select, push, collect - and the final model.
+
+Every step reads what it needs, works outside a transaction, then writes its results and the
+state change together through the controller's ``transition`` (one transaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlmodel import Session, select
+
+from alloop import registry
+from alloop.errors import ConnectorDataError, LearnerError
+from alloop.features.base import SampleRef
+from alloop.loop import _faults
+from alloop.loop.ingest import ingest
+from alloop.loop.policies import round_complete
+from alloop.loop.states import RoundState
+from alloop.rng import derive_rng, derive_seed
+from alloop.store.engine import session_scope
+from alloop.store.models import ModelVersion, Project, Round, Sample, Selection, Task, utcnow
+from alloop.store.queries import (
+    get_project,
+    pool_samples,
+    resolved_task_ids,
+    selected_ids,
+    test_samples,
+    training_labels,
+)
+from alloop.strategies.base import SelectionContext
+
+if TYPE_CHECKING:
+    from alloop.loop.controller import TickResult
+    from alloop.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+Transition = Callable[..., None]
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _result(action: str, rnd: Round, state: RoundState, message: str, **kw: Any) -> "TickResult":
+    from alloop.loop.controller import TickResult
+
+    return TickResult(action, rnd.number, state.value, message, **kw)
+
+
+class Steps:
+    def __init__(self, ws: "Workspace", transition: Transition) -> None:
+        self.ws = ws
+        self.transition = transition
+        self._models: dict[int, Any] = {}
+
+    # -- shared helpers -----------------------------------------------------------------------
+    def _refs(self, samples: Sequence[Sample]) -> list[SampleRef]:
+        return [SampleRef(s.key, s.kind, s.content_hash, s.data, self.ws.work_dir) for s in samples]
+
+    def features(self, samples: Sequence[Sample]) -> tuple[list[Sample], np.ndarray]:
+        """Features of the readable samples; unreadable ones are quarantined and dropped."""
+        X, failures = self.ws.feature_cache.get(self._refs(samples), self.ws.encoder, self.ws.progress)
+        if failures:
+            with session_scope(self.ws.engine) as s:
+                for smp in samples:
+                    if smp.key in failures:
+                        row = s.get(Sample, smp.id)
+                        if row is not None:
+                            row.status, row.reason = "quarantined", failures[smp.key]
+                            s.add(row)
+            for key, reason in failures.items():
+                logger.warning("Quarantined %s: %s", key, reason)
+        ok = [smp for smp in samples if smp.key not in failures]
+        return ok, X
+
+    def _fit(self, project: Project, labeled: list[Sample], labels: dict[int, str], round_key: object) -> Any | None:
+        classes = {lb: i for i, lb in enumerate(project.labels)}
+        y_names = [labels[smp.id] for smp in labeled]  # type: ignore[index]
+        if len(set(y_names)) < 2:
+            return None
+        labeled, X = self.features(labeled)
+        y = np.array([classes[labels[smp.id]] for smp in labeled], dtype=np.int64)  # type: ignore[index]
+        if len(np.unique(y)) < 2:
+            return None
+        learner = self.ws.new_learner()
+        X_pool = None
+        if getattr(learner, "uses_pool", False):
+            _, X_pool = self.features(self._pool(project))
+        learner.fit(X, y, n_classes=len(project.labels), seed=derive_seed(project.seed, round_key, "learner"), X_pool=X_pool)
+        return learner
+
+    def _pool(self, project: Project) -> list[Sample]:
+        with session_scope(self.ws.engine) as s:
+            return pool_samples(s, project.id)  # type: ignore[arg-type]
+
+    def _evaluate(self, project: Project, learner: Any) -> dict[str, Any]:
+        with session_scope(self.ws.engine) as s:
+            test = test_samples(s, project.id)  # type: ignore[arg-type]
+        if not test:
+            return {}
+        test, X = self.features(test)
+        classes = {lb: i for i, lb in enumerate(project.labels)}
+        y = np.array([classes[smp.reference_label] for smp in test])  # type: ignore[index]
+        pred = np.argmax(learner.predict_proba(X), axis=1)
+        return {"accuracy": float(np.mean(pred == y)), "n_test": len(test)}
+
+    def _train_model(self, project: Project, round_key: object, stem: str) -> tuple[Any | None, ModelVersion | None]:
+        with session_scope(self.ws.engine) as s:
+            labels = training_labels(s, project, self.ws.config.loop.aggregation)
+            pool = pool_samples(s, project.id)  # type: ignore[arg-type]
+        labeled = [smp for smp in pool if smp.id in labels]
+        learner = self._fit(project, labeled, labels, round_key)
+        if learner is None:
+            return None, None
+        metrics: dict[str, Any] = {"n_labels": len(labeled)}
+        metrics.update(self._evaluate(project, learner))
+        path = digest = None
+        if self.ws.config.loop.save_models:
+            path = self.ws.work_dir / "models" / f"{stem}.joblib"
+            buf = io.BytesIO()
+            learner.save(buf)
+            data = buf.getvalue()
+            _atomic_bytes(path, data)
+            digest = hashlib.sha256(data).hexdigest()
+        mv = ModelVersion(
+            project_id=project.id,  # type: ignore[arg-type]
+            learner=self.ws.config.learner.name,
+            artifact_path=str(path) if path else None,
+            artifact_hash=digest,
+            n_labels=len(labeled),
+            metrics=metrics,
+        )
+        return learner, mv
+
+    # -- CREATED -> TRAINED --------------------------------------------------------------------------
+    def train(self, rnd: Round) -> "TickResult":
+        project = self.ws.project()
+        learner, mv = self._train_model(project, ("round", rnd.number), f"round-{rnd.number:04d}")
+        with Session(self.ws.engine, expire_on_commit=False) as s:
+            values: dict[str, Any] = {}
+            if mv is not None:
+                mv.round_number = rnd.number
+                s.add(mv)
+                s.flush()
+                values["model_version_id"] = mv.id
+            self.transition(s, rnd, RoundState.TRAINED, **values)
+        if learner is not None:
+            self._models[rnd.number] = learner
+        acc = mv.metrics.get("accuracy") if mv else None
+        msg = "no model yet (fewer than 2 labeled classes)" if mv is None else (
+            f"trained on {mv.n_labels} labels" + (f", accuracy {acc:.4f}" if acc is not None else "")
+        )
+        return _result("trained", rnd, RoundState.TRAINED, f"round {rnd.number}: {msg}")
+
+    def _model_for(self, rnd: Round) -> Any | None:
+        if rnd.model_version_id is None:
+            return None
+        if rnd.number in self._models:
+            return self._models[rnd.number]
+        with session_scope(self.ws.engine) as s:
+            mv = s.get(ModelVersion, rnd.model_version_id)
+        cls = registry.load("learner", self.ws.config.learner.name)
+        if mv is not None and mv.artifact_path and Path(mv.artifact_path).exists() and hasattr(cls, "load"):
+            learner = cls.load(Path(mv.artifact_path), self.ws.config.learner.params)
+        else:  # no artifact kept: retrain deterministically from the same labels and seed
+            learner, _ = self._train_model(self.ws.project(), ("round", rnd.number), f"round-{rnd.number:04d}")
+            if learner is None:
+                raise LearnerError(f"Cannot rebuild the model of round {rnd.number}.")
+        self._models[rnd.number] = learner
+        return learner
+
+    def _strategy_for(self, rnd: Round, has_model: bool) -> tuple[Any, str]:
+        if rnd.number == 0:
+            return self.ws.cold_start, self.ws.config.cold_start.name
+        strategy = self.ws.strategy
+        if strategy.requires & {"proba"} and not has_model:
+            logger.warning(
+                "round %d: strategy %s needs a model, none could be trained yet; using cold start %s",
+                rnd.number, self.ws.config.strategy.name, self.ws.config.cold_start.name,
+            )
+            return self.ws.cold_start, self.ws.config.cold_start.name
+        return strategy, self.ws.config.strategy.name
+
+    def _scores_path(self, rnd: Round) -> Path:
+        return self.ws.work_dir / "rounds" / f"round-{rnd.number:04d}" / "scores.npz"
+
+    # -- TRAINED -> SCORED ----------------------------------------------------------------------------
+    def score(self, rnd: Round) -> "TickResult":
+        project = self.ws.project()
+        model = self._model_for(rnd)
+        strategy, name = self._strategy_for(rnd, model is not None)
+        pool, X = self.features(self._pool(project))
+        arrays: dict[str, np.ndarray] = {"sample_ids": np.array([smp.id for smp in pool], dtype=np.int64)}
+        if model is not None and len(pool):
+            arrays["proba"] = model.predict_proba(X).astype(np.float32)
+            if "embeddings" in strategy.requires:
+                emb = model.embed(X)
+                if emb is not None:
+                    arrays["embeddings"] = np.asarray(emb, dtype=np.float32)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        _atomic_bytes(self._scores_path(rnd), buf.getvalue())
+        with Session(self.ws.engine, expire_on_commit=False) as s:
+            self.transition(
+                s, rnd, RoundState.SCORED, strategy=name, strategy_params=strategy.model_dump(mode="json")
+            )
+        return _result("scored", rnd, RoundState.SCORED, f"round {rnd.number}: scored {len(pool)} samples for {name}")
+
+    # -- SCORED -> SELECTED ---------------------------------------------------------------------------
+    def select(self, rnd: Round) -> "TickResult":
+        project = self.ws.project()
+        with np.load(self._scores_path(rnd)) as z:
+            arrays = {k: z[k] for k in z.files}
+        strategy, name = self._strategy_for(rnd, "proba" in arrays)
+        with session_scope(self.ws.engine) as s:
+            by_id = {smp.id: smp for smp in pool_samples(s, project.id)}  # type: ignore[arg-type]
+            chosen = selected_ids(s, project.id)  # type: ignore[arg-type]
+            labels = training_labels(s, project, self.ws.config.loop.aggregation)
+        ids = arrays["sample_ids"]
+        keep = np.array([i in by_id for i in ids], dtype=bool)  # quarantined since scoring: drop
+        ids = ids[keep]
+        classes = {lb: i for i, lb in enumerate(project.labels)}
+        label_arr = np.array([classes.get(labels.get(int(i), ""), -1) for i in ids], dtype=np.int64)
+        embeddings = arrays["embeddings"][keep] if "embeddings" in arrays else None
+        if embeddings is None and "embeddings" in strategy.requires:
+            _, embeddings = self.features([by_id[int(i)] for i in ids])
+        ctx = SelectionContext(
+            n_samples=len(ids),
+            candidates=np.flatnonzero([int(i) not in chosen for i in ids]),
+            labeled=np.flatnonzero(label_arr >= 0),
+            rng=derive_rng(project.seed, "round", rnd.number, "select"),
+            proba=arrays["proba"][keep] if "proba" in arrays else None,
+            embeddings=embeddings,
+            labels=label_arr,
+        )
+        sel = strategy.select(ctx, rnd.budget)
+        with Session(self.ws.engine, expire_on_commit=False) as s:
+            for rank, (pos, score) in enumerate(zip(sel.positions, sel.scores)):
+                s.add(
+                    Selection(
+                        project_id=project.id,  # type: ignore[arg-type]
+                        round_id=rnd.id,  # type: ignore[arg-type]
+                        sample_id=int(ids[pos]),
+                        rank=rank,
+                        score=float(score) if np.isfinite(score) else 0.0,
+                    )
+                )
+            self.transition(s, rnd, RoundState.SELECTED)
+        return _result("selected", rnd, RoundState.SELECTED, f"round {rnd.number}: {name} selected {len(sel)} samples")
+
+    # -- SELECTED -> PUSHED ---------------------------------------------------------------------------
+    def _payloads(self, rnd: Round, project: Project, samples: list[Sample]) -> list[Any]:
+        from connectors.base import Prediction, TaskPayload
+
+        proba: dict[int, np.ndarray] = {}
+        path = self._scores_path(rnd)
+        if path.exists():
+            with np.load(path) as z:
+                if "proba" in z.files:
+                    proba = dict(zip(z["sample_ids"].tolist(), z["proba"]))
+        out = []
+        for smp in samples:
+            pred = None
+            p = proba.get(smp.id)  # type: ignore[arg-type]
+            if p is not None:
+                top = int(np.argmax(p))
+                pred = Prediction(
+                    label=project.labels[top],
+                    score=float(p[top]),
+                    model_version=f"{project.name}-round-{rnd.number}",
+                    proba={lb: float(v) for lb, v in zip(project.labels, p)},
+                )
+            out.append(TaskPayload(smp.key, smp.kind, smp.data, rnd.number, pred))
+        return out
+
+    def push(self, rnd: Round) -> "TickResult":
+        project = self.ws.project()
+        conn = self.ws.connector
+        with session_scope(self.ws.engine) as s:
+            picked = s.exec(
+                select(Sample).join(Selection, Selection.sample_id == Sample.id)
+                .where(Selection.round_id == rnd.id).order_by(Selection.rank)
+            ).all()
+            done = set(s.exec(select(Task.sample_id).where(Task.project_id == project.id, Task.connector == conn.name)).all())
+        todo = [smp for smp in picked if smp.id not in done]
+        conn.ensure_project()
+        keys = [smp.key for smp in todo]
+        adopted = conn.find_tasks(keys) if todo else {}
+        fresh = [smp for smp in todo if smp.key not in adopted]
+        pushed = conn.push(self._payloads(rnd, project, fresh)) if fresh else {}
+        _faults.crash_point(rnd.number, "after_push")
+        ext = {**adopted, **pushed}
+        missing = [k for k in keys if k not in ext]
+        if missing:
+            raise ConnectorDataError(
+                f"The labeling tool returned no task id for {len(missing)} pushed samples (e.g. {missing[0]!r})."
+            )
+        now = utcnow()
+        with Session(self.ws.engine, expire_on_commit=False) as s:
+            for smp in todo:
+                s.add(Task(project_id=project.id, round_id=rnd.id, sample_id=smp.id, connector=conn.name,  # type: ignore[arg-type]
+                           external_id=str(ext[smp.key]), pushed_at=now))
+            self.transition(s, rnd, RoundState.PUSHED, pushed_at=now)
+        msg = f"round {rnd.number}: pushed {len(fresh)} tasks to {conn.name}"
+        if adopted:
+            msg += f" (adopted {len(adopted)} already there)"
+        return _result("pushed", rnd, RoundState.PUSHED, msg)
+
+    # -- PUSHED/COLLECTING -> COLLECTING/CLOSED ------------------------------------------------------
+    def collect(self, rnd: Round) -> "TickResult":
+        from connectors.base import TaskRef
+
+        project = self.ws.project()
+        conn = self.ws.connector
+        with session_scope(self.ws.engine) as s:
+            rows = s.exec(
+                select(Task, Sample.key, Round.number).join(Sample, Sample.id == Task.sample_id)
+                .join(Round, Round.id == Task.round_id)
+                .where(Task.project_id == project.id, Task.connector == conn.name)
+            ).all()
+        tasks_by_key = {key: t for t, key, _ in rows}
+        refs = [TaskRef(key, t.external_id, number, t.pushed_at) for t, key, number in rows]
+        records = conn.pull(refs)
+        with Session(self.ws.engine, expire_on_commit=False) as s:
+            stats = ingest(s, project_id=project.id, connector=conn.name, labels=project.labels,  # type: ignore[arg-type]
+                           records=records, tasks_by_key=tasks_by_key)
+            s.flush()
+            mine = [t.id for t, _, number in rows if number == rnd.number]
+            n_done = len(resolved_task_ids(s, mine))  # type: ignore[arg-type]
+            progress = f"{n_done}/{len(mine)} tasks resolved"
+            if stats.changed:
+                progress += f", {stats.new} new and {stats.updated} updated annotations"
+            if rnd.state == RoundState.PUSHED:
+                self.transition(s, rnd, RoundState.COLLECTING)
+                return _result("collecting", rnd, RoundState.COLLECTING, f"round {rnd.number}: collecting, {progress}")
+            if round_complete(self.ws.config.loop, len(mine), n_done, rnd.pushed_at):
+                self.transition(s, rnd, RoundState.CLOSED, completed_at=utcnow())
+                return _result("closed", rnd, RoundState.CLOSED, f"round {rnd.number}: closed, {progress}")
+            s.commit()
+            _faults.crash_point(rnd.number, "after_ingest")
+        return _result(
+            "waiting", rnd, RoundState.COLLECTING, f"round {rnd.number}: waiting for labels, {progress}",
+            progressed=stats.changed > 0, waiting=True,
+        )
+
+    # -- the end -------------------------------------------------------------------------------------
+    def finish(self, project: Project, reason: str) -> "TickResult":
+        from alloop.loop.controller import TickResult
+
+        _, mv = self._train_model(project, "final", "final")
+        with session_scope(self.ws.engine) as s:
+            row = get_project(s, project.name)
+            if mv is not None:
+                mv.final = True
+                s.add(mv)
+            row.status, row.finished_reason = "finished", reason
+            s.add(row)
+        logger.info("project %s finished: %s", project.name, reason)
+        acc = mv.metrics.get("accuracy") if mv else None
+        msg = f"finished: {reason}" + (f"; final model accuracy {acc:.4f}" if acc is not None else "")
+        return TickResult("finished", None, None, msg, finished=True)

@@ -1,0 +1,144 @@
+"""Per-round status rows and learning-curve figures (matplotlib, written as PNG)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy.engine import Engine
+from sqlmodel import func, select
+
+from alloop.store.engine import session_scope
+from alloop.store.models import Annotation, ModelVersion, Round, Sample, Selection, Task
+from alloop.store.queries import get_project, model_versions, rounds
+
+if TYPE_CHECKING:
+    from alloop.simulate import SimulationResult
+
+
+def _counts(s: Any, column: Any, where: Any, group: Any) -> dict[int, int]:
+    return dict(s.exec(select(group, func.count(column)).where(where).group_by(group)).all())
+
+
+def project_status(engine: Engine, name: str) -> dict[str, Any]:
+    """Everything ``alloop status`` shows, as plain data (also the ``--json`` output)."""
+    with session_scope(engine) as s:
+        project = get_project(s, name)
+        pid = project.id
+        samples = Counter(
+            (split, status)
+            for split, status in s.exec(select(Sample.split, Sample.status).where(Sample.project_id == pid)).all()
+        )
+        history = rounds(s, pid)  # type: ignore[arg-type]
+        models = {m.id: m for m in model_versions(s, pid)}  # type: ignore[arg-type]
+        selected = _counts(s, Selection.id, Selection.project_id == pid, Selection.round_id)
+        pushed = _counts(s, Task.id, Task.project_id == pid, Task.round_id)
+        resolved = _counts(s, func.distinct(Annotation.task_id), Annotation.project_id == pid, Annotation.round_id)
+        labeled = _counts(
+            s,
+            func.distinct(Annotation.sample_id),
+            (Annotation.project_id == pid) & (Annotation.valid == True) & (Annotation.cancelled == False),  # noqa: E712
+            Annotation.round_id,
+        )
+        invalid = s.exec(
+            select(func.count(Annotation.id)).where(Annotation.project_id == pid, Annotation.valid == False)  # noqa: E712
+        ).one()
+        final = next((m for m in models.values() if m.final), None)
+    rows = []
+    for r in history:
+        mv = models.get(r.model_version_id) if r.model_version_id else None
+        rows.append(
+            {
+                "round": r.number,
+                "state": r.state,
+                "strategy": r.strategy,
+                "budget": r.budget,
+                "selected": selected.get(r.id, 0),
+                "pushed": pushed.get(r.id, 0),
+                "resolved": resolved.get(r.id, 0),
+                "labeled": labeled.get(r.id, 0),
+                "train_labels": mv.n_labels if mv else 0,
+                "accuracy": mv.metrics.get("accuracy") if mv else None,
+                "attempt": r.attempt,
+                "last_error": r.last_error,
+                "created_at": r.created_at.isoformat(),
+                "completed_at": r.completed_at.isoformat() if r.completed_at else None,
+            }
+        )
+    return {
+        "project": project.name,
+        "task": project.task,
+        "labels": project.labels,
+        "status": project.status,
+        "finished_reason": project.finished_reason,
+        "samples": {
+            "pool": samples[("pool", "ok")],
+            "test": samples[("test", "ok")],
+            "quarantined": sum(v for (split, st), v in samples.items() if st == "quarantined"),
+        },
+        "invalid_annotations": int(invalid),
+        "rounds": rows,
+        "final_model": (
+            {"n_labels": final.n_labels, "accuracy": final.metrics.get("accuracy")} if final else None
+        ),
+    }
+
+
+def learning_curve(engine: Engine, name: str) -> list[tuple[int, float]]:
+    """(labels, accuracy) of every model with a held-out accuracy, in training order."""
+    with session_scope(engine) as s:
+        pid = get_project(s, name).id
+        models = s.exec(select(ModelVersion).where(ModelVersion.project_id == pid).order_by(ModelVersion.id)).all()
+    return [(m.n_labels, float(m.metrics["accuracy"])) for m in models if "accuracy" in m.metrics]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curve(points: list[tuple[int, float]], path: Path, title: str) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    x, y = zip(*points) if points else ((), ())
+    ax.plot(x, y, marker="o")
+    ax.set_xlabel("labeled samples")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_simulation(result: "SimulationResult", path: Path, title: str) -> Path:
+    """Mean accuracy per strategy with a band of ±1 standard deviation over seeds."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    aubc = {row["strategy"]: row for row in result.table()}
+    for name, runs in result.by_strategy().items():
+        n = min(len(r.accuracy) for r in runs)
+        x = np.asarray(runs[0].n_labels[:n])
+        acc = np.array([r.accuracy[:n] for r in runs])
+        mean, std = acc.mean(axis=0), acc.std(axis=0)
+        label = f"{name} (AUBC {aubc[name]['aubc_mean']:.3f} ± {aubc[name]['aubc_std']:.3f})"
+        (line,) = ax.plot(x, mean, marker=".", label=label)
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("labeled samples")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,228 @@
+"""Compare strategies by running the real loop with the simulated annotator, over many seeds.
+
+Each run is the same :class:`~alloop.loop.controller.Controller` the CLI uses, on a private
+in-memory database holding a copy of the project's labeled samples, with the ``oracle``
+connector. Runs are spread over processes (joblib); features come from the shared on-disk
+cache, computed once up front.
+
+Results: a learning curve per run (labels vs held-out accuracy, one point per trained model)
+and its normalized area under the budget curve (AUBC: trapezoid area divided by the label
+range, i.e. the mean accuracy over the budget).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alloop.config import Component, ProjectConfig
+from alloop.errors import ConfigError, EmptyPoolError
+from alloop.progress import NULL_PROGRESS, Progress
+from alloop.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    strategies: tuple[Component, ...]
+    seeds: tuple[int, ...]
+    initial_size: int = 20
+    batch_size: int = 10
+    rounds: int = 10
+    """Rounds per run, round 0 (cold start) included."""
+    test_fraction: float = 0.3
+    learner: Component | None = None
+    """Default: the project's learner."""
+    cold_start: Component | None = None
+    noise: float = 0.0
+
+
+@dataclass
+class RunResult:
+    strategy: str
+    seed: int
+    n_labels: list[int]
+    accuracy: list[float]
+    aubc: float
+    seconds: float
+
+
+@dataclass
+class SimulationResult:
+    spec: SimulationSpec
+    runs: list[RunResult] = field(default_factory=list)
+
+    def by_strategy(self) -> dict[str, list[RunResult]]:
+        out: dict[str, list[RunResult]] = {}
+        for r in self.runs:
+            out.setdefault(r.strategy, []).append(r)
+        return out
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per strategy: AUBC mean/std/min/max, final accuracy mean/std, runs."""
+        rows = []
+        for name, runs in self.by_strategy().items():
+            aubc = np.array([r.aubc for r in runs])
+            final = np.array([r.accuracy[-1] for r in runs])
+            rows.append(
+                {
+                    "strategy": name,
+                    "runs": len(runs),
+                    "aubc_mean": float(aubc.mean()),
+                    "aubc_std": float(aubc.std(ddof=1)) if len(runs) > 1 else 0.0,
+                    "aubc_min": float(aubc.min()),
+                    "aubc_max": float(aubc.max()),
+                    "final_acc_mean": float(final.mean()),
+                    "final_acc_std": float(final.std(ddof=1)) if len(runs) > 1 else 0.0,
+                    "final_labels": int(runs[0].n_labels[-1]),
+                }
+            )
+        return sorted(rows, key=lambda r: -r["aubc_mean"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table(),
+            "runs": [r.__dict__ for r in self.runs],
+        }
+
+
+def aubc(n_labels: Sequence[int], accuracy: Sequence[float]) -> float:
+    """Normalized area under the budget curve (mean accuracy over the label range)."""
+    x = np.asarray(n_labels, dtype=float)
+    y = np.asarray(accuracy, dtype=float)
+    if x.size == 0:
+        return float("nan")
+    if x.size == 1 or x[-1] == x[0]:
+        return float(y.mean())
+    return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+
+
+def _run_config(base: ProjectConfig, spec: SimulationSpec, strategy: Component, seed: int, work_dir: Path) -> ProjectConfig:
+    loop = base.loop.model_copy(
+        update=dict(
+            initial_size=spec.initial_size,
+            batch_size=spec.batch_size,
+            max_rounds=spec.rounds,
+            budget=None,
+            target_accuracy=None,
+            completion_fraction=1.0,
+            completion_timeout_s=None,
+            save_models=False,
+        )
+    )
+    project = base.project.model_copy(update=dict(seed=seed, work_dir=work_dir, database="sqlite://"))
+    return base.model_copy(
+        update=dict(
+            project=project,
+            loop=loop,
+            strategy=strategy,
+            learner=spec.learner or base.learner,
+            cold_start=spec.cold_start or base.cold_start,
+            connector=Component(name="oracle", params={"noise": spec.noise}),
+        )
+    )
+
+
+def run_one(
+    base: ProjectConfig,
+    spec: SimulationSpec,
+    strategy: Component,
+    seed: int,
+    samples: list[dict[str, Any]],
+    labels: list[str],
+    cache_dir: Path,
+) -> RunResult:
+    """One simulated project: seed-specific test split, the real loop to the end."""
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    from alloop.loop.controller import Controller
+    from alloop.pool.importer import in_test_split
+    from alloop.store.engine import open_store, session_scope
+    from alloop.store.models import ModelVersion, Project, Sample
+    from sqlmodel import select
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="alloop-sim-") as tmp, threadpool_limits(1):
+        cfg = _run_config(base, spec, strategy, seed, Path(tmp))
+        engine = open_store("sqlite://")
+        ws = Workspace(cfg, engine=engine, cache_dir=cache_dir)
+        with session_scope(engine) as s:
+            project = Project(name=cfg.project.name, task=cfg.project.task, labels=labels, seed=seed, config={})
+            s.add(project)
+            s.flush()
+            for d in samples:
+                split = "test" if in_test_split(seed, d["key"], spec.test_fraction) else "pool"
+                s.add(Sample(project_id=project.id, split=split, **d))
+        ws.reference_labels_override = {d["key"]: d["reference_label"] for d in samples}
+        Controller(ws, use_lock=False).run()
+        with session_scope(engine) as s:
+            models = s.exec(select(ModelVersion).order_by(ModelVersion.id)).all()
+        points = [(m.n_labels, m.metrics["accuracy"]) for m in models if "accuracy" in m.metrics]
+        engine.dispose()
+    n, acc = [p[0] for p in points], [p[1] for p in points]
+    return RunResult(strategy.name, seed, n, acc, aubc(n, acc), time.perf_counter() - t0)
+
+
+def simulate(
+    workspace: Workspace,
+    spec: SimulationSpec,
+    *,
+    n_jobs: int = -1,
+    progress: Progress = NULL_PROGRESS,
+) -> SimulationResult:
+    """Run every (strategy, seed) pair on copies of ``workspace``'s labeled samples."""
+    from joblib import Parallel, delayed
+    from sqlmodel import select
+
+    from alloop.features.base import SampleRef
+    from alloop.store.engine import session_scope
+    from alloop.store.models import Sample
+    from alloop.store.queries import get_project
+
+    if not spec.strategies or not spec.seeds:
+        raise ConfigError("simulate needs at least one strategy and one seed.")
+    for comp in spec.strategies:  # fail fast on unknown names or bad params
+        from alloop import registry
+
+        registry.create("strategy", comp.name, comp.params)
+    with session_scope(workspace.engine) as s:
+        project = get_project(s, workspace.name)
+        rows = s.exec(
+            select(Sample).where(
+                Sample.project_id == project.id, Sample.status == "ok", Sample.reference_label.is_not(None)  # type: ignore[union-attr]
+            ).order_by(Sample.id)
+        ).all()
+    if len(rows) < spec.initial_size + spec.batch_size:
+        raise EmptyPoolError(
+            f"Simulation needs samples with known labels; the project has {len(rows)}. "
+            "Import a pool with labels (class sub-folders, a label column, a bundled dataset)."
+        )
+    # fill the feature cache once, here, so workers only read it
+    refs = [SampleRef(r.key, r.kind, r.content_hash, r.data, workspace.work_dir) for r in rows]
+    _, failures = workspace.feature_cache.get(refs, workspace.encoder, progress)
+    samples = [
+        dict(key=r.key, kind=r.kind, content_hash=r.content_hash, data=r.data, reference_label=r.reference_label)
+        for r in rows
+        if r.key not in failures
+    ]
+    jobs = [(c, seed) for c in spec.strategies for seed in spec.seeds]
+    result = SimulationResult(spec)
+    base = workspace.config
+    with progress.task(f"Simulating {len(jobs)} runs", total=len(jobs)) as bar:
+        for run in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+            delayed(run_one)(base, spec, c, seed, samples, list(project.labels), workspace.cache_dir) for c, seed in jobs
+        ):
+            result.runs.append(run)
+            bar.advance()
+    order = {(c.name, s): i for i, (c, s) in enumerate(jobs)}
+    result.runs.sort(key=lambda r: order[(r.strategy, r.seed)])
+    return result

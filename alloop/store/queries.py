@@ -1,0 +1,132 @@
+"""Reads and small writes over the tables, shared by the loop, the CLI and the reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlmodel import Session, func, select
+
+from alloop.errors import ConfigError, ProjectNotFoundError
+from alloop.labels import Vote, aggregate
+from alloop.store.models import Annotation, ModelVersion, Project, Round, Sample, Selection, Task
+
+
+def get_project(session: Session, name: str) -> Project:
+    project = session.exec(select(Project).where(Project.name == name)).first()
+    if project is None:
+        known = session.exec(select(Project.name)).all()
+        raise ProjectNotFoundError(
+            f"No project named {name!r} in this database (known: {', '.join(known) or 'none'}). "
+            "Run `alloop import` first to create it."
+        )
+    return project
+
+
+def ensure_project(session: Session, *, name: str, task: str, labels: Sequence[str] | None, seed: int, config: dict) -> Project:
+    """Create the project row, or refresh its stored config from the project file.
+
+    The label set may be set once; changing it after annotations exist is refused.
+    """
+    project = session.exec(select(Project).where(Project.name == name)).first()
+    if project is None:
+        project = Project(name=name, task=task, labels=list(labels or []), seed=seed, config=config)
+        session.add(project)
+        session.flush()
+        return project
+    if project.task != task:
+        raise ConfigError(
+            f"Project {name!r} was created with task {project.task!r}; the project file now says {task!r}. "
+            "A project's task cannot change: create a new project (another name) instead."
+        )
+    if labels is not None and list(labels) != project.labels:
+        n_ann = session.exec(
+            select(func.count()).select_from(Annotation).where(Annotation.project_id == project.id)
+        ).one()
+        if n_ann and not set(project.labels) <= set(labels):
+            removed = sorted(set(project.labels) - set(labels))
+            raise ConfigError(
+                f"The project file removes labels {removed} that annotations may use. Labels can only "
+                "be added once labeling started; restore them in [project] labels."
+            )
+        project.labels = list(labels)
+    if project.seed != seed and session.exec(select(func.count()).select_from(Round).where(Round.project_id == project.id)).one():
+        raise ConfigError(
+            f"Project {name!r} already ran rounds with seed {project.seed}; the project file says {seed}. "
+            "Changing the seed mid-project would break reproducibility: restore it."
+        )
+    project.seed = seed
+    project.config = config
+    session.add(project)
+    session.flush()
+    return project
+
+
+def pool_samples(session: Session, project_id: int) -> list[Sample]:
+    """Selectable samples (readable, not held out), in id order: the pool's positions."""
+    return list(
+        session.exec(
+            select(Sample)
+            .where(Sample.project_id == project_id, Sample.status == "ok", Sample.split == "pool")
+            .order_by(Sample.id)
+        ).all()
+    )
+
+
+def test_samples(session: Session, project_id: int) -> list[Sample]:
+    return list(
+        session.exec(
+            select(Sample)
+            .where(
+                Sample.project_id == project_id,
+                Sample.status == "ok",
+                Sample.split == "test",
+                Sample.reference_label.is_not(None),  # type: ignore[union-attr]
+            )
+            .order_by(Sample.id)
+        ).all()
+    )
+
+
+def selected_ids(session: Session, project_id: int) -> set[int]:
+    return set(session.exec(select(Selection.sample_id).where(Selection.project_id == project_id)).all())
+
+
+def rounds(session: Session, project_id: int) -> list[Round]:
+    return list(session.exec(select(Round).where(Round.project_id == project_id).order_by(Round.number)).all())
+
+
+def current_round(session: Session, project_id: int) -> Round | None:
+    return session.exec(
+        select(Round).where(Round.project_id == project_id).order_by(Round.number.desc())  # type: ignore[attr-defined]
+    ).first()
+
+
+def training_labels(session: Session, project: Project, rule: str) -> dict[int, str]:
+    """Aggregated label per sample id, from valid non-cancelled annotations."""
+    rows = session.exec(
+        select(Annotation.sample_id, Annotation.annotator, Annotation.label, Annotation.updated_at).where(
+            Annotation.project_id == project.id,
+            Annotation.valid == True,  # noqa: E712
+            Annotation.cancelled == False,  # noqa: E712
+            Annotation.label.is_not(None),  # type: ignore[union-attr]
+        )
+    ).all()
+    return aggregate((Vote(*r) for r in rows), rule)
+
+
+def round_tasks(session: Session, round_id: int) -> list[Task]:
+    return list(session.exec(select(Task).where(Task.round_id == round_id).order_by(Task.id)).all())
+
+
+def model_versions(session: Session, project_id: int) -> list[ModelVersion]:
+    return list(
+        session.exec(select(ModelVersion).where(ModelVersion.project_id == project_id).order_by(ModelVersion.id)).all()
+    )
+
+
+def resolved_task_ids(session: Session, task_ids: Sequence[int]) -> set[int]:
+    """Tasks with at least one annotation (a label, an invalid label or a skip)."""
+    if not task_ids:
+        return set()
+    rows = session.exec(select(Annotation.task_id).where(Annotation.task_id.in_(list(task_ids)))).all()  # type: ignore[union-attr]
+    return {r for r in rows if r is not None}

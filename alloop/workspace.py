@@ -1,0 +1,154 @@
+"""A project at run time: its config, database, work directory and components.
+
+Components are built lazily, so a command that only reads the status never imports
+scikit-learn, torch or a labeling-tool SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from alloop import registry
+from alloop.config import ProjectConfig, database_url
+from alloop.features.cache import FeatureCache
+from alloop.progress import NULL_PROGRESS, Progress
+from alloop.store.engine import open_store, session_scope
+from alloop.store.models import Project, Sample
+from alloop.store.queries import ensure_project, get_project
+
+logger = logging.getLogger(__name__)
+
+
+class Workspace:
+    """Everything needed to operate one project.
+
+    Parameters
+    ----------
+    config : ProjectConfig
+        With absolute paths (see :func:`alloop.config.load_config`).
+    engine : Engine, optional
+        Defaults to the configured database, migrated to the latest schema.
+    progress : Progress
+        Where long work reports progress.
+    cache_dir : Path, optional
+        Feature cache folder; default ``<work_dir>/cache`` (simulations share their source's).
+    """
+
+    def __init__(
+        self,
+        config: ProjectConfig,
+        engine: Engine | None = None,
+        progress: Progress = NULL_PROGRESS,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.progress = progress
+        self._engine = engine
+        self.work_dir = Path(config.project.work_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir else self.work_dir / "cache"
+        self.reference_labels_override: dict[str, str | None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.project.name
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self._engine = open_store(database_url(self.config))
+        return self._engine
+
+    def ensure_project(self) -> Project:
+        """Create the project row (or refresh its config) from the project file."""
+        with session_scope(self.engine) as s:
+            return ensure_project(
+                s,
+                name=self.name,
+                task=self.config.project.task,
+                labels=self.config.project.labels,
+                seed=self.config.project.seed,
+                config=self.config.model_dump(mode="json"),
+            )
+
+    def project(self) -> Project:
+        with session_scope(self.engine) as s:
+            return get_project(s, self.name)
+
+    # -- components ----------------------------------------------------------------------
+    @cached_property
+    def encoder(self) -> Any:
+        c = self.config.features
+        return registry.create("encoder", c.name, c.params)
+
+    @cached_property
+    def feature_cache(self) -> FeatureCache:
+        return FeatureCache(self.cache_dir / "features")
+
+    def new_learner(self) -> Any:
+        c = self.config.learner
+        return registry.create("learner", c.name, c.params)
+
+    @cached_property
+    def strategy(self) -> Any:
+        c = self.config.strategy
+        return registry.create("strategy", c.name, c.params)
+
+    @cached_property
+    def cold_start(self) -> Any:
+        c = self.config.cold_start
+        strategy = registry.create("strategy", c.name, c.params)
+        if {"proba"} & set(strategy.requires):
+            from alloop.errors import ConfigError
+
+            raise ConfigError(
+                f"cold_start strategy {c.name!r} needs model probabilities, which round 0 does not have. "
+                "Use a model-free strategy such as 'random' or 'coreset'."
+            )
+        return strategy
+
+    @cached_property
+    def connector(self) -> Any:
+        from connectors.base import ConnectorContext
+
+        project = self.project()
+        ctx = ConnectorContext(
+            project=self.name,
+            task=project.task,
+            labels=tuple(project.labels),
+            work_dir=self.work_dir,
+            seed=project.seed,
+            reference_labels=self.reference_labels,
+        )
+        c = self.config.connector
+        cls = registry.load("connector", c.name)
+        return cls.from_params(c.params, context=ctx)
+
+    def reference_labels(self, keys: Sequence[str]) -> dict[str, str | None]:
+        """Known labels by sample key (for the simulated annotator)."""
+        if self.reference_labels_override is not None:
+            return {k: self.reference_labels_override.get(k) for k in keys}
+        out: dict[str, str | None] = {}
+        keys = list(keys)
+        with session_scope(self.engine) as s:
+            pid = get_project(s, self.name).id
+            for i in range(0, len(keys), 900):
+                chunk = keys[i : i + 900]
+                rows = s.exec(
+                    select(Sample.key, Sample.reference_label).where(Sample.project_id == pid, Sample.key.in_(chunk))  # type: ignore[attr-defined]
+                ).all()
+                out.update(dict(rows))
+        return out
+
+    def close(self) -> None:
+        if "connector" in self.__dict__:
+            self.connector.close()
+        if self._engine is not None:
+            self._engine.dispose()

@@ -1,0 +1,150 @@
+"""File hand-off for any labeling tool: a tasks file out, a labels file in.
+
+Push appends one JSON object per task to ``tasks_path``::
+
+    {"key": "3/0042.png", "round": 2, "data": {"path": "/abs/3/0042.png"},
+     "prediction": {"label": "3", "score": 0.91, "model_version": "round-2"}}
+
+Pull reads ``labels_path`` (written by the team's tool or script), one object per line::
+
+    {"key": "3/0042.png", "label": "3", "annotator": "ana"}      # required: key, label
+    optional: "id" (unique annotation id; default "<key>#<annotator>"), "cancelled" (bool),
+    "created_at"/"updated_at" (ISO 8601), "lead_time" (seconds)
+
+A later line with the same id replaces an earlier one (an updated annotation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from alloop.errors import ConfigError, ConnectorDataError
+from connectors.base import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
+
+
+class JsonlParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tasks_path: Path | None = None
+    """Default: <work_dir>/handoff/tasks.jsonl"""
+    labels_path: Path | None = None
+    """Default: <work_dir>/handoff/labels.jsonl"""
+
+
+def _parse_time(value: Any, where: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ConnectorDataError(f"{where}: expected an ISO 8601 time, got {value!r}.") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+class JsonlConnector:
+    """Writes tasks to a JSONL file and reads labels back from another."""
+
+    name = "jsonl"
+
+    def __init__(self, context: ConnectorContext, params: JsonlParams) -> None:
+        base = context.work_dir / "handoff"
+        self.tasks_path = Path(params.tasks_path or base / "tasks.jsonl")
+        self.labels_path = Path(params.labels_path or base / "labels.jsonl")
+        self.context = context
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None, *, context: ConnectorContext) -> "JsonlConnector":
+        from alloop.config import format_validation_error
+
+        try:
+            p = JsonlParams.model_validate(dict(params or {}))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, JsonlParams, "jsonl connector parameters")) from None
+        return cls(context, p)
+
+    def ensure_project(self) -> None:
+        self.tasks_path.parent.mkdir(parents=True, exist_ok=True)
+        self.labels_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _read_jsonl(self, path: Path) -> list[tuple[int, dict[str, Any]]]:
+        if not path.exists():
+            return []
+        rows = []
+        with path.open(encoding="utf-8") as fh:
+            for no, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    if not line.endswith("\n"):  # a line still being written: ignore it
+                        break
+                    raise ConnectorDataError(f"{path}:{no}: invalid JSON ({exc.msg}).") from None
+                if not isinstance(obj, dict):
+                    raise ConnectorDataError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}.")
+                rows.append((no, obj))
+        return rows
+
+    def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
+        wanted = set(keys)
+        return {o["key"]: o["key"] for _, o in self._read_jsonl(self.tasks_path) if o.get("key") in wanted}
+
+    def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:
+        self.ensure_project()
+        lines = []
+        for t in tasks:
+            obj: dict[str, Any] = {"key": t.sample_key, "round": t.round_number, "kind": t.kind, "data": dict(t.data)}
+            if t.prediction is not None:
+                obj["prediction"] = {
+                    "label": t.prediction.label,
+                    "score": t.prediction.score,
+                    "model_version": t.prediction.model_version,
+                }
+            lines.append(json.dumps(obj, sort_keys=True) + "\n")
+        with self.tasks_path.open("a", encoding="utf-8") as fh:
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return {t.sample_key: t.sample_key for t in tasks}
+
+    def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
+        by_key = {t.sample_key: t for t in tasks}
+        latest: dict[str, AnnotationRecord] = {}
+        for no, o in self._read_jsonl(self.labels_path):
+            where = f"{self.labels_path}:{no}"
+            key = o.get("key")
+            if not isinstance(key, str):
+                raise ConnectorDataError(f"{where}: missing string field 'key'.")
+            if key not in by_key:
+                continue
+            cancelled = bool(o.get("cancelled", False))
+            label = o.get("label")
+            if not cancelled and not isinstance(label, str):
+                raise ConnectorDataError(f"{where}: field 'label' must be a string (or set \"cancelled\": true).")
+            annotator = str(o.get("annotator", "unknown"))
+            ref = by_key[key]
+            created = _parse_time(o.get("created_at"), where) or ref.pushed_at
+            updated = _parse_time(o.get("updated_at"), where) or created
+            source_id = str(o.get("id", f"{key}#{annotator}"))
+            latest[source_id] = AnnotationRecord(
+                sample_key=key,
+                external_task_id=ref.external_id,
+                source_id=source_id,
+                annotator=annotator,
+                label=None if cancelled else label,
+                cancelled=cancelled,
+                created_at=created,
+                updated_at=updated,
+                lead_time=o.get("lead_time"),
+            )
+        return list(latest.values())
+
+    def close(self) -> None:
+        return None

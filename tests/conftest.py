@@ -1,0 +1,55 @@
+"""Shared fixtures: real SQLite files, real bundled data, real CLI processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alloop.config import dumps_toml, load_config
+from alloop.pool.importer import import_pool
+from alloop.pool.sources import scan_source
+from alloop.workspace import Workspace
+
+ALLOOP = str(Path(sys.executable).with_name("alloop"))
+
+
+def write_project(folder: Path, **overrides: Any) -> Path:
+    """A digits project file in ``folder``; ``overrides`` replace whole sections."""
+    data: dict[str, Any] = {
+        "project": {"name": "t", "seed": 0},
+        "pool": {"source": {"type": "bundled", "name": "digits"}, "test_fraction": 0.3},
+        "features": {"name": "pixels"},
+        "strategy": {"name": "margin"},
+        "connector": {"name": "oracle"},
+        "loop": {"initial_size": 20, "batch_size": 10, "max_rounds": 3},
+    }
+    data.update(overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "alloop.toml").write_text(dumps_toml(data))
+    return folder / "alloop.toml"
+
+
+def open_workspace(project_file: Path, do_import: bool = True) -> Workspace:
+    cfg, _ = load_config(project_file)
+    ws = Workspace(cfg)
+    ws.ensure_project()
+    if do_import:
+        import_pool(ws.engine, ws.name, scan_source(cfg.pool.source, ws.work_dir), test_fraction=cfg.pool.test_fraction)
+    return ws
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "ALLOOP_DISABLE_PROGRESS_BARS": "1", "COLUMNS": "200", **(env or {})}
+    return subprocess.run([ALLOOP, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def digits_ws(tmp_path: Path):
+    ws = open_workspace(write_project(tmp_path / "proj"))
+    yield ws
+    ws.close()

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from alloop import registry
+from alloop.errors import ConfigError, ConnectorDataError
+from connectors.base import Connector, ConnectorContext, TaskPayload, TaskRef
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+LABELS = ("cat", "dog", "eel")
+TRUTH = {f"s{i}": LABELS[i % 3] for i in range(300)}
+
+
+def ctx(tmp_path: Path) -> ConnectorContext:
+    return ConnectorContext(project="p", task="classification", labels=LABELS, work_dir=tmp_path, seed=7,
+                            reference_labels=lambda keys: {k: TRUTH.get(k) for k in keys})
+
+
+def make(name, tmp_path, **params):
+    return registry.load("connector", name).from_params(params, context=ctx(tmp_path))
+
+
+@pytest.mark.parametrize("name", registry.available("connector"))
+def test_every_connector_implements_the_protocol(name, tmp_path):
+    conn = make(name, tmp_path)
+    assert isinstance(conn, Connector) and not isinstance(conn, type)
+    assert conn.name == name
+    with pytest.raises(ConfigError):
+        registry.load("connector", name).from_params({"no_such_param": 1}, context=ctx(tmp_path))
+
+
+def refs(keys):
+    return [TaskRef(k, f"oracle:{k}", 0, T0) for k in keys]
+
+
+def test_oracle_answers_truth_deterministically(tmp_path):
+    o = make("oracle", tmp_path)
+    keys = list(TRUTH)[:30]
+    assert o.push([TaskPayload(k, "vector", {}, 0) for k in keys]) == {k: f"oracle:{k}" for k in keys}
+    a1, a2 = o.pull(refs(keys)), o.pull(refs(keys))
+    assert a1 == a2
+    assert {a.sample_key: a.label for a in a1} == {k: TRUTH[k] for k in keys}
+
+
+def test_oracle_noise_skips_and_annotators(tmp_path):
+    o = make("oracle", tmp_path, noise=0.3, annotators=3, skip_rate=0.1)
+    keys = list(TRUTH)
+    anns = o.pull(refs(keys))
+    assert len(anns) == 3 * len(keys)
+    assert len({a.source_id for a in anns}) == len(anns)
+    labeled = [a for a in anns if not a.cancelled]
+    wrong = np_mean([a.label != TRUTH[a.sample_key] for a in labeled])
+    skipped = np_mean([a.cancelled for a in anns])
+    assert 0.22 < wrong < 0.38
+    assert 0.05 < skipped < 0.15
+    assert all(a.label in LABELS for a in labeled)
+
+
+def np_mean(xs):
+    return sum(xs) / len(xs)
+
+
+def test_oracle_refuses_samples_without_known_label(tmp_path):
+    o = make("oracle", tmp_path)
+    with pytest.raises(ConnectorDataError, match="without a known label"):
+        o.push([TaskPayload("unknown", "vector", {}, 0)])
+
+
+def test_jsonl_roundtrip_update_cancel_and_adoption(tmp_path):
+    j = make("jsonl", tmp_path)
+    keys = ["s1", "s2", "s3"]
+    ids = j.push([TaskPayload(k, "image", {"path": f"/x/{k}.png"}, 2) for k in keys])
+    assert ids == {k: k for k in keys}
+    assert j.find_tasks(["s1", "s3", "s9"]) == {"s1": "s1", "s3": "s3"}
+    lines = [json.loads(x) for x in (tmp_path / "handoff" / "tasks.jsonl").read_text().splitlines()]
+    assert [x["key"] for x in lines] == keys and lines[0]["round"] == 2
+    labels = tmp_path / "handoff" / "labels.jsonl"
+    labels.write_text(
+        '{"key": "s1", "label": "cat", "annotator": "ana"}\n'
+        '{"key": "s2", "cancelled": true, "annotator": "ana"}\n'
+        '{"key": "s1", "label": "dog", "annotator": "ana", "updated_at": "2026-01-02T00:00:00Z"}\n'
+        '{"key": "s3", "label": "eel", "annotator": "bob", "id": "x-1"}\n'
+    )
+    anns = {a.source_id: a for a in j.pull([TaskRef(k, k, 2, T0) for k in keys])}
+    assert anns["s1#ana"].label == "dog"  # the later line replaced the earlier one
+    assert anns["s2#ana"].cancelled and anns["s2#ana"].label is None
+    assert anns["x-1"].annotator == "bob"
+    assert anns["s1#ana"].updated_at == datetime(2026, 1, 2, tzinfo=timezone.utc)
+
+
+def test_jsonl_bad_line_names_file_and_line(tmp_path):
+    j = make("jsonl", tmp_path)
+    j.push([TaskPayload("s1", "image", {}, 0)])
+    labels = tmp_path / "handoff" / "labels.jsonl"
+    labels.write_text('{"key": "s1", "label": "cat"}\n{oops\n')
+    with pytest.raises(ConnectorDataError, match=r"labels.jsonl:2: invalid JSON"):
+        j.pull([TaskRef("s1", "s1", 0, T0)])
+    labels.write_text('{"key": "s1", "label": 3}\n')
+    with pytest.raises(ConnectorDataError, match=r"labels.jsonl:1: field 'label' must be a string"):
+        j.pull([TaskRef("s1", "s1", 0, T0)])

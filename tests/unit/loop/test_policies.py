@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from alloop.config import LoopConfig
+from alloop.errors import PoolExhaustedError
+from alloop.loop.policies import round_budget, round_complete, stop_reason
+from alloop.loop.states import RoundState, check_transition
+from alloop.errors import InvalidTransitionError
+from alloop.store.models import ModelVersion, Round
+
+
+def rounds(n):
+    return [Round(project_id=1, number=i, budget=1) for i in range(n)]
+
+
+def test_stop_reasons():
+    loop = LoopConfig(max_rounds=3, budget=100, target_accuracy=0.9)
+    assert stop_reason(loop, rounds(2), 50, 10, None) is None
+    assert "max_rounds" in stop_reason(loop, rounds(3), 50, 10, None)
+    assert "budget spent" in stop_reason(loop, rounds(1), 100, 10, None)
+    good = ModelVersion(project_id=1, learner="x", metrics={"accuracy": 0.95})
+    assert "target accuracy" in stop_reason(loop, rounds(1), 10, 10, good)
+    assert "pool exhausted" in stop_reason(LoopConfig(), rounds(1), 10, 0, None)
+
+
+def test_round_budget_caps_and_errors():
+    loop = LoopConfig(initial_size=20, batch_size=10, budget=35)
+    assert round_budget(loop, 0, 0, 1000) == 20
+    assert round_budget(loop, 1, 30, 1000) == 5
+    with pytest.raises(PoolExhaustedError) as e:
+        round_budget(LoopConfig(batch_size=50), 1, 0, 7)
+    assert "only 7 unlabeled samples remain" in str(e.value)
+    assert "loop.batch_size" in str(e.value)
+
+
+def test_round_complete_fraction_and_timeout():
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    full = LoopConfig()
+    assert round_complete(full, 10, 10, t0)
+    assert not round_complete(full, 10, 9, t0)
+    part = LoopConfig(completion_fraction=0.8, completion_timeout_s=60)
+    assert not round_complete(part, 10, 8, t0, now=t0 + timedelta(seconds=30))
+    assert round_complete(part, 10, 8, t0, now=t0 + timedelta(seconds=61))
+    assert not round_complete(part, 10, 7, t0, now=t0 + timedelta(days=1))
+
+
+def test_transition_table():
+    check_transition(1, "CREATED", "TRAINED")
+    check_transition(1, "COLLECTING", "FAILED")
+    with pytest.raises(InvalidTransitionError, match="cannot move from CREATED to PUSHED"):
+        check_transition(1, "CREATED", "PUSHED")
+    with pytest.raises(InvalidTransitionError):
+        check_transition(1, RoundState.CLOSED.value, "CREATED")

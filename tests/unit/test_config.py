@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alloop.config import database_url, load_config, parse_config
+from alloop.errors import ConfigError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "alloop.toml"
+    p.write_text(text)
+    return p
+
+
+def test_minimal_config_gets_defaults(tmp_path):
+    cfg, path = load_config(_write(tmp_path, '[project]\nname = "x"\n'))
+    assert cfg.strategy.name == "margin"
+    assert cfg.connector.name == "oracle"
+    assert cfg.loop.batch_size == 20
+    assert cfg.project.work_dir == (tmp_path / ".alloop").resolve()
+    assert database_url(cfg) == f"sqlite:///{(tmp_path / '.alloop' / 'alloop.db').resolve()}"
+
+
+def test_wrong_field_is_named_with_a_suggestion(tmp_path):
+    p = _write(tmp_path, '[project]\nname = "x"\n[loop]\nbatchsize = 5\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "unknown field 'loop.batchsize'" in msg
+    assert "did you mean 'batch_size'" in msg
+    assert str(p) in msg
+
+
+def test_wrong_value_says_what_was_got(tmp_path):
+    with pytest.raises(ConfigError, match=r"loop.batch_size: .*greater than or equal to 1.*got 0"):
+        load_config(_write(tmp_path, '[project]\nname = "x"\n[loop]\nbatch_size = 0\n'))
+
+
+def test_missing_name_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="missing required field 'project.name'"):
+        load_config(_write(tmp_path, "[project]\nseed = 1\n"))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[project\nname='x'"))
+
+
+def test_missing_file_tells_how_to_fix(tmp_path):
+    with pytest.raises(ConfigError, match="alloop init"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_labels_validation():
+    with pytest.raises(ConfigError, match="duplicates"):
+        parse_config({"project": {"name": "x", "labels": ["a", "b", "a"]}})
+    with pytest.raises(ConfigError, match="at least 2 labels"):
+        parse_config({"project": {"name": "x", "labels": ["a"]}})
+
+
+def test_env_database_url_wins(tmp_path, monkeypatch):
+    cfg, _ = load_config(_write(tmp_path, '[project]\nname = "x"\ndatabase = "sqlite:////tmp/a.db"\n'))
+    assert database_url(cfg) == "sqlite:////tmp/a.db"
+    monkeypatch.setenv("ALLOOP_DATABASE_URL", "sqlite:////tmp/b.db")
+    assert database_url(cfg) == "sqlite:////tmp/b.db"
+
+
+def test_pool_paths_resolved_relative_to_file(tmp_path):
+    cfg, _ = load_config(
+        _write(tmp_path, '[project]\nname = "x"\n[pool.source]\ntype = "folder"\npath = "imgs"\n')
+    )
+    assert cfg.pool.source.path == (tmp_path / "imgs").resolve()
+
+
+def test_unknown_source_type_lists_choices():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"project": {"name": "x"}, "pool": {"source": {"type": "ftp"}}})
+    assert "folder" in str(e.value) and "bundled" in str(e.value)
