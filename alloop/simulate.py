@@ -203,8 +203,9 @@ def simulate(
         ).all()
     if len(rows) < spec.initial_size + spec.batch_size:
         raise EmptyPoolError(
-            f"Simulation needs samples with known labels; the project has {len(rows)}. "
-            "Import a pool with labels (class sub-folders, a label column, a bundled dataset)."
+            f"Simulation needs at least {spec.initial_size + spec.batch_size} samples with known labels; "
+            f"the project has {len(rows)}. Run `alloop import` first, with a pool that has labels "
+            "(class sub-folders, a label column, a bundled dataset)."
         )
     # fill the feature cache once, here, so workers only read it
     refs = [SampleRef(r.key, r.kind, r.content_hash, r.data, workspace.work_dir) for r in rows]

@@ -131,6 +131,14 @@ class Workspace:
         cls = registry.load("connector", c.name)
         return cls.from_params(c.params, context=ctx)
 
+    def validate(self) -> None:
+        """Build every configured component once, so a bad name or parameter fails before any work."""
+        self.encoder
+        self.new_learner()
+        self.strategy
+        self.cold_start
+        self.connector
+
     def reference_labels(self, keys: Sequence[str]) -> dict[str, str | None]:
         """Known labels by sample key (for the simulated annotator)."""
         if self.reference_labels_override is not None:

@@ -59,6 +59,7 @@ def run_project(ws: Any, rounds: int | None, once: bool, echo: bool = True) -> l
         n = s.exec(select(func.count()).select_from(Sample).where(Sample.project_id == project.id, Sample.status == "ok")).one()
     if n == 0:
         raise EmptyPoolError(f"Project {ws.name!r} has no readable samples. Run `alloop import` first.")
+    ws.validate()
 
     def show(r: Any) -> None:
         if echo:

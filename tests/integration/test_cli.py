@@ -1,0 +1,172 @@
+"""The real `alloop` command in subprocesses: happy path and every bad input the spine promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import run_cli, write_project
+from tests.integration.snapshot import snapshot
+
+
+def _db(folder: Path) -> str:
+    return f"sqlite:///{folder / '.alloop' / 'alloop.db'}"
+
+
+def _images(root: Path, n_per_class: int = 5, corrupt: bool = False) -> Path:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for label in (0, 1, 2):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(d.target == label)[:n_per_class]:
+            Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).save(root / str(label) / f"{i}.png")
+    if corrupt:
+        (root / "2" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    return root
+
+
+def test_init_import_run_status_report(tmp_path):
+    proj = tmp_path / "p"
+    r = run_cli("init", str(proj), "--dataset", "digits", "--rounds", "3", "--batch-size", "10")
+    assert r.returncode == 0, r.stderr
+    assert (proj / "alloop.toml").exists()
+    r = run_cli("import", "-p", str(proj))
+    assert r.returncode == 0, r.stderr
+    assert "1797 added" in r.stdout
+    r = run_cli("import", "-p", str(proj))  # idempotent
+    assert "0 added, 1797 unchanged" in r.stdout
+    r = run_cli("run", "-p", str(proj))
+    assert r.returncode == 0, r.stderr
+    assert "finished: max_rounds reached" in r.stdout
+    r = run_cli("status", "-p", str(proj), "--json")
+    status = json.loads(r.stdout)
+    assert status["status"] == "finished"
+    assert [x["state"] for x in status["rounds"]] == ["CLOSED"] * 3
+    assert [x["selected"] for x in status["rounds"]] == [20, 10, 10]
+    assert status["samples"]["pool"] + status["samples"]["test"] == 1797
+    r = run_cli("report", "-p", str(proj))
+    png = proj / ".alloop" / "report" / "learning_curve.png"
+    assert r.returncode == 0 and png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_once_does_a_single_step(tmp_path):
+    pf = write_project(tmp_path / "p")
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("run", "--once", "-p", str(pf))
+    assert r.returncode == 0 and "round 0 created" in r.stdout
+    assert snapshot(_db(tmp_path / "p"))["rounds"] == [(0, "CREATED", "random", 20)]
+
+
+def test_budget_larger_than_pool(tmp_path):
+    images = _images(tmp_path / "imgs", n_per_class=5)
+    pf = write_project(tmp_path / "p", pool={"source": {"type": "folder", "path": str(images), "labels_from_subfolders": True}},
+                       loop={"initial_size": 30})
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 2
+    assert "Asked to select 30 samples but only 15 unlabeled samples remain" in r.stderr
+    assert "loop.initial_size" in r.stderr
+    assert snapshot(_db(tmp_path / "p"))["rounds"] == []  # nothing written
+
+
+def test_unknown_strategy_lists_known_ones(tmp_path):
+    pf = write_project(tmp_path / "p", strategy={"name": "bald"})
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 2
+    assert "Unknown strategy 'bald'" in r.stderr and "margin" in r.stderr and "coreset" in r.stderr
+    assert snapshot(_db(tmp_path / "p"))["rounds"] == []  # refused before any work
+
+
+def test_unknown_learner_lists_known_ones(tmp_path):
+    pf = write_project(tmp_path / "p", learner={"name": "xgboost"})
+    run_cli("import", "-p", str(pf))
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 2 and "Unknown learner 'xgboost'" in r.stderr and "sklearn" in r.stderr
+
+
+def test_empty_pool(tmp_path):
+    pf = write_project(tmp_path / "p")
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 2 and "has no readable samples. Run `alloop import` first" in r.stderr
+    (tmp_path / "empty").mkdir()
+    pf = write_project(tmp_path / "q", pool={"source": {"type": "folder", "path": str(tmp_path / "empty")}},
+                       project={"name": "q", "labels": ["a", "b"]})
+    r = run_cli("import", "-p", str(pf))
+    assert r.returncode == 2 and "empty" in r.stderr.lower()
+
+
+def test_corrupt_image_is_quarantined_not_fatal(tmp_path):
+    images = _images(tmp_path / "imgs", corrupt=True)
+    pf = write_project(tmp_path / "p", pool={"source": {"type": "folder", "path": str(images), "labels_from_subfolders": True}},
+                       loop={"initial_size": 4, "batch_size": 4, "max_rounds": 3})
+    r = run_cli("import", "-p", str(pf))
+    assert r.returncode == 0, r.stderr
+    assert "15 added" in r.stdout and "1 quarantined" in r.stdout
+    assert "2/broken.png" in r.stdout
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 0, r.stderr
+    snap = snapshot(_db(tmp_path / "p"))
+    assert snap["quarantined"] == ["2/broken.png"]
+    assert "2/broken.png" not in {k for _, _, k, _ in snap["selections"]}
+
+
+def test_duplicate_keys_refused_and_nothing_written(tmp_path):
+    texts = tmp_path / "t.jsonl"
+    texts.write_text(
+        '{"id": "a", "text": "good movie", "label": "pos"}\n'
+        '{"id": "b", "text": "bad movie", "label": "neg"}\n'
+        '{"id": "a", "text": "again", "label": "pos"}\n'
+    )
+    pf = write_project(tmp_path / "p", project={"name": "t", "task": "text"}, features={"name": "hashing"},
+                       pool={"source": {"type": "texts", "path": str(texts)}})
+    r = run_cli("import", "-p", str(pf))
+    assert r.returncode == 2
+    assert "'a'" in r.stderr and "1" in r.stderr and "3" in r.stderr and "duplicate" in r.stderr.lower()
+    r = run_cli("status", "-p", str(pf), "--json")
+    assert json.loads(r.stdout)["samples"] == {"pool": 0, "test": 0, "quarantined": 0}
+
+
+def test_wrong_config_field(tmp_path):
+    pf = write_project(tmp_path / "p", loop={"batchsize": 5})
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 2
+    assert "unknown field 'loop.batchsize'; did you mean 'batch_size'?" in r.stderr
+    assert not (tmp_path / "p" / ".alloop").exists()  # nothing created
+
+
+def test_init_refuses_to_overwrite(tmp_path):
+    assert run_cli("init", str(tmp_path)).returncode == 0
+    r = run_cli("init", str(tmp_path))
+    assert r.returncode == 2 and "--force" in r.stderr
+
+
+def test_simulate_writes_table_and_figure(tmp_path):
+    pf = write_project(tmp_path / "p")
+    r = run_cli("simulate", "-p", str(pf), "--seeds", "1")
+    assert r.returncode == 2 and "Run `alloop import` first" in r.stderr
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("simulate", "-p", str(pf), "--strategies", "margin,random", "--seeds", "2", "--rounds", "4",
+                "--batch-size", "5", "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "AUBC" in r.stdout and "margin" in r.stdout and "random" in r.stdout
+    out = tmp_path / "p" / ".alloop" / "simulate"
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["runs"]) == 4
+    assert all(run["n_labels"] == [20, 25, 30, 35] for run in data["runs"])
+    assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_simulate_batch_size_one_and_other_estimator(tmp_path):
+    pf = write_project(tmp_path / "p")
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("simulate", "-p", str(pf), "--strategies", "entropy", "--seeds", "1", "--rounds", "4",
+                "--batch-size", "1", "--initial-size", "10", "--estimator", "sklearn.naive_bayes.GaussianNB",
+                "--estimator-params", "{}", "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "p" / ".alloop" / "simulate" / "results.json").read_text())
+    assert data["runs"][0]["n_labels"] == [10, 11, 12, 13]
