@@ -52,9 +52,8 @@ class UnknownComponentError(AlloopError, LookupError):
         self.name = name
         self.available = sorted(available)
         hint = difflib.get_close_matches(name, self.available, n=1)
-        msg = (
-            f"Unknown {kind} {name!r}. Known {kind}s: {', '.join(self.available) or '(none)'}."
-        )
+        plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+        msg = f"Unknown {kind} {name!r}. Known {plural}: {', '.join(self.available) or '(none)'}."
         if hint:
             msg += f" Did you mean {hint[0]!r}?"
         super().__init__(msg)

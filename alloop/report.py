@@ -130,7 +130,8 @@ def plot_simulation(result: "SimulationResult", path: Path, title: str) -> Path:
         acc = np.array([r.accuracy[:n] for r in runs])
         mean, std = acc.mean(axis=0), acc.std(axis=0)
         label = f"{name} (AUBC {aubc[name]['aubc_mean']:.3f} ± {aubc[name]['aubc_std']:.3f})"
-        (line,) = ax.plot(x, mean, marker=".", label=label)
+        style = {"color": "0.35", "linestyle": "--"} if name == "random" else {}
+        (line,) = ax.plot(x, mean, marker=".", label=label, **style)
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("labeled samples")
     ax.set_ylabel("held-out accuracy")

@@ -29,8 +29,8 @@ def rounds_table(status: dict[str, Any]) -> Any:
     if final:
         rows.append(("final", "", "", "", "", "", final["n_labels"], _fmt_acc(final["accuracy"])))
     return table(
-        f"Project {status['project']} - {status['status']}",
-        ["round", "state", "strategy", "selected", "pushed", "resolved", "labels (model)", "accuracy"],
+        f"Project {status['project']} - {status['status']} (labels/acc: the round's model)",
+        ["round", "state", "strategy", "picked", "pushed", "done", "labels", "acc"],
         rows,
     )
 

@@ -16,15 +16,15 @@ def simulation_table(result: Any) -> Any:
 
     rows = [
         (
-            r["strategy"], r["runs"], f"{r['aubc_mean']:.4f} ± {r['aubc_std']:.4f}",
+            r["strategy"], r["runs"], f"{r['aubc_mean']:.4f}", f"{r['aubc_std']:.4f}",
             f"{r['aubc_min']:.4f}", f"{r['aubc_max']:.4f}",
-            f"{r['final_acc_mean']:.4f} ± {r['final_acc_std']:.4f}", r["final_labels"],
+            f"{r['final_acc_mean']:.4f}", f"{r['final_acc_std']:.4f}", r["final_labels"],
         )
         for r in result.table()
     ]
     return table(
-        "AUBC (normalized area under the learning curve; mean ± std over seeds)",
-        ["strategy", "seeds", "AUBC", "min", "max", "final accuracy", "labels"],
+        "AUBC: normalized area under the learning curve (mean, std over seeds)",
+        ["strategy", "seeds", "AUBC", "±", "min", "max", "final acc", "±", "labels"],
         rows,
     )
 
