@@ -1,15 +1,25 @@
 # alloop: one-command set-up, demo and tests on a fresh machine.
 #   make demo   -> .venv with everything, then a full active-learning session on the bundled digits
-#   make test   -> .venv with everything, then the whole test suite
+#   make test   -> .venv with everything + .venv-ls (Label Studio server), then the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Label Studio lives in its own virtualenv: its pins (Django, numpy, pytz...) clash with the ML stack.
+VENV_LS := .venv-ls
+LABEL_STUDIO ?= label-studio==1.23.2
 # The torch pair that open_clip and transformers import cleanly with (installed first).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test clean
+.PHONY: setup setup-ls demo test clean
 
 setup: $(VENV)/.installed
+
+setup-ls: $(VENV_LS)/.installed
+
+$(VENV_LS)/.installed:
+	$(PYTHON) -m venv $(VENV_LS)
+	$(VENV_LS)/bin/pip install --quiet $(LABEL_STUDIO)
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +30,8 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/alloop demo
 
-test: setup
-	$(BIN)/python -m pytest -q
+test: setup setup-ls
+	ALLOOP_LS_VENV=$(CURDIR)/$(VENV_LS) $(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache
+	rm -rf $(VENV) $(VENV_LS) demo .pytest_cache

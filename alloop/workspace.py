@@ -126,10 +126,20 @@ class Workspace:
             work_dir=self.work_dir,
             seed=project.seed,
             reference_labels=self.reference_labels,
+            extras={"pool_root": self.pool_root()},
         )
         c = self.config.connector
         cls = registry.load("connector", c.name)
         return cls.from_params(c.params, context=ctx)
+
+    def pool_root(self) -> Path | None:
+        """The folder holding the pool's files (images), if the source has one."""
+        source = self.config.pool.source
+        if source.type == "folder":
+            return Path(source.path)
+        if source.type == "bundled" and source.name == "digits":
+            return self.work_dir / "pool" / "digits"
+        return None
 
     def validate(self) -> None:
         """Build every configured component once, so a bad name or parameter fails before any work."""

@@ -88,8 +88,8 @@ class Connector(Protocol):
         """Create or adopt the tool's project and its label set (idempotent)."""
         ...
 
-    def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
-        """External task ids of already-pushed samples, by sample key."""
+    def find_tasks(self, keys: Sequence[str], round_number: int | None = None) -> dict[str, str]:
+        """External task ids of already-pushed samples, by sample key (pushed in ``round_number``)."""
         ...
 
     def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:

@@ -92,7 +92,7 @@ class JsonlConnector:
                 rows.append((no, obj))
         return rows
 
-    def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
+    def find_tasks(self, keys: Sequence[str], round_number: int | None = None) -> dict[str, str]:
         wanted = set(keys)
         return {o["key"]: o["key"] for _, o in self._read_jsonl(self.tasks_path) if o.get("key") in wanted}
 

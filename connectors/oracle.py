@@ -54,7 +54,7 @@ class OracleConnector:
     def ensure_project(self) -> None:
         return None
 
-    def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
+    def find_tasks(self, keys: Sequence[str], round_number: int | None = None) -> dict[str, str]:
         # The oracle keeps no state: a task "exists" once alloop recorded it.
         return {}
 

@@ -53,3 +53,43 @@ def digits_ws(tmp_path: Path):
     ws = open_workspace(write_project(tmp_path / "proj"))
     yield ws
     ws.close()
+
+
+# --- a real Label Studio server for the whole session -------------------------------------
+
+def _free_port(start: int = 18090) -> int:
+    from connectors.label_studio.server import port_is_free
+
+    for port in range(start, start + 200):
+        if port_is_free(port):
+            return port
+    raise RuntimeError("no free port for Label Studio")
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """Label Studio from its own virtualenv ($ALLOOP_LS_VENV, default ./.venv-ls), on loopback.
+
+    There is no skip: without the server the tests fail, with the reason.
+    """
+    from connectors.label_studio.server import LocalLabelStudio
+
+    venv = Path(os.environ.get("ALLOOP_LS_VENV", Path(__file__).resolve().parents[1] / ".venv-ls"))
+    if not (venv / "bin" / "label-studio").exists():
+        pytest.fail(f"Label Studio is not installed in {venv}: run `make setup` (it creates .venv-ls) or set ALLOOP_LS_VENV.")
+    root = tmp_path_factory.mktemp("label-studio")
+    server = LocalLabelStudio(data_dir=root / "data", port=_free_port(), venv=venv, document_root=root / "docroot")
+    (root / "docroot").mkdir()
+    server.start()
+    creds = server.credentials()
+    saved = {k: os.environ.get(k) for k in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")}
+    os.environ["LABEL_STUDIO_URL"] = server.url
+    os.environ["LABEL_STUDIO_API_KEY"] = creds["LABEL_STUDIO_API_KEY"]
+    os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(server.document_root)
+    yield server
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -34,10 +34,19 @@ class IngestStats:
 
 
 def _check(record: AnnotationRecord, labels: Sequence[str]) -> tuple[bool, str | None]:
+    """Valid, or invalid with the reason. A skip (cancelled) is valid but is no label."""
     if record.cancelled:
         return True, None
+    value = record.value or {}
+    if "boxes" in value:  # detection: every box needs a known label; no boxes = nothing there
+        bad = sorted({str(b.get("label")) for b in value["boxes"] if b.get("label") not in labels})
+        if bad:
+            return False, f"box labels {bad} are not in the label set {list(labels)}"
+        return True, None
+    if "choices" in value:
+        return False, f"{len(value['choices'])} labels chosen ({value['choices']}), expected exactly one"
     if record.label is None:
-        return False, "annotation has no label"
+        return False, "empty annotation: no label chosen (a skip would be cancelled instead)"
     if record.label not in labels:
         return False, f"label {record.label!r} is not in the label set {list(labels)}"
     return True, None

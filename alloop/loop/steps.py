@@ -301,7 +301,7 @@ class Steps:
         todo = [smp for smp in picked if smp.id not in done]
         conn.ensure_project()
         keys = [smp.key for smp in todo]
-        adopted = conn.find_tasks(keys) if todo else {}
+        adopted = conn.find_tasks(keys, round_number=rnd.number) if todo else {}
         fresh = [smp for smp in todo if smp.key not in adopted]
         pushed = conn.push(self._payloads(rnd, project, fresh)) if fresh else {}
         _faults.crash_point(rnd.number, "after_push")

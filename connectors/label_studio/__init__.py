@@ -1,0 +1,1 @@
+"""Label Studio connector (tasks, pre-annotations, annotations) and a local server manager."""

@@ -1,0 +1,327 @@
+"""The Label Studio connector: projects, tasks with pre-annotations, annotations back.
+
+Project file::
+
+    [connector]
+    name = "label_studio"
+    params = { url = "http://127.0.0.1:8080", images = "local-files" }
+
+The API token comes only from the environment variable named by ``token_env``
+(``LABEL_STUDIO_API_KEY`` by default); it is never logged nor stored.
+
+- Tasks carry the stable alloop sample key (``data.sample_id``) and the round
+  (``data.alloop_round``); task ids come from the import response.
+- A crash between the import and alloop's commit is healed by :meth:`find_tasks`, which lists
+  the round's tasks by ``data.alloop_round`` and adopts them by key.
+- Annotations are read through the export API (about 5x cheaper than paging tasks).
+- Unreachable server, time-outs and 5xx answers are retried with exponential backoff, then
+  raised as :class:`ConnectorUnavailableError` (the round waits; the next run continues).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alloop.errors import (
+    ConfigError,
+    ConnectorAuthError,
+    ConnectorDataError,
+    ConnectorError,
+    ConnectorUnavailableError,
+)
+from connectors.base import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
+from connectors.label_studio.labeling_config import ConfigInfo, generate, inspect
+from connectors.label_studio.results import image_reference, parse_annotation, prediction_json
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LabelStudioParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str | None = None
+    """Server URL; default $LABEL_STUDIO_URL, else http://127.0.0.1:8080."""
+    token_env: str = "LABEL_STUDIO_API_KEY"
+    """Name of the environment variable holding the API token (legacy token or personal access token)."""
+    project_id: int | None = None
+    """Adopt this existing Label Studio project instead of creating/finding one by title."""
+    title: str | None = None
+    """Project title (default: "alloop: <project name>"); used to find the project again."""
+    label_config: str | None = None
+    """Your own labeling config: XML text or a path to an .xml file. Checked against the label set."""
+    images: Literal["local-files", "url", "data-uri"] = "local-files"
+    document_root: Path | None = None
+    """Label Studio's LOCAL_FILES_DOCUMENT_ROOT; default $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT."""
+    url_prefix: str | None = None
+    """For images = "url": the URL serving document_root."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=5, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    """First retry delay; doubled each time."""
+    batch_size: int = Field(default=2000, ge=1)
+    """Tasks per import call."""
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None)
+
+
+class LabelStudioConnector:
+    """Runs alloop rounds in a Label Studio project."""
+
+    name = "label_studio"
+
+    def __init__(self, context: ConnectorContext, params: LabelStudioParams) -> None:
+        self.context = context
+        self.params = params
+        self.url = (params.url or os.environ.get("LABEL_STUDIO_URL") or "http://127.0.0.1:8080").rstrip("/")
+        root = params.document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+        self.document_root = Path(root) if root else None
+        self._client: Any = None
+        self._project_id: int | None = params.project_id
+        self._info: ConfigInfo | None = None
+        self._users: dict[int, str] | None = None
+        self._storages: set[str] = set()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None, *, context: ConnectorContext) -> "LabelStudioConnector":
+        from alloop.config import format_validation_error
+
+        try:
+            p = LabelStudioParams.model_validate(dict(params or {}))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, LabelStudioParams, "label_studio connector parameters")) from None
+        return cls(context, p)
+
+    # -- the SDK, errors and retries ------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            token = os.environ.get(self.params.token_env)
+            if not token:
+                raise ConnectorAuthError(
+                    f"No Label Studio API token: set the environment variable {self.params.token_env} "
+                    "(Account & Settings > Access Token in Label Studio). Tokens are read from the environment only."
+                )
+            from label_studio_sdk import LabelStudio
+
+            self._client = LabelStudio(base_url=self.url, api_key=token, timeout=self.params.timeout_s, max_retries=0)
+        return self._client
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one API call; retry transient failures; translate errors into ConnectorErrors."""
+        import httpx
+        from label_studio_sdk.core.api_error import ApiError
+
+        delay = self.params.backoff_s
+        for attempt in range(self.params.retries + 1):
+            try:
+                return fn()
+            except (httpx.TransportError, ApiError) as exc:
+                status = _status(exc)
+                if status in (401, 403):
+                    raise ConnectorAuthError(
+                        f"Label Studio at {self.url} refused the token ({status}) while trying to {what}. "
+                        f"Check the environment variable {self.params.token_env}: it must hold a valid access "
+                        "token of a user with access to the project."
+                    ) from None
+                transient = status is None or status >= 500 or status in (408, 429)
+                if not transient:
+                    body = getattr(exc, "body", None)
+                    detail = body.get("detail") if isinstance(body, dict) else body
+                    raise ConnectorDataError(
+                        f"Label Studio answered {status} to {what}: {str(detail)[:500]}"
+                    ) from exc
+                reason = f"HTTP {status}" if status else type(exc).__name__
+                if attempt == self.params.retries:
+                    raise ConnectorUnavailableError(
+                        f"Label Studio at {self.url} is unavailable ({reason}) after {attempt + 1} attempts to {what}. "
+                        "Nothing was lost: the round waits. Run `alloop run` again once the server is back."
+                    ) from exc
+                logger.warning("Label Studio %s (%s); retrying in %.1f s", what, reason, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- project -----------------------------------------------------------------------------
+    @property
+    def title(self) -> str:
+        return self.params.title or f"alloop: {self.context.project}"
+
+    def _wanted_config(self) -> str:
+        raw = self.params.label_config
+        if raw is None:
+            return generate(self.context.task, self.context.labels)
+        path = Path(raw)
+        if "<" not in raw and path.exists():
+            return path.read_text(encoding="utf-8")
+        return raw
+
+    def ensure_project(self) -> None:
+        """Find (by id or title) or create the project; check its labeling config."""
+        if self._info is not None:
+            return
+        wanted = self._wanted_config()
+        where = "connector.params.label_config" if self.params.label_config else "the generated labeling config"
+        inspect(wanted, self.context.task, self.context.labels, where)  # user config errors first
+        if self._project_id is None:
+            found = self._call("find the project", lambda: [p for p in self.client.projects.list(title=self.title) if p.title == self.title])
+            if found:
+                self._project_id = found[0].id
+            else:
+                p = self._call("create the project", lambda: self.client.projects.create(title=self.title, label_config=wanted))
+                self._project_id = p.id
+                logger.info("Created Label Studio project %s (%s)", p.id, self.title)
+        project = self._call("read the project", lambda: self.client.projects.get(self._project_id))
+        self._info = inspect(project.label_config, self.context.task, self.context.labels,
+                             f"the label config of Label Studio project {self._project_id}")
+
+    @property
+    def project_id(self) -> int:
+        self.ensure_project()
+        assert self._project_id is not None
+        return self._project_id
+
+    # -- push --------------------------------------------------------------------------------
+    def _ensure_storage(self, folder: Path) -> None:
+        """Local-files serving needs an import storage covering the folder (created, not synced)."""
+        key = str(folder.resolve())
+        if key in self._storages:
+            return
+        existing = self._call("list local storages", lambda: self.client.import_storage.local.list(project=self.project_id))
+        if not any(str(Path(s.path).resolve()) == key for s in existing):
+            self._call("create a local-files storage", lambda: self.client.import_storage.local.create(
+                project=self.project_id, path=key, use_blob_urls=True, title=f"alloop pool {folder.name}"))
+        self._storages.add(key)
+
+    def _task_json(self, t: TaskPayload) -> dict[str, Any]:
+        info = self._info
+        assert info is not None
+        data: dict[str, Any] = {"sample_id": t.sample_key, "alloop_round": t.round_number}
+        if t.kind == "text":
+            data[info.data_key] = t.data["text"]
+        elif t.kind == "image":
+            path = Path(t.data["path"])
+            if self.params.images == "local-files":
+                root = self.context.extras.get("pool_root")
+                inside = root is not None and Path(root).resolve() in path.resolve().parents
+                self._ensure_storage(Path(root) if inside else path.parent)
+            data[info.data_key] = image_reference(path, self.params.images, document_root=self.document_root,
+                                                  url_prefix=self.params.url_prefix)
+        else:
+            raise ConnectorDataError(
+                f"Sample {t.sample_key!r} is a {t.kind!r} sample: Label Studio can show images and texts only."
+            )
+        task: dict[str, Any] = {"data": data}
+        if t.prediction is not None:
+            task["predictions"] = [prediction_json(t.prediction, info)]
+        return task
+
+    def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:
+        self.ensure_project()
+        out: dict[str, str] = {}
+        versions = {t.prediction.model_version for t in tasks if t.prediction is not None}
+        for i in range(0, len(tasks), self.params.batch_size):
+            batch = tasks[i : i + self.params.batch_size]
+            body = [self._task_json(t) for t in batch]
+            r = self._call("import tasks", lambda: self.client.projects.import_tasks(
+                self.project_id, request=body, return_task_ids=True))
+            ids = list(r.task_ids or [])
+            if len(ids) != len(batch):
+                raise ConnectorDataError(
+                    f"Label Studio created {len(ids)} tasks for {len(batch)} samples; run `alloop run` again to "
+                    "adopt whatever was created."
+                )
+            out.update({t.sample_key: str(tid) for t, tid in zip(batch, ids)})
+        if versions:  # the UI pre-fills the predictions of the project's model version
+            version = sorted(versions)[-1]
+            self._call("set the model version", lambda: self.client.projects.update(
+                self.project_id, model_version=version, show_collab_predictions=True))
+        return out
+
+    def find_tasks(self, keys: Sequence[str], round_number: int | None = None) -> dict[str, str]:
+        """Tasks already in Label Studio for these keys (of ``round_number`` if given)."""
+        if not keys:
+            return {}
+        self.ensure_project()
+        items = []
+        if round_number is not None:
+            items.append({"filter": "filter:tasks:data.alloop_round", "operator": "equal", "type": "Number",
+                          "value": round_number})
+        query = json.dumps({"filters": {"conjunction": "and", "items": items}})
+        wanted = set(keys)
+
+        def listing() -> dict[str, str]:
+            found: dict[str, str] = {}
+            for t in self.client.tasks.list(project=self.project_id, query=query, fields="task_only", page_size=1000):
+                key = (t.data or {}).get("sample_id")
+                if key in wanted:
+                    found.setdefault(str(key), str(t.id))
+            return found
+
+        return self._call("list tasks", listing)
+
+    # -- pull ---------------------------------------------------------------------------------
+    def _user_names(self) -> dict[int, str]:
+        if self._users is None:
+            users = self._call("list users", lambda: list(self.client.users.list()))
+            self._users = {u.id: u.email or u.username or f"user-{u.id}" for u in users}
+        return self._users
+
+    def _export(self, ids: Sequence[str] | None) -> list[dict[str, Any]]:
+        extra = {"additional_query_parameters": {"ids[]": list(ids)}} if ids is not None else None
+
+        def download() -> list[dict[str, Any]]:
+            chunks = self.client.projects.exports.download_sync(
+                self.project_id, export_type="JSON", download_all_tasks=False, request_options=extra)
+            return json.loads(b"".join(chunks) or b"[]")
+
+        return self._call("export annotations", download)
+
+    def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
+        """Every annotation of these tasks, through the export API.
+
+        Up to 500 tasks are exported by id; more are read with one whole-project export.
+        """
+        if not tasks:
+            return []
+        self.ensure_project()
+        wanted = {t.external_id for t in tasks}
+        rows: list[dict[str, Any]] = []
+        if len(wanted) <= 500:
+            rows = self._export(sorted(wanted, key=int))
+        else:
+            rows = self._export(None)
+        users = self._user_names()
+        out = []
+        for task in rows:
+            if str(task.get("id")) not in wanted:
+                continue
+            if "sample_id" not in (task.get("data") or {}):
+                raise ConnectorDataError(f"Label Studio task {task.get('id')} has no data.sample_id; it was not created by alloop.")
+            for ann in task.get("annotations") or []:
+                if ann.get("completed_by") not in users:
+                    self._users = None
+                    users = self._user_names()
+                out.append(parse_annotation(task, ann, self._info, users))  # type: ignore[arg-type]
+        return out
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client._client_wrapper.httpx_client.httpx_client.close()
+            except AttributeError:
+                pass
+            self._client = None
+
+
+__all__ = ["LabelStudioConnector", "LabelStudioParams", "ConnectorError"]

@@ -1,0 +1,275 @@
+"""The Label Studio connector against a real Label Studio server (started once per session)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlmodel import select
+
+from alloop.errors import ConfigError, ConnectorAuthError, ConnectorUnavailableError
+from alloop.loop.controller import Controller
+from alloop.report import project_status
+from alloop.store.engine import session_scope
+from alloop.store.models import Annotation, Sample, Task
+from tests.conftest import open_workspace, run_cli, write_project
+from tests.integration import ls_support as lss
+from tests.integration.snapshot import assert_no_duplicates, snapshot
+
+DIGIT = lambda data: data["sample_id"].split("/")[0]  # noqa: E731 - the truth is the class folder
+
+
+def _ls_project(label_studio, name: str, **sections):
+    folder = Path(label_studio.document_root) / name
+    sections.setdefault("connector", {"name": "label_studio"})
+    sections.setdefault("loop", {"initial_size": 12, "batch_size": 6, "max_rounds": 3})
+    sections.setdefault("project", {"name": name, "seed": 0})
+    pf = write_project(folder, **sections)
+    return pf, folder
+
+
+def _run_until_waiting(ws) -> list:
+    return Controller(ws).run()
+
+
+def test_image_classification_multi_round_with_two_annotators(label_studio):
+    pf, _ = _ls_project(label_studio, "img")
+    ws = open_workspace(pf)
+    ls = lss.client()
+    who = lss.users(ls, ["ana", "bob"])
+    results = _run_until_waiting(ws)
+    assert results[-1].waiting and "0/12" in results[-1].message
+    pid = lss.project_id(ls, "alloop: img")
+    for round_no in range(3):
+        n = lss.label_all(ls, pid, DIGIT, list(who.values()))
+        assert n == 2 * (12 if round_no == 0 else 6)
+        results = _run_until_waiting(ws)
+    assert results[-1].finished
+    snap = snapshot(str(ws.engine.url))
+    assert_no_duplicates(snap)
+    ls_tasks = lss.tasks(ls, pid)
+    assert len(ls_tasks) == len(snap["tasks"]) == 24  # exactly one task per selected sample
+    assert {t.data["sample_id"] for t in ls_tasks} == {k for _, k, _ in snap["tasks"]}
+    assert {str(t.id) for t in ls_tasks} == {ext for *_, ext in snap["tasks"]}
+    assert len(snap["annotations"]) == 48 and all(a[5] for a in snap["annotations"])
+    assert {a[2] for a in snap["annotations"]} == {"ana@alloop.local", "bob@alloop.local"}
+    # rounds 1 and 2 carried the model's pre-annotations, with the round's model version
+    later = [t for t in ls_tasks if t.data["alloop_round"] > 0]
+    assert later and all(t.predictions for t in later)
+    versions = {p["model_version"] if isinstance(p, dict) else p.model_version for t in later for p in t.predictions}
+    assert versions == {"img-round-1", "img-round-2"}
+    assert ls.projects.get(pid).model_version == "img-round-2"
+    # images are served to the browser through local-files storage
+    import httpx
+
+    img = ls_tasks[0].data["image"]
+    r = httpx.get(label_studio.url + img, headers={"Authorization": f"Token {label_studio.credentials()['LABEL_STUDIO_API_KEY']}"})
+    assert img.startswith("/data/local-files/?d=img/") and r.status_code == 200 and r.content[:4] == b"\x89PNG"
+    ws.close()
+
+
+def _texts(path: Path, n: int = 40) -> Path:
+    good = ["a warm, funny and moving film", "brilliant acting and a smart script", "i loved every minute of it",
+            "a beautiful, generous story", "great fun for the whole family"]
+    bad = ["a dull, lifeless mess", "the plot makes no sense at all", "i was bored from start to finish",
+           "clumsy dialogue and flat characters", "a waste of two hours"]
+    rows = [{"id": f"r{i}", "text": f"{(good if i % 2 else bad)[i % 5]} ({i})", "label": "pos" if i % 2 else "neg"}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_text_classification_rounds(label_studio, tmp_path):
+    texts = _texts(tmp_path / "reviews.jsonl")
+    pf, _ = _ls_project(label_studio, "txt", project={"name": "txt", "task": "text"},
+                        pool={"source": {"type": "texts", "path": str(texts)}, "test_fraction": 0.25},
+                        features={"name": "hashing"}, loop={"initial_size": 8, "batch_size": 4, "max_rounds": 2})
+    ws = open_workspace(pf)
+    ls = lss.client()
+    who = lss.users(ls, ["carl"])
+    truth = {s: lb for s, lb in ((json.loads(x)["id"], json.loads(x)["label"]) for x in texts.read_text().splitlines())}
+    _run_until_waiting(ws)
+    pid = lss.project_id(ls, "alloop: txt")
+    assert "<Text" in ls.projects.get(pid).label_config
+    for _ in range(2):
+        lss.label_all(ls, pid, lambda d: truth[d["sample_id"]], list(who.values()), to_name="text")
+        results = _run_until_waiting(ws)
+    assert results[-1].finished
+    status = project_status(ws.engine, ws.name)
+    assert [r["labeled"] for r in status["rounds"]] == [8, 4]
+    assert status["final_model"]["n_labels"] == 12
+    ws.close()
+
+
+def test_detection_round_with_boxes(label_studio):
+    images = Path(label_studio.document_root) / "det-images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (48, 64), dtype=np.uint8)).save(images / f"scene{i}.png")
+    pf, _ = _ls_project(label_studio, "det", project={"name": "det", "task": "detection", "labels": ["digit", "blot"]},
+                        loop={"initial_size": 3, "batch_size": 3, "max_rounds": 1},
+                        pool={"source": {"type": "folder", "path": str(images)}})
+    ws = open_workspace(pf)
+    _run_until_waiting(ws)
+    ls = lss.client()
+    pid = lss.project_id(ls, "alloop: det")
+    assert "<RectangleLabels" in ls.projects.get(pid).label_config
+    uid = lss.users(ls, ["dora"])["dora"]
+    box = lambda lb, x: {"from_name": "label", "to_name": "image", "type": "rectanglelabels",  # noqa: E731
+                         "original_width": 64, "original_height": 48, "image_rotation": 0,
+                         "value": {"x": x, "y": 10, "width": 30, "height": 40, "rotation": 0, "rectanglelabels": [lb]}}
+    t1, t2, t3 = lss.tasks(ls, pid)
+    lss.annotate(ls, [(t1.id, [box("digit", 10), box("blot", 50)], uid, False), (t2.id, [], uid, False),
+                      (t3.id, [box("scratch", 5)], uid, False)])
+    results = _run_until_waiting(ws)
+    assert results[-1].finished
+    with session_scope(ws.engine) as s:
+        rows = {a.task_id: a for a in s.exec(select(Annotation))}
+        tasks = {t.external_id: t.id for t in s.exec(select(Task))}
+    a1, a2, a3 = rows[tasks[str(t1.id)]], rows[tasks[str(t2.id)]], rows[tasks[str(t3.id)]]
+    assert [b["label"] for b in a1.value["boxes"]] == ["digit", "blot"] and a1.valid
+    assert a1.value["boxes"][0]["x"] == 10 and a1.value["boxes"][0]["width"] == 30
+    assert a2.value == {"boxes": []} and a2.valid  # nothing on the image: valid, empty
+    assert not a3.valid and "scratch" in a3.invalid_reason
+    ws.close()
+
+
+def test_unknown_label_updated_and_cancelled_annotations(label_studio):
+    pf, _ = _ls_project(label_studio, "edge", loop={"initial_size": 4, "batch_size": 2, "max_rounds": 2})
+    ws = open_workspace(pf)
+    _run_until_waiting(ws)
+    ls = lss.client()
+    pid = lss.project_id(ls, "alloop: edge")
+    uid = lss.users(ls, ["eve"])["eve"]
+    t = lss.tasks(ls, pid)
+    made = lss.annotate(ls, [(t[0].id, lss.choice("unicorn"), uid, False), (t[1].id, lss.choice("3"), uid, False),
+                             (t[2].id, [], uid, True), (t[3].id, lss.choice(DIGIT(t[3].data)), uid, False)])
+    results = _run_until_waiting(ws)
+    # every task resolved (a label, an invalid label or a skip): round 0 closes, round 1 is pushed
+    assert [(r.action, r.round) for r in results][:2] == [("closed", 0), ("created", 1)]
+    assert results[-1].waiting and results[-1].round == 1
+    with session_scope(ws.engine) as s:
+        anns = {a.source_id: a for a in s.exec(select(Annotation))}
+    bad, edited, skipped = anns[str(made[0].id)], anns[str(made[1].id)], anns[str(made[2].id)]
+    assert not bad.valid and "'unicorn' is not in the label set" in bad.invalid_reason
+    assert skipped.cancelled and skipped.label is None
+    assert edited.label == "3"
+    assert project_status(ws.engine, ws.name)["invalid_annotations"] == 1
+    # the annotator corrects the label in Label Studio: the same annotation is updated, not duplicated
+    truth = DIGIT(t[1].data)
+    ls.annotations.update(made[1].id, result=lss.choice(truth))
+    assert Controller(ws).tick().action == "waiting"  # pulls again while round 1 collects
+    with session_scope(ws.engine) as s:
+        again = s.exec(select(Annotation).where(Annotation.source_id == str(made[1].id))).all()
+        n_all = len(s.exec(select(Annotation)).all())
+        labels = {a.label for a in s.exec(select(Annotation).where(Annotation.valid == True, Annotation.cancelled == False))}  # noqa: E712
+    assert len(again) == 1 and again[0].label == truth and n_all == 4
+    assert "unicorn" not in labels
+    ws.close()
+
+
+def test_label_config_mismatch_names_missing_and_extra(label_studio, tmp_path):
+    xml = tmp_path / "config.xml"
+    xml.write_text('<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
+                   + "".join(f'<Choice value="{d}"/>' for d in ["0", "1", "2", "3", "4", "5", "6", "7", "8", "x"])
+                   + "</Choices></View>")
+    pf, _ = _ls_project(label_studio, "mismatch",
+                        connector={"name": "label_studio", "params": {"label_config": str(xml)}})
+    ws = open_workspace(pf)
+    with pytest.raises(ConfigError) as e:
+        Controller(ws).run()
+    assert "missing labels '9'" in str(e.value) and "extra labels 'x'" in str(e.value)
+    ws.close()
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 2 and "missing labels '9'" in r.stderr
+
+
+def test_wrong_or_missing_token_names_the_variable(label_studio):
+    pf, _ = _ls_project(label_studio, "tok")
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("run", "-p", str(pf), env={"LABEL_STUDIO_API_KEY": "not-a-valid-token"})
+    assert r.returncode == 2
+    assert "refused the token (401)" in r.stderr and "LABEL_STUDIO_API_KEY" in r.stderr
+    assert "not-a-valid-token" not in r.stderr + r.stdout
+    env = {"LABEL_STUDIO_API_KEY": ""}
+    r = run_cli("run", "-p", str(pf), env=env)
+    assert r.returncode == 2 and "set the environment variable LABEL_STUDIO_API_KEY" in r.stderr
+
+
+def test_token_is_never_logged_or_stored(label_studio):
+    pf, folder = _ls_project(label_studio, "secret")
+    token = label_studio.credentials()["LABEL_STUDIO_API_KEY"]
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("--debug", "run", "-p", str(pf))
+    assert r.returncode == 0, r.stderr
+    assert token not in r.stdout + r.stderr
+    for f in folder.rglob("*"):
+        if f.is_file() and f.suffix not in (".png",):
+            assert token.encode() not in f.read_bytes(), f
+
+
+def test_sigkill_between_import_and_commit_creates_no_duplicates(label_studio):
+    pf, folder = _ls_project(label_studio, "crash")
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    ls = lss.client()
+    r = run_cli("run", "-p", str(pf), env={"ALLOOP_TEST_KILL_AT": "0:after_push"})
+    assert r.returncode == -signal.SIGKILL
+    pid = lss.project_id(ls, "alloop: crash")
+    assert len(lss.tasks(ls, pid, "task_only")) == 12  # in Label Studio, not yet in alloop's database
+    db = f"sqlite:///{folder / '.alloop' / 'alloop.db'}"
+    assert snapshot(db)["tasks"] == []
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 0, r.stderr
+    assert "adopted 12 already there" in r.stdout
+    who = lss.users(ls, ["finn"])
+    lss.label_all(ls, pid, DIGIT, list(who.values()))
+    r = run_cli("run", "-p", str(pf), env={"ALLOOP_TEST_KILL_AT": "1:after_push"})
+    assert r.returncode == -signal.SIGKILL
+    r = run_cli("run", "-p", str(pf))
+    assert "adopted 6 already there" in r.stdout
+    ls_tasks = lss.tasks(ls, pid, "task_only")
+    snap = snapshot(db)
+    assert_no_duplicates(snap)
+    assert len(ls_tasks) == len({t.data["sample_id"] for t in ls_tasks}) == len(snap["tasks"]) == 18
+    assert len(snap["annotations"]) == 12  # none lost, none doubled
+
+
+def test_label_studio_down_mid_round_then_back(label_studio):
+    pf, _ = _ls_project(label_studio, "down", loop={"initial_size": 4, "batch_size": 2, "max_rounds": 2},
+                        connector={"name": "label_studio", "params": {"retries": 2, "backoff_s": 0.2}})
+    ws = open_workspace(pf)
+    _run_until_waiting(ws)
+    ls = lss.client()
+    pid = lss.project_id(ls, "alloop: down")
+    uid = lss.users(ls, ["gus"])["gus"]
+    lss.label_all(ls, pid, DIGIT, [uid])
+    label_studio.stop()
+    try:
+        with pytest.raises(ConnectorUnavailableError, match="unavailable .* after 3 attempts.*Nothing was lost"):
+            Controller(ws).run()
+        status = project_status(ws.engine, ws.name)
+        assert status["rounds"][0]["state"] == "COLLECTING"
+        assert "ConnectorUnavailableError" in status["rounds"][0]["last_error"]
+        assert status["rounds"][0]["attempt"] == 0  # waiting for a server is not a failed attempt
+    finally:
+        label_studio.start()
+    results = _run_until_waiting(ws)
+    assert results[-1].waiting and results[-1].round == 1
+    lss.label_all(ls, pid, DIGIT, [uid])
+    assert _run_until_waiting(ws)[-1].finished
+    assert_no_duplicates(snapshot(str(ws.engine.url)))
+    ws.close()
+
+
+def test_auth_error_class_in_library(label_studio, monkeypatch):
+    pf, _ = _ls_project(label_studio, "auth2")
+    ws = open_workspace(pf)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "wrong")
+    with pytest.raises(ConnectorAuthError):
+        Controller(ws).run()
+    ws.close()
