@@ -33,6 +33,10 @@ ENV: dict[str, str] = {
     "ALLOOP_PROJECT_FILE": "path of the project file when --project is not given",
     "ALLOOP_LOG_LEVEL": "log level of the CLI (DEBUG, INFO, WARNING)",
     "ALLOOP_DISABLE_PROGRESS_BARS": "set to 1 to hide progress bars",
+    "ALLOOP_LS_VENV": "virtualenv of the local Label Studio server (`alloop labelstudio up`)",
+    "LABEL_STUDIO_URL": "Label Studio URL when [connector] params has no url",
+    "LABEL_STUDIO_API_KEY": "Label Studio access token (the connector's token_env may name another variable)",
+    "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "Label Studio's local-files document root, for serving local images",
 }
 
 

@@ -54,9 +54,10 @@ def _root(
 
 
 def _register() -> None:
-    from alloop.cli import demo, project, run, simulate
+    from alloop.cli import demo, labelstudio, project, run, simulate
 
     project.register(app)
+    labelstudio.register(app)
     run.register(app)
     simulate.register(app)
     demo.register(app)

@@ -273,3 +273,58 @@ def test_auth_error_class_in_library(label_studio, monkeypatch):
     with pytest.raises(ConnectorAuthError):
         Controller(ws).run()
     ws.close()
+
+
+def _seed_data_dir(label_studio, target: Path) -> None:
+    """A migrated copy of the session server's data folder (saves the minute of migrations)."""
+    import shutil
+    import sqlite3
+
+    target.mkdir(parents=True)
+    src = sqlite3.connect(label_studio.data_dir / "label_studio.sqlite3")
+    dst = sqlite3.connect(target / "label_studio.sqlite3")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    for name in (".env", "credentials.env"):
+        if (label_studio.data_dir / name).exists():
+            shutil.copy(label_studio.data_dir / name, target / name)
+
+
+def test_newcomer_path_up_label_run_stop(label_studio, tmp_path):
+    """The README's Label Studio section, as commands."""
+    from tests.conftest import _free_port
+
+    proj = tmp_path / "lsdemo"
+    port = _free_port(18300)
+    r = run_cli("init", str(proj), "--dataset", "digits", "--connector", "label_studio", "--rounds", "3",
+                "--batch-size", "5")
+    assert r.returncode == 0, r.stderr
+    _seed_data_dir(label_studio, proj / ".alloop" / "label-studio")
+    clean = {"LABEL_STUDIO_URL": "", "LABEL_STUDIO_API_KEY": "", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": ""}
+    try:
+        r = run_cli("labelstudio", "up", "-p", str(proj), "--port", str(port), env=clean)
+        assert r.returncode == 0, r.stderr + r.stdout
+        creds_file = proj / ".alloop" / "label-studio" / "credentials.env"
+        assert f"http://127.0.0.1:{port}" in r.stdout and "admin@alloop.local" in r.stdout
+        assert f"source {creds_file}" in r.stdout
+        creds = dict(line[len("export "):].split("=", 1) for line in creds_file.read_text().splitlines())
+        creds = {k: v.strip("'") for k, v in creds.items()}
+        assert creds["LABEL_STUDIO_API_KEY"] not in r.stdout and creds["ALLOOP_LS_ADMIN_PASSWORD"] not in r.stdout
+        assert oct(creds_file.stat().st_mode & 0o777) == "0o600"
+        from label_studio_sdk import LabelStudio
+
+        ls = LabelStudio(base_url=creds["LABEL_STUDIO_URL"], api_key=creds["LABEL_STUDIO_API_KEY"])
+        pid = lss.project_id(ls, "alloop: lsdemo")
+        assert len(lss.tasks(ls, pid)) == 20
+        lss.label_all(ls, pid, DIGIT, [ls.users.whoami().id])
+        r = run_cli("run", "-p", str(proj), env=creds)  # = `source credentials.env && alloop run`
+        assert r.returncode == 0, r.stderr
+        assert "round 0: closed" in r.stdout and "round 1: pushed 5 tasks" in r.stdout
+        assert len(lss.tasks(ls, pid)) == 25
+    finally:
+        r = run_cli("labelstudio", "stop", "-p", str(proj), "--port", str(port))
+    assert "Label Studio stopped." in r.stdout
+    from connectors.label_studio.server import port_is_free
+
+    assert port_is_free(port)
