@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy import insert, update
 from sqlmodel import Session, select
 
 from alloop.errors import ConnectorDataError
@@ -61,22 +63,28 @@ def ingest(
     records: Sequence[AnnotationRecord],
     tasks_by_key: dict[str, Task],
 ) -> IngestStats:
-    """Upsert ``records`` (in the caller's transaction)."""
+    """Upsert ``records`` (in the caller's transaction), with bulk inserts and updates."""
     stats = IngestStats()
-    if not records:
+    latest = {r.source_id: r for r in records}  # a source id seen twice: the later report wins
+    if not latest:
         return stats
-    ids = list({r.source_id for r in records})
-    existing: dict[str, Annotation] = {}
+    ids = list(latest)
+    compared = ("annotator", "label", "value", "cancelled", "valid", "invalid_reason", "lead_time", "updated_at")
+    cols = [getattr(Annotation, c) for c in ("id", "source_id", *compared)]
+    existing: dict[str, Any] = {}
     for i in range(0, len(ids), 900):
-        for a in session.exec(
-            select(Annotation).where(
+        for row in session.execute(
+            select(*cols).where(
                 Annotation.project_id == project_id,
                 Annotation.connector == connector,
                 Annotation.source_id.in_(ids[i : i + 900]),  # type: ignore[attr-defined]
             )
-        ).all():
-            existing[a.source_id] = a
-    for r in records:
+        ):
+            existing[row.source_id] = row
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    now = utcnow()
+    for r in latest.values():
         task = tasks_by_key.get(r.sample_key)
         if task is None:
             raise ConnectorDataError(
@@ -91,37 +99,27 @@ def ingest(
             valid=valid,
             invalid_reason=reason,
             lead_time=r.lead_time,
-            created_at=r.created_at,
             updated_at=r.updated_at,
         )
         old = existing.get(r.source_id)
         if old is None:
-            ann = Annotation(
-                project_id=project_id,
-                sample_id=task.sample_id,
-                task_id=task.id,
-                round_id=task.round_id,
-                connector=connector,
-                source_id=r.source_id,
-                **fields,
-            )
-            session.add(ann)
-            existing[r.source_id] = ann
+            inserts.append(dict(
+                project_id=project_id, sample_id=task.sample_id, task_id=task.id, round_id=task.round_id,
+                connector=connector, source_id=r.source_id, created_at=r.created_at, ingested_at=now, **fields,
+            ))
             stats.new += 1
-            if not valid:
-                stats.invalid.append((r.sample_key, reason or ""))
-        elif any(getattr(old, k) != v for k, v in fields.items() if k not in ("created_at", "updated_at")) or (
-            old.updated_at != r.updated_at
-        ):
-            for k, v in fields.items():
-                setattr(old, k, v)
-            old.ingested_at = utcnow()
-            session.add(old)
+        elif any(getattr(old, k) != fields[k] for k in compared):
+            updates.append(dict(id=old.id, ingested_at=now, **fields))
             stats.updated += 1
-            if not valid:
-                stats.invalid.append((r.sample_key, reason or ""))
         else:
             stats.unchanged += 1
+            continue
+        if not valid:
+            stats.invalid.append((r.sample_key, reason or ""))
+    if inserts:
+        session.execute(insert(Annotation), inserts)
+    if updates:
+        session.execute(update(Annotation), updates)
     for key, reason in stats.invalid:
         logger.warning("Invalid annotation for %s: %s", key, reason)
     return stats

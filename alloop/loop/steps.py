@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sqlalchemy import insert
 from sqlmodel import Session, select
 
 from alloop import registry
@@ -30,8 +31,8 @@ from alloop.store.engine import session_scope
 from alloop.store.models import ModelVersion, Project, Round, Sample, Selection, Task, utcnow
 from alloop.store.queries import (
     get_project,
+    count_resolved,
     pool_samples,
-    resolved_task_ids,
     selected_ids,
     test_samples,
     training_labels,
@@ -250,17 +251,13 @@ class Steps:
             labels=label_arr,
         )
         sel = strategy.select(ctx, rnd.budget)
+        rows = [
+            dict(project_id=project.id, round_id=rnd.id, sample_id=int(ids[pos]), rank=rank,
+                 score=float(score) if np.isfinite(score) else 0.0)
+            for rank, (pos, score) in enumerate(zip(sel.positions, sel.scores))
+        ]
         with Session(self.ws.engine, expire_on_commit=False) as s:
-            for rank, (pos, score) in enumerate(zip(sel.positions, sel.scores)):
-                s.add(
-                    Selection(
-                        project_id=project.id,  # type: ignore[arg-type]
-                        round_id=rnd.id,  # type: ignore[arg-type]
-                        sample_id=int(ids[pos]),
-                        rank=rank,
-                        score=float(score) if np.isfinite(score) else 0.0,
-                    )
-                )
+            s.execute(insert(Selection), rows)
             self.transition(s, rnd, RoundState.SELECTED)
         return _result("selected", rnd, RoundState.SELECTED, f"round {rnd.number}: {name} selected {len(sel)} samples")
 
@@ -312,10 +309,11 @@ class Steps:
                 f"The labeling tool returned no task id for {len(missing)} pushed samples (e.g. {missing[0]!r})."
             )
         now = utcnow()
+        rows = [dict(project_id=project.id, round_id=rnd.id, sample_id=smp.id, connector=conn.name,
+                     external_id=str(ext[smp.key]), pushed_at=now) for smp in todo]
         with Session(self.ws.engine, expire_on_commit=False) as s:
-            for smp in todo:
-                s.add(Task(project_id=project.id, round_id=rnd.id, sample_id=smp.id, connector=conn.name,  # type: ignore[arg-type]
-                           external_id=str(ext[smp.key]), pushed_at=now))
+            if rows:
+                s.execute(insert(Task), rows)
             self.transition(s, rnd, RoundState.PUSHED, pushed_at=now)
         msg = f"round {rnd.number}: pushed {len(fresh)} tasks to {conn.name}"
         if adopted:
@@ -341,15 +339,15 @@ class Steps:
             stats = ingest(s, project_id=project.id, connector=conn.name, labels=project.labels,  # type: ignore[arg-type]
                            records=records, tasks_by_key=tasks_by_key)
             s.flush()
-            mine = [t.id for t, _, number in rows if number == rnd.number]
-            n_done = len(resolved_task_ids(s, mine))  # type: ignore[arg-type]
-            progress = f"{n_done}/{len(mine)} tasks resolved"
+            n_tasks = sum(1 for *_, number in rows if number == rnd.number)
+            n_done = count_resolved(s, rnd.id)  # type: ignore[arg-type]
+            progress = f"{n_done}/{n_tasks} tasks resolved"
             if stats.changed:
                 progress += f", {stats.new} new and {stats.updated} updated annotations"
             if rnd.state == RoundState.PUSHED:
                 self.transition(s, rnd, RoundState.COLLECTING)
                 return _result("collecting", rnd, RoundState.COLLECTING, f"round {rnd.number}: collecting, {progress}")
-            if round_complete(self.ws.config.loop, len(mine), n_done, rnd.pushed_at):
+            if round_complete(self.ws.config.loop, n_tasks, n_done, rnd.pushed_at):
                 self.transition(s, rnd, RoundState.CLOSED, completed_at=utcnow())
                 return _result("closed", rnd, RoundState.CLOSED, f"round {rnd.number}: closed, {progress}")
             s.commit()

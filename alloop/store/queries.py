@@ -124,9 +124,12 @@ def model_versions(session: Session, project_id: int) -> list[ModelVersion]:
     )
 
 
-def resolved_task_ids(session: Session, task_ids: Sequence[int]) -> set[int]:
-    """Tasks with at least one annotation (a label, an invalid label or a skip)."""
-    if not task_ids:
-        return set()
-    rows = session.exec(select(Annotation.task_id).where(Annotation.task_id.in_(list(task_ids)))).all()  # type: ignore[union-attr]
-    return {r for r in rows if r is not None}
+def count_resolved(session: Session, round_id: int) -> int:
+    """Tasks of the round with at least one annotation (a label, an invalid label or a skip)."""
+    return int(
+        session.exec(
+            select(func.count(func.distinct(Annotation.task_id)))
+            .join(Task, Task.id == Annotation.task_id)
+            .where(Task.round_id == round_id)
+        ).one()
+    )
