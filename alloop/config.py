@@ -121,7 +121,8 @@ class LoopConfig(_Model):
     """A round closes when this fraction of its tasks is resolved ..."""
     completion_timeout_s: float | None = Field(default=None, gt=0)
     """... and, if the fraction is below 1, this many seconds passed since the push."""
-    aggregation: Literal["majority", "latest"] = "majority"
+    aggregation: str = "majority"
+    """How several annotators' labels become one: a registered aggregator (majority, latest, ...)."""
     max_attempts: int = Field(default=3, ge=1)
     """A step that fails this many times marks its round FAILED."""
     save_models: bool = True

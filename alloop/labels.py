@@ -4,8 +4,9 @@ Rules (one annotator):  the latest non-cancelled, valid annotation of each (samp
 counts; an updated annotation replaces the older one because it *is* the same row (same
 source id), re-ingested. A cancelled (skipped) annotation is not a label.
 
-Across annotators (pluggable): ``majority`` vote, ties broken by the most recent vote;
-``latest``: the most recent annotation wins.
+Across annotators (pluggable through the ``alloop.aggregators`` entry-point group: a function
+from the votes of one sample to its label): ``majority`` vote, ties broken by the most recent
+vote; ``latest``: the most recent annotation wins.
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ def latest(votes: list[Vote]) -> str:
     return max(votes, key=lambda v: v.updated_at).label
 
 
-AGGREGATORS: dict[str, Callable[[list[Vote]], str]] = {"majority": majority, "latest": latest}
+def aggregate(votes: Iterable[Vote], rule: str | Callable[[list[Vote]], str] = "majority") -> dict[int, str]:
+    """Training label per sample id from valid, non-cancelled votes.
 
+    ``rule`` is a registered aggregator name or the function itself.
+    """
+    if isinstance(rule, str):
+        from alloop import registry
 
-def aggregate(votes: Iterable[Vote], rule: str = "majority") -> dict[int, str]:
-    """Training label per sample id from valid, non-cancelled votes."""
-    fn = AGGREGATORS[rule]
-    return {sid: fn(vs) for sid, vs in _latest_per_annotator(votes).items()}
+        rule = registry.load("aggregator", rule)
+    return {sid: rule(vs) for sid, vs in _latest_per_annotator(votes).items()}

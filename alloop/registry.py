@@ -22,6 +22,7 @@ GROUPS: dict[str, str] = {
     "learner": "alloop.learners",
     "connector": "alloop.connectors",
     "encoder": "alloop.encoders",
+    "aggregator": "alloop.aggregators",
 }
 
 

@@ -144,6 +144,7 @@ class Workspace:
     def validate(self) -> None:
         """Build every configured component once, so a bad name or parameter fails before any work."""
         self.encoder
+        registry.load("aggregator", self.config.loop.aggregation)
         self.new_learner()
         self.strategy
         self.cold_start

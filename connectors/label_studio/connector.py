@@ -117,13 +117,18 @@ class LabelStudioConnector:
             self._client = LabelStudio(base_url=self.url, api_key=token, timeout=self.params.timeout_s, max_retries=0)
         return self._client
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one API call; retry transient failures; translate errors into ConnectorErrors."""
+    def _call(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
+        """Run one API call; retry transient failures; translate errors into ConnectorErrors.
+
+        ``retry=False`` for calls that must not be repeated blindly (an import may have been
+        applied although its answer was lost): the caller checks what exists first.
+        """
         import httpx
         from label_studio_sdk.core.api_error import ApiError
 
         delay = self.params.backoff_s
-        for attempt in range(self.params.retries + 1):
+        retries = self.params.retries if retry else 0
+        for attempt in range(retries + 1):
             try:
                 return fn()
             except (httpx.TransportError, ApiError) as exc:
@@ -142,7 +147,7 @@ class LabelStudioConnector:
                         f"Label Studio answered {status} to {what}: {str(detail)[:500]}"
                     ) from exc
                 reason = f"HTTP {status}" if status else type(exc).__name__
-                if attempt == self.params.retries:
+                if attempt == retries:
                     raise ConnectorUnavailableError(
                         f"Label Studio at {self.url} is unavailable ({reason}) after {attempt + 1} attempts to {what}. "
                         "Nothing was lost: the round waits. Run `alloop run` again once the server is back."
@@ -226,22 +231,50 @@ class LabelStudioConnector:
             task["predictions"] = [prediction_json(t.prediction, info)]
         return task
 
+    def _import(self, batch: Sequence[TaskPayload]) -> dict[str, str]:
+        body = [self._task_json(t) for t in batch]
+        r = self._call("import tasks", lambda: self.client.projects.import_tasks(
+            self.project_id, request=body, return_task_ids=True), retry=False)
+        ids = list(r.task_ids or [])
+        if len(ids) != len(batch):
+            raise ConnectorDataError(
+                f"Label Studio created {len(ids)} tasks for {len(batch)} samples; run `alloop run` again to "
+                "adopt whatever was created."
+            )
+        return {t.sample_key: str(tid) for t, tid in zip(batch, ids)}
+
+    def _push_batch(self, batch: Sequence[TaskPayload]) -> dict[str, str]:
+        """Import a batch; after a failed import, adopt what arrived and import only the rest.
+
+        An import whose answer was lost may still have been applied: blindly importing again
+        would duplicate tasks.
+        """
+        out: dict[str, str] = {}
+        remaining = list(batch)
+        delay = self.params.backoff_s
+        for attempt in range(self.params.retries + 1):
+            try:
+                out.update(self._import(remaining))
+                return out
+            except ConnectorUnavailableError:
+                if attempt == self.params.retries:
+                    raise
+                logger.warning("Label Studio import failed; checking what arrived, retrying in %.1f s", delay)
+                time.sleep(delay)
+                delay *= 2
+                found = self.find_tasks([t.sample_key for t in remaining], round_number=remaining[0].round_number)
+                out.update(found)
+                remaining = [t for t in remaining if t.sample_key not in found]
+                if not remaining:
+                    return out
+        return out  # pragma: no cover
+
     def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:
         self.ensure_project()
         out: dict[str, str] = {}
         versions = {t.prediction.model_version for t in tasks if t.prediction is not None}
         for i in range(0, len(tasks), self.params.batch_size):
-            batch = tasks[i : i + self.params.batch_size]
-            body = [self._task_json(t) for t in batch]
-            r = self._call("import tasks", lambda: self.client.projects.import_tasks(
-                self.project_id, request=body, return_task_ids=True))
-            ids = list(r.task_ids or [])
-            if len(ids) != len(batch):
-                raise ConnectorDataError(
-                    f"Label Studio created {len(ids)} tasks for {len(batch)} samples; run `alloop run` again to "
-                    "adopt whatever was created."
-                )
-            out.update({t.sample_key: str(tid) for t, tid in zip(batch, ids)})
+            out.update(self._push_batch(tasks[i : i + self.params.batch_size]))
         if versions:  # the UI pre-fills the predictions of the project's model version
             version = sorted(versions)[-1]
             self._call("set the model version", lambda: self.client.projects.update(

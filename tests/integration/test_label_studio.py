@@ -328,3 +328,52 @@ def test_newcomer_path_up_label_run_stop(label_studio, tmp_path):
     from connectors.label_studio.server import port_is_free
 
     assert port_is_free(port)
+
+
+@pytest.fixture
+def proxy(label_studio):
+    from tests.integration.flaky_proxy import FlakyProxy
+
+    p = FlakyProxy(label_studio.url)
+    yield p
+    p.close()
+
+
+def test_5xx_is_retried_and_a_lost_import_answer_duplicates_nothing(label_studio, proxy):
+    params = {"url": proxy.url, "retries": 4, "backoff_s": 0.1}
+    pf, _ = _ls_project(label_studio, "flaky", connector={"name": "label_studio", "params": params},
+                        loop={"initial_size": 6, "batch_size": 3, "max_rounds": 2})
+    ws = open_workspace(pf)
+    ctl = Controller(ws)
+    for _ in range(4):
+        ctl.tick()  # created, trained, scored, selected
+    assert proxy.seen == []  # no call to Label Studio yet
+    proxy.fail_next, proxy.status = 2, 502  # the first calls (finding the project) fail, then work
+    ws.connector.ensure_project()
+    assert [s for *_, s in proxy.seen[:3]] == [502, 502, 200]
+    proxy.fail_after_forward, proxy.status, proxy.only = 1, 500, "/import"  # applied, but the answer is lost
+    before = len(proxy.seen)
+    r = ctl.tick()
+    assert r.action == "pushed", r
+    imports = [(m, p, st) for m, p, st in proxy.seen[before:] if m == "POST" and "/import" in p]
+    assert [st for *_, st in imports] == [500]  # not imported a second time: the tasks were adopted
+    ls = lss.client()
+    pid = lss.project_id(ls, "alloop: flaky")
+    ls_tasks = lss.tasks(ls, pid, "task_only")
+    assert len(ls_tasks) == 6 and len({t.data["sample_id"] for t in ls_tasks}) == 6
+    assert len(snapshot(str(ws.engine.url))["tasks"]) == 6
+    ws.close()
+
+
+def test_slow_server_times_out_then_the_round_continues(label_studio, proxy):
+    params = {"url": proxy.url, "retries": 1, "backoff_s": 0.1, "timeout_s": 0.5}
+    pf, _ = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": params},
+                        loop={"initial_size": 4, "batch_size": 2, "max_rounds": 1})
+    ws = open_workspace(pf)
+    proxy.delay = 1.5
+    with pytest.raises(ConnectorUnavailableError, match="ReadTimeout"):
+        Controller(ws).run()
+    proxy.delay = 0.0
+    results = Controller(ws).run()
+    assert results[-1].waiting and "0/4" in results[-1].message
+    ws.close()

@@ -30,3 +30,16 @@ def test_latest_rule():
     votes = [v(1, "ana", "cat", 0), v(1, "bob", "cat", 1), v(1, "carl", "dog", 9), v(2, "ana", "x", 0)]
     assert aggregate(votes, "latest") == {1: "dog", 2: "x"}
     assert aggregate(votes, "majority") == {1: "cat", 2: "x"}
+
+
+def test_aggregators_are_plugins():
+    import pytest
+
+    from alloop import registry
+    from alloop.errors import UnknownComponentError
+
+    assert {"majority", "latest"} <= set(registry.available("aggregator"))
+    votes = [v(1, "ana", "cat", 0), v(1, "bob", "dog", 1), v(1, "carl", "dog", 2)]
+    assert aggregate(votes, lambda vs: min(x.label for x in vs)) == {1: "cat"}
+    with pytest.raises(UnknownComponentError, match="Known aggregators: latest, majority"):
+        aggregate(votes, "median")
