@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -209,6 +209,17 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], where:
             msg = f"{dotted}: {err['msg']} (got {got!r})"
         lines.append(msg)
     return f"Invalid {where}: " + "; ".join(lines) + "."
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_params(model: type[M], params: dict[str, Any] | None, where: str) -> M:
+    """Validate a component's parameters; errors become one readable ConfigError."""
+    try:
+        return model.model_validate(dict(params or {}))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, model, where)) from None
 
 
 def parse_config(data: dict[str, Any], where: str = "project configuration") -> ProjectConfig:

@@ -28,8 +28,8 @@ Exceptions carry their data as attributes so callers need not parse text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 import difflib
+from collections.abc import Iterable, Sequence
 
 
 class AlloopError(Exception):

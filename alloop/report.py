@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 
 from alloop.store.engine import session_scope
-from alloop.store.models import Annotation, ModelVersion, Round, Sample, Selection, Task
+from alloop.store.models import Annotation, ModelVersion, Sample, Selection, Task
 from alloop.store.queries import get_project, model_versions, rounds
 
 if TYPE_CHECKING:

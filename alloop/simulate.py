@@ -142,13 +142,13 @@ def run_one(
     """One simulated project: seed-specific test split, the real loop to the end."""
     import time
 
+    from sqlmodel import select
     from threadpoolctl import threadpool_limits
 
     from alloop.loop.controller import Controller
     from alloop.pool.importer import in_test_split
     from alloop.store.engine import open_store, session_scope
     from alloop.store.models import ModelVersion, Project, Sample
-    from sqlmodel import select
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="alloop-sim-") as tmp, threadpool_limits(1):

@@ -143,12 +143,10 @@ class Workspace:
 
     def validate(self) -> None:
         """Build every configured component once, so a bad name or parameter fails before any work."""
-        self.encoder
+        for component in ("encoder", "strategy", "cold_start", "connector"):
+            getattr(self, component)
         registry.load("aggregator", self.config.loop.aggregation)
         self.new_learner()
-        self.strategy
-        self.cold_start
-        self.connector
 
     def reference_labels(self, keys: Sequence[str]) -> dict[str, str | None]:
         """Known labels by sample key (for the simulated annotator)."""

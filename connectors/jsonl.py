@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from alloop.errors import ConfigError, ConnectorDataError
+from alloop.errors import ConnectorDataError
 from connectors.base import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
 
 
@@ -61,13 +61,9 @@ class JsonlConnector:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, *, context: ConnectorContext) -> "JsonlConnector":
-        from alloop.config import format_validation_error
+        from alloop.config import parse_params
 
-        try:
-            p = JsonlParams.model_validate(dict(params or {}))
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, JsonlParams, "jsonl connector parameters")) from None
-        return cls(context, p)
+        return cls(context, parse_params(JsonlParams, params, "jsonl connector parameters"))
 
     def ensure_project(self) -> None:
         self.tasks_path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from alloop.errors import ConfigError, ConnectorDataError
 from alloop.rng import derive_rng
@@ -43,13 +43,9 @@ class OracleConnector:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, *, context: ConnectorContext) -> "OracleConnector":
-        from alloop.config import format_validation_error
+        from alloop.config import parse_params
 
-        try:
-            p = OracleParams.model_validate(dict(params or {}))
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, OracleParams, "oracle connector parameters")) from None
-        return cls(context, p)
+        return cls(context, parse_params(OracleParams, params, "oracle connector parameters"))
 
     def ensure_project(self) -> None:
         return None

@@ -23,12 +23,11 @@ def register(app: typer.Typer) -> None:
         from alloop.cli.project import init_config
         from alloop.cli.run import rounds_table, run_project
         from alloop.cli.simulate import simulation_table, write_outputs
-        from alloop.config import PROJECT_FILE, dumps_toml, load_config
+        from alloop.config import PROJECT_FILE, Component, dumps_toml, load_config
         from alloop.pool.importer import import_pool
         from alloop.pool.sources import scan_source
         from alloop.report import learning_curve, plot_learning_curve, project_status
         from alloop.simulate import SimulationSpec, simulate
-        from alloop.config import Component
         from alloop.workspace import Workspace
 
         directory = directory.resolve()

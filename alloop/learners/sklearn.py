@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from alloop.errors import ConfigError, LearnerError, NotFittedError
 
@@ -68,12 +68,9 @@ class SklearnLearner:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None = None) -> "SklearnLearner":
-        from alloop.config import format_validation_error
+        from alloop.config import parse_params
 
-        try:
-            return cls(SklearnParams.model_validate(dict(params or {})))
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, SklearnParams, "sklearn learner parameters")) from None
+        return cls(parse_params(SklearnParams, params, "sklearn learner parameters"))
 
     def _build(self, seed: int) -> Any:
         kwargs = dict(self.params.params)

@@ -36,7 +36,14 @@ from alloop.loop.states import RoundState, check_transition
 from alloop.loop.steps import Steps
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Round, Selection, utcnow
-from alloop.store.queries import current_round, get_project, model_versions, pool_samples, rounds, selected_ids
+from alloop.store.queries import (
+    current_round,
+    get_project,
+    model_versions,
+    pool_samples,
+    rounds,
+    selected_ids,
+)
 from alloop.workspace import Workspace
 
 logger = logging.getLogger(__name__)

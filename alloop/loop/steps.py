@@ -28,10 +28,18 @@ from alloop.loop.policies import round_complete
 from alloop.loop.states import RoundState
 from alloop.rng import derive_rng, derive_seed
 from alloop.store.engine import session_scope
-from alloop.store.models import ModelVersion, Project, Round, Sample, Selection, Task, utcnow
+from alloop.store.models import (
+    ModelVersion,
+    Project,
+    Round,
+    Sample,
+    Selection,
+    Task,
+    utcnow,
+)
 from alloop.store.queries import (
-    get_project,
     count_resolved,
+    get_project,
     pool_samples,
     selected_ids,
     test_samples,

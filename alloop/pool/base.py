@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 SampleKind = Literal["image", "text", "vector"]
@@ -58,6 +59,25 @@ class ScanResult:
     quarantined: list[QuarantinedItem] = field(default_factory=list)
     #: labels in the order the source defines them (e.g. sklearn target_names), if any
     label_names: list[str] | None = None
+
+
+def source_file(path: Path, suffixes: tuple[str, ...], what: str, formats: str = "") -> tuple[Path, str]:
+    """The source file and its lower-case suffix, or a PoolImportError saying what to fix."""
+    from alloop.errors import PoolImportError
+
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise PoolImportError(
+            f"Cannot read {what} from {str(path)!r}: unsupported extension {suffix or '(none)'!r}. "
+            f"Supported: {', '.join(suffixes)}{f' ({formats})' if formats else ''}."
+        )
+    if not path.is_file():
+        raise PoolImportError(
+            f"The {what} file {str(path)!r} does not exist. Fix `path` in the [pool.source] section "
+            "of alloop.toml (relative paths are resolved against the folder of alloop.toml)."
+        )
+    return path, suffix
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from alloop.config import TextSource
 from alloop.errors import PoolImportError
-from alloop.pool.base import PoolItem, ScanResult, sha256_text
+from alloop.pool.base import PoolItem, ScanResult, sha256_text, source_file
 from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)
@@ -181,18 +181,7 @@ def scan_texts(source: TextSource, work_dir: Path, progress: Progress = NULL_PRO
         Missing file, unsupported extension, invalid JSON, missing or non-string text,
         duplicated keys (with their line numbers), or no sample at all.
     """
-    path = Path(source.path).expanduser()
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_TEXT_SUFFIXES:
-        raise PoolImportError(
-            f"Cannot read texts from {str(path)!r}: unsupported extension {suffix or '(none)'!r}. "
-            f"Supported: {', '.join(SUPPORTED_TEXT_SUFFIXES)} (JSON lines or CSV with a header)."
-        )
-    if not path.is_file():
-        raise PoolImportError(
-            f"The text file {str(path)!r} does not exist. Fix `path` in the [pool.source] section "
-            "of alloop.toml (relative paths are resolved against the folder of alloop.toml)."
-        )
+    path, suffix = source_file(source.path, SUPPORTED_TEXT_SUFFIXES, "texts", "JSON lines or CSV with a header")
     records = _records_jsonl(path) if suffix == ".jsonl" else _records_csv(path, source.text_field)
 
     items: list[PoolItem] = []

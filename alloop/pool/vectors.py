@@ -19,7 +19,13 @@ import numpy as np
 
 from alloop.config import VectorSource
 from alloop.errors import PoolImportError, format_list
-from alloop.pool.base import PoolItem, QuarantinedItem, ScanResult, sha256_bytes
+from alloop.pool.base import (
+    PoolItem,
+    QuarantinedItem,
+    ScanResult,
+    sha256_bytes,
+    source_file,
+)
 from alloop.pool.texts import check_unique_keys
 from alloop.progress import NULL_PROGRESS, Progress
 
@@ -279,18 +285,7 @@ def scan_vectors(
         Missing/unreadable file, unsupported extension, not 2-D, label/key count different from
         the row count (both numbers named), duplicated keys.
     """
-    path = Path(source.path).expanduser()
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise PoolImportError(
-            f"Cannot read vectors from {str(path)!r}: unsupported extension {suffix or '(none)'!r}. "
-            f"Supported: {', '.join(SUPPORTED_SUFFIXES)}."
-        )
-    if not path.is_file():
-        raise PoolImportError(
-            f"The vectors file {str(path)!r} does not exist. Fix `path` in the [pool.source] "
-            "section of alloop.toml (relative paths are resolved against its folder)."
-        )
+    path, suffix = source_file(source.path, SUPPORTED_SUFFIXES, "vectors")
     reasons: dict[int, str] = {}
     if suffix == ".npy":
         matrix, keys, labels = _read_npy_source(source, path)

@@ -8,7 +8,15 @@ from sqlmodel import Session, func, select
 
 from alloop.errors import ConfigError, ProjectNotFoundError
 from alloop.labels import Vote, aggregate
-from alloop.store.models import Annotation, ModelVersion, Project, Round, Sample, Selection, Task
+from alloop.store.models import (
+    Annotation,
+    ModelVersion,
+    Project,
+    Round,
+    Sample,
+    Selection,
+    Task,
+)
 
 
 def get_project(session: Session, name: str) -> Project:

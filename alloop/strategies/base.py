@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from alloop.errors import ConfigError, EmptyPoolError, PoolExhaustedError
 
@@ -134,14 +134,9 @@ class Strategy(BaseModel):
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None = None) -> "Strategy":
-        try:
-            return cls.model_validate(dict(params or {}))
-        except ValidationError as exc:
-            from alloop.config import format_validation_error
+        from alloop.config import parse_params
 
-            raise ConfigError(
-                format_validation_error(exc, cls, f"parameters of strategy {cls.name!r}")
-            ) from None
+        return parse_params(cls, params, f"parameters of strategy {cls.name!r}")
 
     def select(self, ctx: SelectionContext, k: int) -> Selection:
         """Pick ``k`` candidates.

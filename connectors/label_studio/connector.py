@@ -28,10 +28,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from alloop.errors import (
-    ConfigError,
     ConnectorAuthError,
     ConnectorDataError,
     ConnectorError,
@@ -39,7 +38,11 @@ from alloop.errors import (
 )
 from connectors.base import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
 from connectors.label_studio.labeling_config import ConfigInfo, generate, inspect
-from connectors.label_studio.results import image_reference, parse_annotation, prediction_json
+from connectors.label_studio.results import (
+    image_reference,
+    parse_annotation,
+    prediction_json,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,13 +97,9 @@ class LabelStudioConnector:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, *, context: ConnectorContext) -> "LabelStudioConnector":
-        from alloop.config import format_validation_error
+        from alloop.config import parse_params
 
-        try:
-            p = LabelStudioParams.model_validate(dict(params or {}))
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, LabelStudioParams, "label_studio connector parameters")) from None
-        return cls(context, p)
+        return cls(context, parse_params(LabelStudioParams, params, "label_studio connector parameters"))
 
     # -- the SDK, errors and retries ------------------------------------------------------------
     @property

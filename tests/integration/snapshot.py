@@ -7,7 +7,15 @@ from typing import Any
 from sqlmodel import select
 
 from alloop.store.engine import make_engine, session_scope
-from alloop.store.models import Annotation, ModelVersion, Project, Round, Sample, Selection, Task
+from alloop.store.models import (
+    Annotation,
+    ModelVersion,
+    Project,
+    Round,
+    Sample,
+    Selection,
+    Task,
+)
 
 
 def snapshot(db_url: str) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def test_kill_at_random_moments_then_resume(tmp_path, reference):
     rng = random.Random(1234)
     env = {**os.environ, "ALLOOP_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"}
     kills = 0
-    for attempt in range(100):
+    for _attempt in range(100):
         proc = subprocess.Popen([ALLOOP, "run", "-p", str(pf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env)
         proc.stdout.readline()  # the first step is done: the process is past start-up

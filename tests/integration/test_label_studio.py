@@ -15,7 +15,7 @@ from alloop.errors import ConfigError, ConnectorAuthError, ConnectorUnavailableE
 from alloop.loop.controller import Controller
 from alloop.report import project_status
 from alloop.store.engine import session_scope
-from alloop.store.models import Annotation, Sample, Task
+from alloop.store.models import Annotation, Task
 from tests.conftest import open_workspace, run_cli, write_project
 from tests.integration import ls_support as lss
 from tests.integration.snapshot import assert_no_duplicates, snapshot

@@ -119,7 +119,7 @@ def test_failed_step_is_recorded_then_failed_then_retried(tmp_path):
         r = ctl.tick()
         if r.action == "created" and r.round == 1:
             break
-    for attempt in range(3):
+    for _ in range(3):
         with pytest.raises(ValueError, match="n_neighbors"):
             ctl.tick()
     with session_scope(ws.engine) as s:

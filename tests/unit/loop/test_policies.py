@@ -5,10 +5,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from alloop.config import LoopConfig
-from alloop.errors import PoolExhaustedError
+from alloop.errors import InvalidTransitionError, PoolExhaustedError
 from alloop.loop.policies import round_budget, round_complete, stop_reason
 from alloop.loop.states import RoundState, check_transition
-from alloop.errors import InvalidTransitionError
 from alloop.store.models import ModelVersion, Round
 
 
