@@ -13,7 +13,12 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, EmptyPoolError, PoolExhaustedError
-from alloop.strategies.base import KNOWN_REQUIREMENTS, Selection, SelectionContext, Strategy
+from alloop.strategies.base import (
+    KNOWN_REQUIREMENTS,
+    Selection,
+    SelectionContext,
+    Strategy,
+)
 
 NAMES = registry.available("strategy")
 N, N_CLASSES, N_FEATURES = 120, 5, 16
