@@ -30,7 +30,8 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/alloop demo
 
-test: setup setup-ls
+test:
+	$(MAKE) -j2 setup setup-ls   # the two virtualenvs install side by side
 	ALLOOP_LS_VENV=$(CURDIR)/$(VENV_LS) $(BIN)/python -m pytest -q
 
 clean:
