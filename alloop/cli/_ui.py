@@ -21,8 +21,9 @@ from rich.table import Table
 
 from alloop.progress import NullProgress, progress_disabled
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI) is not cut at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 class _Task:
@@ -59,7 +60,8 @@ def make_progress() -> Any:
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     t = Table(title=title, header_style="bold")
     for c in columns:
-        t.add_column(c, justify="right" if c not in ("strategy", "state", "key", "reason", "project") else "left")
+        text = c in ("strategy", "state", "key", "reason", "project")
+        t.add_column(c, justify="left" if text else "right", no_wrap=c in ("strategy", "state"))
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
     return t
