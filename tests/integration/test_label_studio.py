@@ -301,7 +301,8 @@ def test_newcomer_path_up_label_run_stop(label_studio, tmp_path):
                 "--batch-size", "5")
     assert r.returncode == 0, r.stderr
     _seed_data_dir(label_studio, proj / ".alloop" / "label-studio")
-    clean = {"LABEL_STUDIO_URL": "", "LABEL_STUDIO_API_KEY": "", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": ""}
+    clean = {"LABEL_STUDIO_URL": "", "LABEL_STUDIO_API_KEY": "", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "",
+             "ALLOOP_LS_VENV": str(label_studio.venv)}
     try:
         r = run_cli("labelstudio", "up", "-p", str(proj), "--port", str(port), env=clean)
         assert r.returncode == 0, r.stderr + r.stdout
@@ -323,7 +324,7 @@ def test_newcomer_path_up_label_run_stop(label_studio, tmp_path):
         assert "round 0: closed" in r.stdout and "round 1: pushed 5 tasks" in r.stdout
         assert len(lss.tasks(ls, pid)) == 25
     finally:
-        r = run_cli("labelstudio", "stop", "-p", str(proj), "--port", str(port))
+        r = run_cli("labelstudio", "stop", "-p", str(proj), "--port", str(port), env=clean)
     assert "Label Studio stopped." in r.stdout
     from connectors.label_studio.server import port_is_free
 
