@@ -148,6 +148,8 @@ class ProjectConfig(_Model):
     learner: Component = Field(default_factory=lambda: Component(name="sklearn"))
     strategy: Component = Field(default_factory=lambda: Component(name="margin"))
     cold_start: Component = Field(default_factory=lambda: Component(name="random"))
+    teacher: Component | None = None
+    """A probability source for distilling learners (e.g. clip_zeroshot); none by default."""
     connector: Component = Field(default_factory=lambda: Component(name="oracle"))
     loop: LoopConfig = Field(default_factory=LoopConfig)
 
@@ -269,6 +271,23 @@ def resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
         p = p.expanduser()
         return p if p.is_absolute() else (base / p).resolve()
 
+    def params(comp: Component | None) -> Component | None:
+        """Relative file paths in component parameters are relative to the project file too."""
+        if comp is None:
+            return None
+        out = dict(comp.params)
+        for key, value in comp.params.items():
+            if not isinstance(value, str) or not value or Path(value).is_absolute() or "<" in value:
+                continue
+            always = key.endswith("path") or key in ("model_config", "document_root")
+            if always or (key in ("pretrained", "weights", "label_config") and (base / value).is_file()):
+                out[key] = str((base / Path(value).expanduser()).resolve())
+        return comp.model_copy(update={"params": out})
+
+    components = {
+        name: params(getattr(cfg, name))
+        for name in ("features", "learner", "strategy", "cold_start", "connector", "teacher")
+    }
     project = cfg.project.model_copy(update={"work_dir": absolute(cfg.project.work_dir)})
     source = cfg.pool.source
     updates = {
@@ -277,7 +296,7 @@ def resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
         if hasattr(source, k)
     }
     pool = cfg.pool.model_copy(update={"source": source.model_copy(update=updates)})
-    return cfg.model_copy(update={"project": project, "pool": pool})
+    return cfg.model_copy(update={"project": project, "pool": pool, **components})
 
 
 def database_url(cfg: ProjectConfig) -> str:

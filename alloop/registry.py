@@ -23,6 +23,7 @@ GROUPS: dict[str, str] = {
     "connector": "alloop.connectors",
     "encoder": "alloop.encoders",
     "aggregator": "alloop.aggregators",
+    "teacher": "alloop.teachers",
 }
 
 

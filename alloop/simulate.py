@@ -190,9 +190,9 @@ def simulate(
 
     if not spec.strategies or not spec.seeds:
         raise ConfigError("simulate needs at least one strategy and one seed.")
-    for comp in spec.strategies:  # fail fast on unknown names or bad params
-        from alloop import registry
+    from alloop import registry
 
+    for comp in spec.strategies:  # fail fast on unknown names or bad params
         registry.create("strategy", comp.name, comp.params)
     with session_scope(workspace.engine) as s:
         project = get_project(s, workspace.name)
@@ -210,6 +210,12 @@ def simulate(
     # fill the feature cache once, here, so workers only read it
     refs = [SampleRef(r.key, r.kind, r.content_hash, r.data, workspace.work_dir) for r in rows]
     _, failures = workspace.feature_cache.get(refs, workspace.encoder, progress)
+    learner = spec.learner or workspace.config.learner
+    if getattr(registry.create("learner", learner.name, learner.params), "requires_teacher", False):
+        from alloop.teachers.base import teacher_proba  # teacher outputs too, once
+
+        _, bad = teacher_proba(workspace.teacher, list(project.labels), refs, workspace.feature_cache, progress)
+        failures.update(bad)
     samples = [
         dict(key=r.key, kind=r.kind, content_hash=r.content_hash, data=r.data, reference_label=r.reference_label)
         for r in rows

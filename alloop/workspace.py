@@ -97,6 +97,23 @@ class Workspace:
         return registry.create("learner", c.name, c.params)
 
     @cached_property
+    def teacher(self) -> Any:
+        """The configured teacher (a probability source for distilling learners)."""
+        from alloop.errors import ConfigError
+        from alloop.teachers.base import TeacherContext
+
+        c = self.config.teacher
+        if c is None:
+            raise ConfigError(
+                f"Learner {self.config.learner.name!r} distills from a teacher but the project has none: add a "
+                '[teacher] section to alloop.toml (e.g. name = "clip_zeroshot"), or turn distillation off in the '
+                "learner's parameters."
+            )
+        labels = tuple(self.project().labels)
+        cls = registry.load("teacher", c.name)
+        return cls.from_params(c.params, context=TeacherContext(labels, self.work_dir, self.feature_cache))
+
+    @cached_property
     def strategy(self) -> Any:
         c = self.config.strategy
         return registry.create("strategy", c.name, c.params)
@@ -146,7 +163,8 @@ class Workspace:
         for component in ("encoder", "strategy", "cold_start", "connector"):
             getattr(self, component)
         registry.load("aggregator", self.config.loop.aggregation)
-        self.new_learner()
+        if getattr(self.new_learner(), "requires_teacher", False) or self.config.teacher is not None:
+            getattr(self, "teacher")
 
     def reference_labels(self, keys: Sequence[str]) -> dict[str, str | None]:
         """Known labels by sample key (for the simulated annotator)."""

@@ -73,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except AlloopError as exc:
+        from rich.markup import escape
+
         from alloop.cli._ui import err_console
 
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -93,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from alloop.cli._ui import err_console
 
+        from rich.markup import escape
+
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
             "Run again with --debug for the traceback, and please report it.",
             highlight=False,
         )

@@ -25,11 +25,14 @@ class Learner(Protocol):
         n_classes: int,
         seed: int,
         X_pool: np.ndarray | None = None,
+        teacher_proba: np.ndarray | None = None,
+        teacher_pool: np.ndarray | None = None,
     ) -> "Learner":
         """Train from scratch on labeled rows ``X`` (n, d) with class indices ``y`` (n,).
 
-        ``X_pool`` (m, d) are the unlabeled pool's features, for learners that use them
-        (distillation, semi-supervised); others ignore it.
+        Learners that set ``uses_pool = True`` also get ``X_pool`` (m, d), the pool's features
+        (labeled items included); those that also set ``requires_teacher = True`` get the
+        teacher's probabilities of the labeled rows (n, C) and of the pool rows (m, C).
         """
         ...
 

@@ -84,7 +84,7 @@ class SklearnLearner:
             est = make_pipeline(StandardScaler(), est)
         return est
 
-    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: int, X_pool: np.ndarray | None = None) -> "SklearnLearner":
+    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: int, **_: Any) -> "SklearnLearner":
         y = np.asarray(y, dtype=np.int64)
         if len(X) != len(y):
             raise LearnerError(f"X has {len(X)} rows but y has {len(y)} labels.")

@@ -82,9 +82,8 @@ class Steps:
     def _refs(self, samples: Sequence[Sample]) -> list[SampleRef]:
         return [SampleRef(s.key, s.kind, s.content_hash, s.data, self.ws.work_dir) for s in samples]
 
-    def features(self, samples: Sequence[Sample]) -> tuple[list[Sample], np.ndarray]:
-        """Features of the readable samples; unreadable ones are quarantined and dropped."""
-        X, failures = self.ws.feature_cache.get(self._refs(samples), self.ws.encoder, self.ws.progress)
+    def _quarantine(self, samples: Sequence[Sample], failures: dict[str, str]) -> list[Sample]:
+        """Mark unreadable samples quarantined (with the reason); return the readable ones."""
         if failures:
             with session_scope(self.ws.engine) as s:
                 for smp in samples:
@@ -95,8 +94,21 @@ class Steps:
                             s.add(row)
             for key, reason in failures.items():
                 logger.warning("Quarantined %s: %s", key, reason)
-        ok = [smp for smp in samples if smp.key not in failures]
-        return ok, X
+        return [smp for smp in samples if smp.key not in failures]
+
+    def features(self, samples: Sequence[Sample]) -> tuple[list[Sample], np.ndarray]:
+        """Features of the readable samples; unreadable ones are quarantined and dropped."""
+        X, failures = self.ws.feature_cache.get(self._refs(samples), self.ws.encoder, self.ws.progress)
+        return self._quarantine(samples, failures), X
+
+    def teacher_proba(self, samples: Sequence[Sample]) -> tuple[list[Sample], np.ndarray]:
+        """Cached teacher probabilities of the samples the teacher can read."""
+        from alloop.teachers.base import teacher_proba
+
+        project_labels = self.ws.project().labels
+        T, failures = teacher_proba(self.ws.teacher, project_labels, self._refs(samples), self.ws.feature_cache,
+                                    self.ws.progress)
+        return self._quarantine(samples, failures), T
 
     def _fit(self, project: Project, labeled: list[Sample], labels: dict[int, str], round_key: object) -> Any | None:
         classes = {lb: i for i, lb in enumerate(project.labels)}
@@ -108,10 +120,22 @@ class Steps:
         if len(np.unique(y)) < 2:
             return None
         learner = self.ws.new_learner()
-        X_pool = None
+        kwargs: dict[str, Any] = {}
         if getattr(learner, "uses_pool", False):
-            _, X_pool = self.features(self._pool(project))
-        learner.fit(X, y, n_classes=len(project.labels), seed=derive_seed(project.seed, round_key, "learner"), X_pool=X_pool)
+            pool, X_pool = self.features(self._pool(project))
+            if getattr(learner, "requires_teacher", False):
+                kept, T_pool = self.teacher_proba(pool)
+                if len(kept) != len(pool):  # the teacher could not read some: drop them everywhere
+                    ok = {smp.id for smp in kept}
+                    X_pool = X_pool[[smp.id in ok for smp in pool]]
+                    keep = np.array([smp.id in ok for smp in labeled], dtype=bool)
+                    labeled, X, y = [m for m, k in zip(labeled, keep) if k], X[keep], y[keep]
+                    pool = kept
+                row = {smp.id: i for i, smp in enumerate(pool)}
+                kwargs["teacher_pool"] = T_pool
+                kwargs["teacher_proba"] = T_pool[[row[smp.id] for smp in labeled]]
+            kwargs["X_pool"] = X_pool
+        learner.fit(X, y, n_classes=len(project.labels), seed=derive_seed(project.seed, round_key, "learner"), **kwargs)
         return learner
 
     def _pool(self, project: Project) -> list[Sample]:

@@ -75,3 +75,26 @@ def test_unknown_source_type_lists_choices():
     with pytest.raises(ConfigError) as e:
         parse_config({"project": {"name": "x"}, "pool": {"source": {"type": "ftp"}}})
     assert "folder" in str(e.value) and "bundled" in str(e.value)
+
+
+def test_relative_paths_in_component_params_resolve_against_the_file(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"x")
+    cfg, _ = load_config(_write(tmp_path, '''[project]
+name = "x"
+[teacher]
+name = "predictions"
+params = { path = "t.npz" }
+[features]
+name = "open_clip"
+params = { pretrained = "w.pt", model_config = "cfg.json", model = "ViT-B-32" }
+[connector]
+name = "jsonl"
+params = { labels_path = "out/labels.jsonl" }
+'''))
+    assert cfg.teacher.params["path"] == str((tmp_path / "t.npz").resolve())
+    assert cfg.features.params["pretrained"] == str((tmp_path / "w.pt").resolve())
+    assert cfg.features.params["model_config"] == str((tmp_path / "cfg.json").resolve())
+    assert cfg.features.params["model"] == "ViT-B-32"  # not a path
+    assert cfg.connector.params["labels_path"] == str((tmp_path / "out" / "labels.jsonl").resolve())
+    cfg, _ = load_config(_write(tmp_path, '[project]\nname = "x"\n[features]\nname = "open_clip"\nparams = { pretrained = "openai" }\n'))
+    assert cfg.features.params["pretrained"] == "openai"  # a hub tag stays a tag

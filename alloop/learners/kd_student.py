@@ -1,0 +1,194 @@
+"""The ActiveKD student: two linear heads on frozen features, distilled from a teacher.
+
+From "PCoreSet: Effective Active Learning through Knowledge Distillation from
+Vision-Language Models" (ActiveKD), on frozen image features:
+
+- ``ce_head`` is trained with cross-entropy on the labeled items;
+- ``kd_head`` is trained with knowledge distillation on labeled **and** unlabeled items:
+  ``KD = T^2 * KL(softmax(t / T) || softmax(s_kd / T))`` with ``T = 2``, where ``t`` are the
+  teacher's logits (here ``log p_teacher``: a teacher is a probability source);
+- loss = ``ce_weight * CE + kd_weight * (KD_labeled + KD_unlabeled)`` (0.5 and 0.5), AdamW,
+  learning rate 1e-3; the student is re-initialized (seeded) every round;
+- prediction ``p = (1 - alpha) * softmax(ce) + alpha * softmax(kd / beta)``, ``alpha = 0.5``,
+  ``beta = 1``.
+
+With ``kd_weight = 0`` and ``alpha = 0`` it is a plain linear classifier (the "without KD"
+baseline) and needs no teacher.
+
+Project file::
+
+    [learner]
+    name = "kd_student"
+    params = { temperature = 2.0, alpha = 0.5, epochs = 30 }
+    [teacher]
+    name = "clip_zeroshot"
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from alloop.errors import LearnerError, NotFittedError
+
+
+class KDStudentParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(default=2.0, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    """Weight of the KD head in the prediction mix."""
+    beta: float = Field(default=1.0, gt=0)
+    """Temperature of the KD head in the prediction mix."""
+    ce_weight: float = Field(default=0.5, ge=0)
+    kd_weight: float = Field(default=0.5, ge=0)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    epochs: int = Field(default=30, ge=1)
+    """Passes over the pool (unlabeled batches); each step also draws a labeled batch."""
+    min_steps: int = Field(default=500, ge=1)
+    """At least this many optimizer steps (small pools need more passes to converge)."""
+    batch_size: int = Field(default=256, ge=1)
+    standardize: bool = True
+    """Standardize features with the pool's mean and std (frozen features vary in scale)."""
+
+
+def kd_loss(student_logits: Any, teacher_proba: Any, temperature: float) -> Any:
+    """``T^2 * KL(softmax(log p_t / T) || softmax(s / T))``, averaged over the batch.
+
+    Parameters
+    ----------
+    student_logits : torch.Tensor of shape (n, C)
+    teacher_proba : torch.Tensor of shape (n, C)
+        Teacher probabilities; their logs serve as teacher logits.
+    temperature : float
+    """
+    import torch
+
+    t = torch.log_softmax(torch.log(teacher_proba.clamp_min(1e-12)) / temperature, dim=1)
+    s = torch.log_softmax(student_logits / temperature, dim=1)
+    return (temperature**2) * (t.exp() * (t - s)).sum(dim=1).mean()
+
+
+class KDStudentLearner:
+    """Linear CE and KD heads on frozen features (see the module docstring)."""
+
+    name = "kd_student"
+    uses_pool = True
+
+    def __init__(self, params: KDStudentParams | None = None) -> None:
+        self.params = params or KDStudentParams()
+        self.state_: dict[str, Any] | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None = None) -> "KDStudentLearner":
+        from alloop.config import parse_params
+
+        return cls(parse_params(KDStudentParams, params, "kd_student learner parameters"))
+
+    @property
+    def requires_teacher(self) -> bool:
+        return self.params.kd_weight > 0 or self.params.alpha > 0
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        n_classes: int,
+        seed: int,
+        X_pool: np.ndarray | None = None,
+        teacher_proba: np.ndarray | None = None,
+        teacher_pool: np.ndarray | None = None,
+    ) -> "KDStudentLearner":
+        """Train from scratch.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_labeled, d)
+        y : ndarray of shape (n_labeled,), class indices
+        X_pool : ndarray of shape (n_pool, d), the whole pool (labeled items included)
+        teacher_proba, teacher_pool : ndarrays of shape (n_labeled, C) and (n_pool, C)
+            Teacher probabilities of the labeled rows and of the pool rows.
+        """
+        import torch
+
+        p = self.params
+        if self.requires_teacher and (teacher_proba is None or teacher_pool is None or X_pool is None):
+            raise LearnerError(
+                "kd_student distills from a teacher: configure one in [teacher] (e.g. name = \"clip_zeroshot\"), "
+                "or set kd_weight = 0 and alpha = 0 for a plain linear student."
+            )
+        y = np.asarray(y, dtype=np.int64)
+        if len(X) != len(y) or len(y) == 0:
+            raise LearnerError(f"kd_student needs labeled rows: got {len(X)} feature rows and {len(y)} labels.")
+        X_pool = X if X_pool is None else X_pool
+        mean = X_pool.mean(axis=0) if p.standardize else np.zeros(X.shape[1])
+        std = X_pool.std(axis=0) + 1e-6 if p.standardize else np.ones(X.shape[1])
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        d = X.shape[1]
+        ce_head, kd_head = torch.nn.Linear(d, n_classes), torch.nn.Linear(d, n_classes)
+        opt = torch.optim.AdamW([*ce_head.parameters(), *kd_head.parameters()], lr=p.lr, weight_decay=p.weight_decay)
+        xl = torch.as_tensor((X - mean) / std, dtype=torch.float32)
+        yl = torch.as_tensor(y)
+        xu = torch.as_tensor((X_pool - mean) / std, dtype=torch.float32)
+        tl = torch.as_tensor(teacher_proba, dtype=torch.float32) if teacher_proba is not None else None
+        tu = torch.as_tensor(teacher_pool, dtype=torch.float32) if teacher_pool is not None else None
+        steps_per_epoch = max(1, -(-len(xu) // p.batch_size))
+        epochs = max(p.epochs, -(-p.min_steps // steps_per_epoch))
+        for _ in range(epochs):
+            order = torch.randperm(len(xu), generator=gen)
+            for step in range(steps_per_epoch):
+                ub = order[step * p.batch_size : (step + 1) * p.batch_size]
+                lb = torch.randint(len(xl), (min(p.batch_size, len(xl)),), generator=gen)
+                loss = p.ce_weight * torch.nn.functional.cross_entropy(ce_head(xl[lb]), yl[lb])
+                if p.kd_weight > 0 and tl is not None and tu is not None:
+                    kd = kd_loss(kd_head(xl[lb]), tl[lb], p.temperature) + kd_loss(kd_head(xu[ub]), tu[ub], p.temperature)
+                    loss = loss + p.kd_weight * kd
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.state_ = {
+            "ce": {k: v.detach().clone() for k, v in ce_head.state_dict().items()},
+            "kd": {k: v.detach().clone() for k, v in kd_head.state_dict().items()},
+            "mean": mean.astype(np.float32),
+            "std": std.astype(np.float32),
+            "n_classes": n_classes,
+            "params": p.model_dump(),
+        }
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """``(1 - alpha) * softmax(ce) + alpha * softmax(kd / beta)``, shape (n, C)."""
+        import torch
+
+        if self.state_ is None:
+            raise NotFittedError("kd_student.predict_proba called before fit.")
+        st, p = self.state_, self.params
+        x = torch.as_tensor((X - st["mean"]) / st["std"], dtype=torch.float32)
+        with torch.inference_mode():
+            ce = torch.nn.functional.linear(x, st["ce"]["weight"], st["ce"]["bias"])
+            kd = torch.nn.functional.linear(x, st["kd"]["weight"], st["kd"]["bias"])
+            out = (1 - p.alpha) * torch.softmax(ce, dim=1) + p.alpha * torch.softmax(kd / p.beta, dim=1)
+        return out.numpy().astype(np.float64)
+
+    def embed(self, X: np.ndarray) -> np.ndarray | None:
+        return None  # the heads sit on the frozen features: those are the student's features
+
+    def save(self, file: BinaryIO) -> None:
+        import torch
+
+        torch.save(self.state_, file)
+
+    @classmethod
+    def load(cls, path: Path, params: dict[str, Any] | None = None) -> "KDStudentLearner":
+        import torch
+
+        obj = cls.from_params(params)
+        obj.state_ = torch.load(io.BytesIO(Path(path).read_bytes()), weights_only=False)
+        return obj
