@@ -42,6 +42,9 @@ class SimulationSpec:
     """Default: the project's learner."""
     cold_start: Component | None = None
     noise: float = 0.0
+    initial_per_class: bool = False
+    """Start from one random labeled example per class (the ActiveKD/PCoreSet protocol) instead
+    of ``initial_size`` random ones; uses the known labels to pick them (simulation only)."""
 
 
 @dataclass
@@ -104,10 +107,25 @@ def aubc(n_labels: Sequence[int], accuracy: Sequence[float]) -> float:
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))
 
 
-def _run_config(base: ProjectConfig, spec: SimulationSpec, strategy: Component, seed: int, work_dir: Path) -> ProjectConfig:
+def _per_class_keys(samples: list[dict[str, Any]], labels: list[str], seed: int, test: set[str]) -> list[str]:
+    from alloop.rng import derive_rng
+
+    rng = derive_rng(seed, "initial-per-class")
+    keys = []
+    for label in labels:
+        options = sorted(d["key"] for d in samples if d["reference_label"] == label and d["key"] not in test)
+        if options:
+            keys.append(options[int(rng.integers(len(options)))])
+    return keys
+
+
+def _run_config(
+    base: ProjectConfig, spec: SimulationSpec, strategy: Component, seed: int, work_dir: Path,
+    cold_start: Component | None = None, initial_size: int | None = None,
+) -> ProjectConfig:
     loop = base.loop.model_copy(
         update=dict(
-            initial_size=spec.initial_size,
+            initial_size=initial_size or spec.initial_size,
             batch_size=spec.batch_size,
             max_rounds=spec.rounds,
             budget=None,
@@ -124,7 +142,7 @@ def _run_config(base: ProjectConfig, spec: SimulationSpec, strategy: Component, 
             loop=loop,
             strategy=strategy,
             learner=spec.learner or base.learner,
-            cold_start=spec.cold_start or base.cold_start,
+            cold_start=cold_start or spec.cold_start or base.cold_start,
             connector=Component(name="oracle", params={"noise": spec.noise}),
         )
     )
@@ -152,7 +170,12 @@ def run_one(
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="alloop-sim-") as tmp, threadpool_limits(1):
-        cfg = _run_config(base, spec, strategy, seed, Path(tmp))
+        test = {d["key"] for d in samples if in_test_split(seed, d["key"], spec.test_fraction)}
+        cold, size = None, None
+        if spec.initial_per_class:
+            keys = _per_class_keys(samples, labels, seed, test)
+            cold, size = Component(name="given", params={"keys": keys}), len(keys)
+        cfg = _run_config(base, spec, strategy, seed, Path(tmp), cold, size)
         engine = open_store("sqlite://")
         ws = Workspace(cfg, engine=engine, cache_dir=cache_dir)
         with session_scope(engine) as s:
@@ -160,8 +183,7 @@ def run_one(
             s.add(project)
             s.flush()
             for d in samples:
-                split = "test" if in_test_split(seed, d["key"], spec.test_fraction) else "pool"
-                s.add(Sample(project_id=project.id, split=split, **d))
+                s.add(Sample(project_id=project.id, split="test" if d["key"] in test else "pool", **d))
         ws.reference_labels_override = {d["key"]: d["reference_label"] for d in samples}
         Controller(ws, use_lock=False).run()
         with session_scope(engine) as s:

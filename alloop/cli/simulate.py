@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         strategies: Annotated[str, typer.Option(help="Comma-separated strategy names.")] = "margin,coreset,random",
         seeds: Annotated[int, typer.Option(help="Number of seeds per strategy.")] = 10,
         initial_size: Annotated[int, typer.Option(help="Labeled samples to start with (random).")] = 20,
+        initial_per_class: Annotated[bool, typer.Option(help="Start from one random example per class instead.")] = False,
         batch_size: Annotated[int, typer.Option(help="Samples per round (down to 1).")] = 10,
         rounds: Annotated[int, typer.Option(help="Rounds per run, round 0 included.")] = 15,
         test_split: Annotated[float, typer.Option(help="Fraction held out for accuracy (per seed).")] = 0.3,
@@ -86,6 +87,7 @@ def register(app: typer.Typer) -> None:
             test_fraction=test_split,
             learner=learner,
             noise=noise,
+            initial_per_class=initial_per_class,
         )
         ws = _workspace(project)
         try:

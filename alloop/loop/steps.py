@@ -281,6 +281,7 @@ class Steps:
             proba=arrays["proba"][keep] if "proba" in arrays else None,
             embeddings=embeddings,
             labels=label_arr,
+            keys=np.array([by_id[int(i)].key for i in ids], dtype=object),
         )
         sel = strategy.select(ctx, rnd.budget)
         rows = [

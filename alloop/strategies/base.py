@@ -84,6 +84,8 @@ class SelectionContext:
         Model or encoder features.
     labels : ndarray of shape (n_samples,), int64, optional
         Class index of labeled positions, -1 elsewhere.
+    keys : ndarray of shape (n_samples,), str, optional
+        The stable sample key of every position (for strategies that take given items).
     extras : dict
         Anything else a plugin strategy needs (e.g. object proposals); keyed by requirement.
     """
@@ -95,6 +97,7 @@ class SelectionContext:
     proba: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     labels: np.ndarray | None = None
+    keys: np.ndarray | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,7 +106,7 @@ class SelectionContext:
             if arr.size and (arr.min() < 0 or arr.max() >= self.n_samples):
                 raise ValueError(f"{name} positions must lie in [0, {self.n_samples}).")
             object.__setattr__(self, name, arr)
-        for name in ("proba", "embeddings", "labels"):
+        for name in ("proba", "embeddings", "labels", "keys"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != self.n_samples:
                 raise ValueError(

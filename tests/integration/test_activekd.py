@@ -71,15 +71,19 @@ def test_simulate_compares_strategies_under_activekd(tmp_path):
     write_project(folder, learner=KD, teacher={"name": "predictions", "params": {"path": "teacher.npz"}},
                   loop={"initial_size": 10, "batch_size": 10, "max_rounds": 3})
     r = run_cli("simulate", "-p", str(pf), "--strategies", "pcoreset,coreset,entropy,random", "--seeds", "2",
-                "--rounds", "3", "--initial-size", "10", "--batch-size", "10", "--jobs", "2")
+                "--rounds", "3", "--initial-per-class", "--batch-size", "10", "--jobs", "2")
     assert r.returncode == 0, r.stderr
     data = json.loads((folder / ".alloop" / "simulate" / "results.json").read_text())
     assert sorted({run["strategy"] for run in data["runs"]}) == ["coreset", "entropy", "pcoreset", "random"]
     assert all(run["n_labels"] == [10, 20, 30] for run in data["runs"])
 
 
-def test_kd_student_without_teacher_is_a_clear_error(tmp_path):
-    pf = write_project(tmp_path / "p", learner=KD)
-    assert run_cli("import", "-p", str(pf)).returncode == 0
-    r = run_cli("run", "-p", str(pf))
-    assert r.returncode == 2 and "[teacher]" in r.stderr
+def test_initial_per_class_gives_one_label_of_each_class():
+    from alloop.simulate import _per_class_keys
+
+    samples = [dict(key=f"{c}/{i}", reference_label=str(c)) for c in range(4) for i in range(6)]
+    test = {"0/0", "0/1", "0/2", "0/3", "0/4"}  # only 0/5 of class 0 may be picked
+    keys = _per_class_keys(samples, ["0", "1", "2", "3"], seed=7, test=test)
+    assert [k.split("/")[0] for k in keys] == ["0", "1", "2", "3"] and keys[0] == "0/5"
+    assert keys == _per_class_keys(samples, ["0", "1", "2", "3"], seed=7, test=test)
+    assert keys != _per_class_keys(samples, ["0", "1", "2", "3"], seed=8, test=test)
