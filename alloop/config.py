@@ -187,7 +187,8 @@ def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
         ann = fields[part].annotation
         current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return list(getattr(current, "model_fields", {})) if current is not None else []
+    fields = getattr(current, "model_fields", {}) if current is not None else {}
+    return [f.alias or name for name, f in fields.items()]
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], where: str) -> str:

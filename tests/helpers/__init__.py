@@ -1,0 +1,1 @@
+"""Helpers shared by tests (not fixtures: plain functions that build real test assets)."""
