@@ -87,3 +87,41 @@ def test_initial_per_class_gives_one_label_of_each_class():
     assert [k.split("/")[0] for k in keys] == ["0", "1", "2", "3"] and keys[0] == "0/5"
     assert keys == _per_class_keys(samples, ["0", "1", "2", "3"], seed=7, test=test)
     assert keys != _per_class_keys(samples, ["0", "1", "2", "3"], seed=8, test=test)
+
+
+def test_clip_encoder_teacher_student_and_pcoreset_in_one_loop(tmp_path):
+    """The whole ActiveKD path with a real (tiny, local) open_clip model: features, zero-shot teacher."""
+    from tests.helpers.tiny_clip import TINY_CLIP_NAME, make_tiny_clip
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    config, ckpt = make_tiny_clip(tmp_path / "clip")
+    clip = {"model": TINY_CLIP_NAME, "pretrained": str(ckpt), "model_config": str(config)}
+    digits = load_digits()
+    for d in range(10):
+        (tmp_path / "imgs" / str(d)).mkdir(parents=True)
+        for i in np.flatnonzero(digits.target == d)[:8]:
+            img = Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).resize((32, 32))
+            img.save(tmp_path / "imgs" / str(d) / f"{i}.png")
+    pf = write_project(
+        tmp_path / "p",
+        pool={"source": {"type": "folder", "path": str(tmp_path / "imgs"), "labels_from_subfolders": True},
+              "test_fraction": 0.25},
+        features={"name": "open_clip", "params": clip},
+        teacher={"name": "clip_zeroshot", "params": {**clip, "class_names": {str(d): f"digit {d}" for d in range(10)}}},
+        learner=KD, strategy={"name": "pcoreset"},
+        loop={"initial_size": 10, "batch_size": 10, "max_rounds": 2},
+    )
+    ws = open_workspace(pf)
+    results = Controller(ws).run()
+    assert results[-1].finished
+    with session_scope(ws.engine) as s:
+        from alloop.store.models import ModelVersion, Round
+
+        assert [r.strategy for r in s.exec(select(Round).order_by(Round.number))] == ["random", "pcoreset"]
+        assert [m.learner for m in s.exec(select(ModelVersion))] == ["kd_student", "kd_student"]
+    folders = sorted(d.name.split("-")[0] for d in (ws.cache_dir / "features").iterdir())
+    # one image-feature folder shared by the encoder and the teacher, one of teacher probabilities
+    assert folders == ["open_clip", "teacher"]
+    ws.close()
