@@ -41,6 +41,10 @@ class SimulationSpec:
     learner: Component | None = None
     """Default: the project's learner."""
     cold_start: Component | None = None
+    cold_starts: tuple[Component, ...] = ()
+    """Round-0 strategies to compare: every run pairs one of them with one of ``strategies``
+    and is labelled ``"<cold start>+<strategy>"``. Empty: every run uses ``cold_start`` (else
+    the project's cold start) and is labelled by its strategy alone."""
     noise: float = 0.0
     initial_per_class: bool = False
     """Start from one random labeled example per class (the ActiveKD/PCoreSet protocol) instead
@@ -156,6 +160,7 @@ def run_one(
     samples: list[dict[str, Any]],
     labels: list[str],
     cache_dir: Path,
+    cold_start: Component | None = None,
 ) -> RunResult:
     """One simulated project: seed-specific test split, the real loop to the end."""
     import time
@@ -171,7 +176,7 @@ def run_one(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="alloop-sim-") as tmp, threadpool_limits(1):
         test = {d["key"] for d in samples if in_test_split(seed, d["key"], spec.test_fraction)}
-        cold, size = None, None
+        cold, size = cold_start, None
         if spec.initial_per_class:
             keys = _per_class_keys(samples, labels, seed, test)
             cold, size = Component(name="given", params={"keys": keys}), len(keys)
@@ -191,7 +196,12 @@ def run_one(
         points = [(m.n_labels, m.metrics["accuracy"]) for m in models if "accuracy" in m.metrics]
         engine.dispose()
     n, acc = [p[0] for p in points], [p[1] for p in points]
-    return RunResult(strategy.name, seed, n, acc, aubc(n, acc), time.perf_counter() - t0)
+    return RunResult(run_label(cold_start, strategy), seed, n, acc, aubc(n, acc), time.perf_counter() - t0)
+
+
+def run_label(cold_start: Component | None, strategy: Component) -> str:
+    """``"margin"``, or ``"ideal+margin"`` when runs compare cold starts."""
+    return strategy.name if cold_start is None else f"{cold_start.name}+{strategy.name}"
 
 
 def simulate(
@@ -216,6 +226,17 @@ def simulate(
 
     for comp in spec.strategies:  # fail fast on unknown names or bad params
         registry.create("strategy", comp.name, comp.params)
+    for comp in spec.cold_starts:
+        if "proba" in registry.create("strategy", comp.name, comp.params).requires:
+            raise ConfigError(
+                f"cold start {comp.name!r} needs model probabilities, which round 0 does not have. "
+                "Use a model-free strategy such as 'random', 'coreset' or 'ideal'."
+            )
+    if spec.cold_starts and spec.initial_per_class:
+        raise ConfigError(
+            "Compare cold starts or start from one example per class, not both: drop --cold-start "
+            "or --initial-per-class."
+        )
     with session_scope(workspace.engine) as s:
         project = get_project(s, workspace.name)
         rows = s.exec(
@@ -243,15 +264,16 @@ def simulate(
         for r in rows
         if r.key not in failures
     ]
-    jobs = [(c, seed) for c in spec.strategies for seed in spec.seeds]
+    jobs = [(cold, c, seed) for cold in (spec.cold_starts or (None,)) for c in spec.strategies for seed in spec.seeds]
     result = SimulationResult(spec)
     base = workspace.config
     with progress.task(f"Simulating {len(jobs)} runs", total=len(jobs)) as bar:
         for run in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(run_one)(base, spec, c, seed, samples, list(project.labels), workspace.cache_dir) for c, seed in jobs
+            delayed(run_one)(base, spec, c, seed, samples, list(project.labels), workspace.cache_dir, cold)
+            for cold, c, seed in jobs
         ):
             result.runs.append(run)
             bar.advance()
-    order = {(c.name, s): i for i, (c, s) in enumerate(jobs)}
+    order = {(run_label(cold, c), s): i for i, (cold, c, s) in enumerate(jobs)}
     result.runs.sort(key=lambda r: order[(r.strategy, r.seed)])
     return result

@@ -47,6 +47,9 @@ def register(app: typer.Typer) -> None:
         strategies: Annotated[str, typer.Option(help="Comma-separated strategy names.")] = "margin,coreset,random",
         seeds: Annotated[int, typer.Option(help="Number of seeds per strategy.")] = 10,
         initial_size: Annotated[int, typer.Option(help="Labeled samples to start with (random).")] = 20,
+        cold_start: Annotated[Optional[str], typer.Option(
+            help="Comma-separated round-0 strategies to compare (e.g. 'ideal,random'); each run pairs one "
+                 "with one of --strategies, labelled 'ideal+margin'. Default: the project's cold start.")] = None,
         initial_per_class: Annotated[bool, typer.Option(help="Start from one random example per class instead.")] = False,
         batch_size: Annotated[int, typer.Option(help="Samples per round (down to 1).")] = 10,
         rounds: Annotated[int, typer.Option(help="Rounds per run, round 0 included.")] = 15,
@@ -88,6 +91,7 @@ def register(app: typer.Typer) -> None:
             learner=learner,
             noise=noise,
             initial_per_class=initial_per_class,
+            cold_starts=tuple(Component(name=n.strip()) for n in (cold_start or "").split(",") if n.strip()),
         )
         ws = _workspace(project)
         try:
