@@ -226,6 +226,10 @@ class TransformersTextEncoder(EncoderParams):
         kind, folder = self.source()
         where = str(folder) if folder is not None else self.model
         logger.info("Loading transformers model %s from %s on %s", self.model, where, device)
+        from transformers.utils import logging as hf_logging
+
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a weight-loading bar per load would clutter the CLI
         try:  # the model first: offline, it fails after one round of hub retries, not two
             model = AutoModel.from_pretrained(where)
             tokenizer = AutoTokenizer.from_pretrained(where)
@@ -241,6 +245,9 @@ class TransformersTextEncoder(EncoderParams):
                 f"{str(exc)[:300]}). Expected a folder written with `save_pretrained` (config.json, "
                 "weights, tokenizer files)."
             ) from exc
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         positions = getattr(model.config, "max_position_embeddings", None)
         if isinstance(positions, int) and self.max_length > positions:
             raise ConfigError(

@@ -222,7 +222,9 @@ def celf_greedy(W: Worlds, k: int, candidates, seeds=None) -> tuple[np.ndarray, 
     heap = [(-int(g), int(p), 0) for g, p in zip(gains, cand)]
     heapq.heapify(heap)
     picks, picked_gains = np.empty(k, np.int64), np.empty(k, np.int64)
-    seen = np.zeros(_LAZY_MAX * W.n * W.runs, bool)
+    nr = max(W.n * W.runs, 1)
+    lazy_max = max(1, min(_LAZY_MAX, _VISITED_BYTES // nr))  # scratch stays within _VISITED_BYTES
+    seen = np.zeros(lazy_max * nr, bool)
     t, batch = 0, 1
     while t < k:
         if heap[0][2] == t:  # fresh: its exact gain beats every other upper bound
@@ -237,5 +239,5 @@ def celf_greedy(W: Worlds, k: int, candidates, seeds=None) -> tuple[np.ndarray, 
         fresh = _batch_bfs(W, np.array(stale, np.int64), active, seen)
         for p, g in zip(stale, fresh.tolist()):
             heapq.heappush(heap, (-g, p, t))
-        batch = min(2 * batch, _LAZY_MAX)
+        batch = min(2 * batch, lazy_max)
     return picks, picked_gains

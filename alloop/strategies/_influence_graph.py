@@ -18,7 +18,9 @@ Neighbour search, ``neighbors=``:
   neighbours for a few rows and then keeps those it found.
 * ``"auto"``: ``"exact"`` below :data:`AUTO_FAISS_ROWS` rows, ``"faiss-ivf"`` from there on
   (exact search costs O(n^2 d): about 1 min at n = 1e5, d = 384 on 2 cores, hours at 1e6);
-  ``"exact"`` when faiss is not installed.
+  ``"exact"`` when faiss is not installed. The faiss-cpu wheel carries its own OpenBLAS,
+  which may choose generic kernels on a CPU it does not know (measured here: 2.5x slower than
+  with ``OPENBLAS_CORETYPE=SkylakeX`` set before faiss loads).
 
 Non-positive similarities: after mean-centring, a row's nearest neighbours may have cosine
 <= 0 (an outlier, or a row equal to the mean, whose unit vector is taken as 0). Such edges

@@ -99,8 +99,10 @@ class IdealStrategy(Strategy):
     n_neighbors : int, default 10
         Out-neighbours per item in the kNN graph (the paper's k).
     runs : int, default 10
-        Monte-Carlo worlds of the independent cascade (the paper uses 10). More runs give a
-        steadier influence estimate; time and memory grow linearly.
+        Monte-Carlo worlds of the independent cascade (the paper uses 10). The greedy fits the
+        worlds it is given: with 10, its own estimate of the selection's influence is far above
+        the true one. More runs give picks with more true influence (measured at N = 3,000,
+        budget 100: +1.4% with 30 runs, +2.0% with 100); time and memory grow linearly.
     neighbors : {"auto", "exact", "faiss-exact", "faiss-ivf"}, default "auto"
         Neighbour search: exact float32 BLAS in blocks up to 5e4 items, faiss IVF above.
     nlist, nprobe : int
