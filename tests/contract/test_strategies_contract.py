@@ -33,10 +33,23 @@ def _labels(rng: np.random.Generator) -> np.ndarray:
     return y
 
 
+def _objects(rng: np.random.Generator) -> Any:
+    """Object proposals in 80 of the N images (1-4 each; class 3 rare), for object strategies."""
+    from alloop.strategies.ofds import ObjectSet
+
+    per_image = np.zeros(N, dtype=np.int64)
+    per_image[rng.choice(N, 80, replace=False)] = rng.integers(1, 5, 80)
+    image = np.repeat(np.arange(N), per_image)
+    label = rng.choice(4, image.size, p=[0.5, 0.3, 0.17, 0.03])
+    return ObjectSet(image=image, label=label, score=rng.random(image.size).astype(np.float32),
+                     features=rng.standard_normal((image.size, N_FEATURES)).astype(np.float32))
+
+
 BUILDERS: dict[str, Callable[[np.random.Generator], Any]] = {
     "proba": lambda rng: rng.dirichlet(np.full(N_CLASSES, 0.7), N),
     "embeddings": lambda rng: rng.standard_normal((N, N_FEATURES)),
     "labels": _labels,
+    "objects": _objects,
 }
 
 
