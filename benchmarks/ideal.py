@@ -59,22 +59,21 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import datetime as dt
 import json
 import logging
 import multiprocessing as mp
 import os
-import platform
 import random
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine_info as _machine_info
+from _machine import now as _now
 from threadpoolctl import threadpool_info
 
 from alloop.strategies._influence import activate, celf_greedy, sample_worlds
@@ -88,41 +87,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine_info() -> dict:
-    """CPU model, cores, RAM, BLAS (numpy's and faiss's), versions, date, load, git commit."""
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
-                                text=True, cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = ""
+    """The common record (``_machine.machine_info``) plus the faiss version."""
     try:
         import faiss
         faiss_version = faiss.__version__
     except ImportError:
         faiss_version = None
-    blas = [{k: v for k, v in lib.items() if k in ("user_api", "internal_api", "version", "num_threads",
-                                                   "architecture", "threading_layer", "filepath")}
-            for lib in threadpool_info()]
-    for b in blas:
-        b["owner"] = "faiss" if "faiss" in b.pop("filepath", "") else "numpy"
-    return {
-        "cpu": cpu, "logical_cores": os.cpu_count(), "ram_gib": round(mem_kb / 2**20, 1),
-        "python": platform.python_version(), "numpy": np.__version__, "faiss": faiss_version,
-        "blas": blas, "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
-        "platform": platform.platform(), "date": _now(), "git_commit": commit,
-        "loadavg_start": os.getloadavg(),
-    }
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return {**_machine_info(), "faiss": faiss_version}
 
 
 def make_embeddings(n: int, d: int = 384, clusters: int = 50, rank: int = 16,

@@ -32,43 +32,16 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from _machine import machine_info
+from threadpoolctl import threadpool_limits
 
 from alloop.strategies.kcenter import k_center_greedy
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine_info() -> dict:
-    """CPU model, cores, RAM, BLAS, versions, date, load, git commit."""
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = ""
-    blas = [{k: v for k, v in lib.items() if k in ("internal_api", "version", "num_threads",
-                                                   "architecture", "threading_layer")}
-            for lib in threadpool_info()]
-    return {
-        "cpu": cpu, "logical_cores": os.cpu_count(), "ram_gib": round(mem_kb / 2**20, 1),
-        "python": platform.python_version(), "numpy": np.__version__, "blas": blas,
-        "platform": platform.platform(), "date": dt.datetime.now(dt.timezone.utc).isoformat(
-            timespec="seconds"), "git_commit": commit, "loadavg_start": os.getloadavg(),
-    }
 
 
 def make_data(kind: str, n: int, d: int, rng: np.random.Generator, cluster_std: float):
@@ -228,7 +201,7 @@ def main(argv=None) -> None:
               + f" identical={rec.get('identical', '-')}", flush=True)
     if args.merge and out is not None and out.with_suffix(".json").exists():
         old = json.loads(out.with_suffix(".json").read_text())
-        key = lambda r: (r["data"], r["N"], r["d"], r["budget"])  # noqa: E731
+        key = lambda r: (r["data"], r["N"], r["d"], r["budget"])
         redone = {key(r) for r in records}
         records = [r for r in old["results"] if key(r) not in redone] + records
         order = {"gaussian": 0, "clustered": 1, "pcoreset": 2}

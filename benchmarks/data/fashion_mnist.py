@@ -12,7 +12,6 @@ variable ``FASHION_MNIST_DIR`` or the ``folder`` argument.
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from alloop.pool.synthetic_detection import read_idx
 
 __all__ = ["CLASS_NAMES", "find_folder", "load_fashion_mnist", "read_idx"]
 
@@ -67,20 +68,6 @@ def find_folder(folder: str | Path | None = None) -> Path:
         f"{', '.join(n for pair in FILES.values() for n in pair)}. Install them with "
         f"`sudo apt-get install {DEBIAN_PACKAGE}`, or set FASHION_MNIST_DIR to a folder holding them."
     )
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read a gzipped IDX file of unsigned bytes (magic ``0x0000 08 <ndim>``) into an array."""
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {data[:4].hex()!r}, want 000008xx)")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    if len(data) - offset != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but holds {len(data) - offset} values")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
 def load_fashion_mnist(
