@@ -30,11 +30,13 @@ def init_config(
     batch_size: int = 10,
     max_rounds: int | None = 10,
     test_fraction: float | None = None,
+    features: str | None = None,
+    cold_start: str = "random",
 ) -> dict[str, Any]:
     """The content of a new project file (validated before it is written)."""
     from alloop.errors import ConfigError
 
-    chosen = [x for x in (dataset, images, texts, vectors) if x is not None]
+    override, chosen = features, [x for x in (dataset, images, texts, vectors) if x is not None]
     if len(chosen) > 1:
         raise ConfigError("Give one pool source: --dataset, --images, --texts or --vectors.")
     features = "pixels"
@@ -52,6 +54,16 @@ def init_config(
         source = {"type": "bundled", "name": dataset}
         if dataset != "digits":
             features = "vector"
+    from alloop import registry
+
+    for option, value in (("--strategy", strategy), ("--cold-start", cold_start)):
+        if value not in (names := registry.available("strategy")):
+            raise ConfigError(f"Unknown strategy {value!r} for {option}. Known strategies: {', '.join(names)}.")
+    if override is not None:
+        known = registry.available("encoder")
+        if override not in known:
+            raise ConfigError(f"Unknown encoder {override!r} for --features. Known encoders: {', '.join(known)}.")
+        features = override
     has_truth = images is None or labels_from_subfolders
     learner: dict[str, Any] = {"name": "sklearn", "params": {"scale": features == "vector"}}
     data: dict[str, Any] = {
@@ -60,7 +72,7 @@ def init_config(
         "features": {"name": features},
         "learner": learner,
         "strategy": {"name": strategy},
-        "cold_start": {"name": "random"},
+        "cold_start": {"name": cold_start},
         "connector": {"name": connector},
         "loop": {"initial_size": initial_size, "batch_size": batch_size, "max_rounds": max_rounds},
     }
@@ -84,6 +96,9 @@ def register(app: typer.Typer) -> None:
         vectors: Annotated[Optional[Path], typer.Option(help=".npy/.parquet feature vectors.")] = None,
         labels: Annotated[Optional[str], typer.Option(help="Comma-separated label set.")] = None,
         strategy: Annotated[str, typer.Option(help="Acquisition strategy.")] = "margin",
+        cold_start: Annotated[str, typer.Option(help="Round-0 strategy (no model yet): random, coreset, ideal, ...")] = "random",
+        features: Annotated[Optional[str], typer.Option(
+            help="Encoder (default: pixels for images, hashing for texts, vector for vectors), e.g. open_clip, transformers.")] = None,
         connector: Annotated[str, typer.Option(help="Labeling connector: oracle (simulated), jsonl, ...")] = "oracle",
         initial_size: Annotated[int, typer.Option(help="Samples in round 0.")] = 20,
         batch_size: Annotated[int, typer.Option(help="Samples per later round.")] = 10,
@@ -109,6 +124,8 @@ def register(app: typer.Typer) -> None:
             vectors=resolve(vectors),
             labels=[x.strip() for x in labels.split(",")] if labels else None,
             strategy=strategy,
+            cold_start=cold_start,
+            features=features,
             connector=connector,
             initial_size=initial_size,
             batch_size=batch_size,

@@ -170,3 +170,20 @@ def test_simulate_batch_size_one_and_other_estimator(tmp_path):
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "p" / ".alloop" / "simulate" / "results.json").read_text())
     assert data["runs"][0]["n_labels"] == [10, 11, 12, 13]
+
+
+def test_init_sets_encoder_and_cold_start_and_refuses_unknown_names(tmp_path):
+    texts = tmp_path / "t.jsonl"
+    texts.write_text('{"id": "a", "text": "good", "label": "pos"}\n{"id": "b", "text": "bad", "label": "neg"}\n')
+    r = run_cli("init", str(tmp_path / "p"), "--texts", str(texts), "--features", "transformers", "--cold-start", "ideal")
+    assert r.returncode == 0, r.stderr
+    from alloop.config import load_config
+
+    cfg, _ = load_config(tmp_path / "p")
+    assert (cfg.features.name, cfg.cold_start.name, cfg.project.task) == ("transformers", "ideal", "text")
+    for args, message in ((["--features", "bert"], "Unknown encoder 'bert' for --features. Known encoders:"),
+                          (["--cold-start", "idael"], "Unknown strategy 'idael' for --cold-start. Known strategies:"),
+                          (["--strategy", "bald"], "Unknown strategy 'bald' for --strategy.")):
+        r = run_cli("init", str(tmp_path / "q"), *args)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert not (tmp_path / "q" / "alloop.toml").exists()
