@@ -112,3 +112,25 @@ def check_kinds(samples: Sequence[SampleRef], kind: str, encoder: str) -> None:
                 f"The {encoder!r} encoder reads {kind} samples, but sample {s.key!r} is a "
                 f"{s.kind!r} sample. {fix}."
             )
+
+
+def sample_texts(samples: Sequence[SampleRef], encoder: str) -> list[str]:
+    """The ``data["text"]`` of text samples, in order.
+
+    Raises
+    ------
+    ConfigError
+        A sample is not a text (see :func:`check_kinds`).
+    SampleDecodeError
+        A sample's data has no string ``"text"``; names the first such sample.
+    """
+    from alloop.errors import SampleDecodeError
+
+    check_kinds(samples, "text", encoder)
+    texts = []
+    for s in samples:
+        text = s.data.get("text")
+        if not isinstance(text, str):
+            raise SampleDecodeError(s.key, f"expected data {{'text': <str>}}, got {s.data!r}")
+        texts.append(text)
+    return texts

@@ -13,8 +13,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from alloop.errors import SampleDecodeError
-from alloop.features.base import EncoderParams, SampleRef, check_kinds
+from alloop.features.base import EncoderParams, SampleRef, sample_texts
 from alloop.progress import NULL_PROGRESS, Progress
 
 __all__ = ["HashingTextEncoder"]
@@ -75,13 +74,7 @@ class HashingTextEncoder(EncoderParams):
         SampleDecodeError
             A sample's data has no string ``"text"``.
         """
-        check_kinds(samples, "text", self.name)
-        texts = []
-        for s in samples:
-            text = s.data.get("text")
-            if not isinstance(text, str):
-                raise SampleDecodeError(s.key, f"expected data {{'text': <str>}}, got {s.data!r}")
-            texts.append(text)
+        texts = sample_texts(samples, self.name)
         from sklearn.feature_extraction.text import HashingVectorizer
 
         vectorizer = HashingVectorizer(

@@ -38,9 +38,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, PrivateAttr
 
-from alloop.errors import ConfigError, SampleDecodeError
+from alloop.errors import ConfigError
 from alloop.features._io import file_sha256
-from alloop.features.base import EncoderParams, SampleRef, check_kinds
+from alloop.features.base import EncoderParams, SampleRef, sample_texts
 from alloop.progress import NULL_PROGRESS, Progress
 
 __all__ = ["TransformersTextEncoder", "model_files", "package_model_dir"]
@@ -269,13 +269,7 @@ class TransformersTextEncoder(EncoderParams):
         SampleDecodeError
             A sample's data has no string ``"text"``; names the first such sample.
         """
-        check_kinds(samples, "text", self.name)
-        texts = []
-        for s in samples:
-            text = s.data.get("text")
-            if not isinstance(text, str):
-                raise SampleDecodeError(s.key, f"expected data {{'text': <str>}}, got {s.data!r}")
-            texts.append(text)
+        texts = sample_texts(samples, self.name)
         return self.encode_texts(texts, progress)
 
     def encode_texts(self, texts: Sequence[str], progress: Progress = NULL_PROGRESS) -> np.ndarray:
