@@ -113,15 +113,29 @@ class Workspace:
         cls = registry.load("teacher", c.name)
         return cls.from_params(c.params, context=TeacherContext(labels, self.work_dir, self.feature_cache))
 
+    @staticmethod
+    def _loop_strategy(name: str, params: dict[str, Any], section: str) -> Any:
+        """A strategy the loop can feed: object-level ones (``requires`` "objects") it cannot yet."""
+        strategy = registry.create("strategy", name, params)
+        if "objects" in strategy.requires:
+            from alloop.errors import ConfigError
+
+            raise ConfigError(
+                f"{section} strategy {name!r} selects from object proposals, which the loop does not "
+                "provide to strategies yet. Use it from Python (alloop.strategies.ofds.ofds_select with "
+                "an ObjectSet), or choose an image-level strategy such as 'random' or 'coreset'."
+            )
+        return strategy
+
     @cached_property
     def strategy(self) -> Any:
         c = self.config.strategy
-        return registry.create("strategy", c.name, c.params)
+        return self._loop_strategy(c.name, c.params, "[strategy]")
 
     @cached_property
     def cold_start(self) -> Any:
         c = self.config.cold_start
-        strategy = registry.create("strategy", c.name, c.params)
+        strategy = self._loop_strategy(c.name, c.params, "cold_start")
         if {"proba"} & set(strategy.requires):
             from alloop.errors import ConfigError
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sqlmodel import select
 
-from tests.conftest import run_cli, write_project
+from alloop.store.engine import session_scope
+from tests.conftest import open_workspace, run_cli, write_project
 from tests.integration.snapshot import snapshot
 
 
@@ -187,3 +189,17 @@ def test_init_sets_encoder_and_cold_start_and_refuses_unknown_names(tmp_path):
         r = run_cli("init", str(tmp_path / "q"), *args)
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert not (tmp_path / "q" / "alloop.toml").exists()
+
+
+def test_object_level_strategy_in_a_project_is_refused_with_the_way_out(tmp_path):
+    pf = write_project(tmp_path / "p", cold_start={"name": "ofds"})
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "cold_start strategy 'ofds' selects from object proposals" in r.stderr and "ofds_select" in r.stderr
+    ws = open_workspace(pf, do_import=False)
+    with session_scope(ws.engine) as s:
+        from alloop.store.models import Selection
+
+        assert s.exec(select(Selection)).all() == []
+    ws.close()
