@@ -12,6 +12,7 @@ from alloop.loop.controller import Controller
 from alloop.store.engine import session_scope
 from alloop.store.models import Sample
 from tests.conftest import open_workspace, run_cli, write_project
+from tests.helpers.images import write_digit_folders
 
 KD = {"name": "kd_student", "params": {"epochs": 5, "min_steps": 150}}
 
@@ -93,17 +94,9 @@ def test_clip_encoder_teacher_student_and_pcoreset_in_one_loop(tmp_path):
     """The whole ActiveKD path with a real (tiny, local) open_clip model: features, zero-shot teacher."""
     from tests.helpers.tiny_clip import TINY_CLIP_NAME, make_tiny_clip
 
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
     config, ckpt = make_tiny_clip(tmp_path / "clip")
     clip = {"model": TINY_CLIP_NAME, "pretrained": str(ckpt), "model_config": str(config)}
-    digits = load_digits()
-    for d in range(10):
-        (tmp_path / "imgs" / str(d)).mkdir(parents=True)
-        for i in np.flatnonzero(digits.target == d)[:8]:
-            img = Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).resize((32, 32))
-            img.save(tmp_path / "imgs" / str(d) / f"{i}.png")
+    write_digit_folders(tmp_path / "imgs", classes=10, per_class=8)
     pf = write_project(
         tmp_path / "p",
         pool={"source": {"type": "folder", "path": str(tmp_path / "imgs"), "labels_from_subfolders": True},

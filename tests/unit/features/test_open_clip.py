@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from alloop.errors import ConfigError, SampleDecodeError
 from alloop.features.base import Encoder, SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.open_clip import OpenClipImageEncoder
+from tests.helpers.progress import RecordingProgress
 from tests.helpers.tiny_clip import (
     TINY_CLIP_CONFIG,
     TINY_CLIP_NAME,
@@ -85,22 +85,6 @@ def test_deterministic_and_batch_size_does_not_matter(tiny, refs) -> None:
     one_by_one = encoder(tiny, batch_size=1).encode(refs)
     assert np.array_equal(a, b)
     np.testing.assert_allclose(one_by_one, a, atol=1e-5)
-
-
-class RecordingProgress:
-    def __init__(self) -> None:
-        self.tasks: list[list] = []
-
-    @contextmanager
-    def task(self, description: str, total: int | None = None):
-        record = [description, total, 0]
-        self.tasks.append(record)
-
-        class Bar:
-            def advance(self, n: int = 1) -> None:
-                record[2] += n
-
-        yield Bar()
 
 
 def test_progress_reports_every_image(tiny, refs) -> None:

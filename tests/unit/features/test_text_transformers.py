@@ -11,7 +11,6 @@ import importlib.util
 import re
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from alloop.features.text_transformers import (
     model_files,
     package_model_dir,
 )
+from tests.helpers.progress import RecordingProgress
 
 FINGERPRINT = re.compile(r"^transformers-v1-[0-9a-f]{12}$")
 HIDDEN = 32
@@ -145,22 +145,6 @@ def test_texts_are_truncated_to_max_length(bert) -> None:
     np.testing.assert_allclose(short[0], short[1], atol=1e-6)
     full = encoder(bert[0]).encode(two)
     assert np.abs(full[0] - full[1]).max() > 1e-3
-
-
-class RecordingProgress:
-    def __init__(self) -> None:
-        self.tasks: list[list] = []
-
-    @contextmanager
-    def task(self, description: str, total: int | None = None):
-        record = [description, total, 0]
-        self.tasks.append(record)
-
-        class Bar:
-            def advance(self, n: int = 1) -> None:
-                record[2] += n
-
-        yield Bar()
 
 
 def test_progress_reports_every_text(bert) -> None:
