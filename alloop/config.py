@@ -60,6 +60,9 @@ class FolderSource(_Model):
     type: Literal["folder"] = "folder"
     path: Path
     labels_from_subfolders: bool = False
+    annotations: Path | None = None
+    """Detection: a COCO JSON file of ground-truth boxes for these images (``file_name`` = the
+    image's path relative to the folder). Used by the simulated annotator and for evaluation."""
     extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -101,6 +104,41 @@ class PoolConfig(_Model):
     source: PoolSource = Field(default_factory=BundledSource)
     test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Fraction of samples with known labels held out for evaluation (never selected)."""
+
+
+# --- detection proposals -------------------------------------------------------------------
+
+
+class ProposalsConfig(_Model):
+    """Where a detection project's object proposals (autolabels) come from.
+
+    ``source = "file"``: an autolabel file (COCO JSON or JSON lines) at ``path``.
+    ``source = "onnx"``: a YOLO-style ONNX detector at ``path``, run on every pool image.
+    ``source = "model"``: the detections the project's learner predicted in the round's model;
+    until a model exists (round 0), the file or ONNX model at ``path`` if given.
+    """
+
+    source: Literal["file", "onnx", "model"] = "file"
+    path: Path | None = None
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Proposals with a lower confidence are ignored."""
+    pad: int = Field(default=4, ge=0)
+    """Pixels added around each box before its crop is embedded."""
+    classes: tuple[str, ...] | None = None
+    """ONNX: the model's class names in output order (default: the project's labels)."""
+    input_size: int = Field(default=640, ge=8)
+    """ONNX: side of the square input the model was exported for."""
+    iou: float = Field(default=0.45, ge=0.0, le=1.0)
+    """ONNX: class-wise NMS threshold."""
+
+    @model_validator(mode="after")
+    def _check_path(self) -> "ProposalsConfig":
+        if self.source in ("file", "onnx") and self.path is None:
+            raise ValueError(
+                f"[proposals] source = {self.source!r} needs `path` (the "
+                + ("autolabel file" if self.source == "file" else ".onnx model") + ")"
+            )
+        return self
 
 
 # --- loop ---------------------------------------------------------------------------------
@@ -146,12 +184,26 @@ class ProjectConfig(_Model):
     pool: PoolConfig = Field(default_factory=PoolConfig)
     features: Component = Field(default_factory=lambda: Component(name="pixels"))
     learner: Component = Field(default_factory=lambda: Component(name="sklearn"))
+    """The model retrained each round; detection projects default to "none" (or "command")."""
     strategy: Component = Field(default_factory=lambda: Component(name="margin"))
     cold_start: Component = Field(default_factory=lambda: Component(name="random"))
     teacher: Component | None = None
     """A probability source for distilling learners (e.g. clip_zeroshot); none by default."""
     connector: Component = Field(default_factory=lambda: Component(name="oracle"))
+    proposals: ProposalsConfig | None = None
+    """Detection: the object proposals object-level strategies (ofds) select from."""
     loop: LoopConfig = Field(default_factory=LoopConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _detection_defaults(cls, data: Any) -> Any:
+        """A detection project without a [learner] section trains no model (learner 'none')."""
+        if isinstance(data, dict) and "learner" not in data:
+            project = data.get("project")
+            task = project.get("task") if isinstance(project, dict) else getattr(project, "task", None)
+            if task == "detection":
+                data = {**data, "learner": {"name": "none"}}
+        return data
 
     @model_validator(mode="after")
     def _check_labels(self) -> "ProjectConfig":
@@ -162,6 +214,16 @@ class ProjectConfig(_Model):
             dupes = sorted({x for x in labels if labels.count(x) > 1})
             if dupes:
                 raise ValueError(f"project.labels has duplicates: {dupes}")
+        if self.proposals is not None and self.project.task != "detection":
+            raise ValueError(
+                f"[proposals] is for detection projects; this project's task is {self.project.task!r}. "
+                "Remove [proposals] or set task = \"detection\" under [project]"
+            )
+        if getattr(self.pool.source, "annotations", None) is not None and self.project.task != "detection":
+            raise ValueError(
+                "[pool.source] annotations (COCO boxes) is for detection projects; set task = \"detection\" "
+                "under [project] or remove it"
+            )
         return self
 
     # -- derived -----------------------------------------------------------------------
@@ -280,9 +342,11 @@ def resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
         for key, value in comp.params.items():
             if not isinstance(value, str) or not value or Path(value).is_absolute() or "<" in value:
                 continue
-            always = key.endswith("path") or key in ("model_config", "document_root")
+            always = key.endswith("path") or key in ("model_config", "document_root", "cwd")
             if always or (key in ("pretrained", "weights", "label_config") and (base / value).is_file()):
                 out[key] = str((base / Path(value).expanduser()).resolve())
+        if comp.name == "command" and "cwd" not in out:  # a training command runs next to the project file
+            out["cwd"] = str(base.resolve())
         return comp.model_copy(update={"params": out})
 
     components = {
@@ -293,11 +357,14 @@ def resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
     source = cfg.pool.source
     updates = {
         k: absolute(getattr(source, k))
-        for k in ("path", "labels_path", "keys_path")
+        for k in ("path", "labels_path", "keys_path", "annotations")
         if hasattr(source, k)
     }
     pool = cfg.pool.model_copy(update={"source": source.model_copy(update=updates)})
-    return cfg.model_copy(update={"project": project, "pool": pool, **components})
+    extra: dict[str, Any] = {}
+    if cfg.proposals is not None:
+        extra["proposals"] = cfg.proposals.model_copy(update={"path": absolute(cfg.proposals.path)})
+    return cfg.model_copy(update={"project": project, "pool": pool, **components, **extra})
 
 
 def database_url(cfg: ProjectConfig) -> str:

@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from alloop.simulate import SimulationResult
 
 
+#: The headline metric of a model, by task kind: (metrics key, what it is called).
+HEADLINE = {"detection": ("map50", "held-out mAP@0.5")}
+_DEFAULT_HEADLINE = ("accuracy", "held-out accuracy")
+
+
+def headline(task: str) -> tuple[str, str]:
+    """The metrics key a task kind's models are judged by, and its display name."""
+    return HEADLINE.get(task, _DEFAULT_HEADLINE)
+
+
 def _counts(s: Any, column: Any, where: Any, group: Any) -> dict[int, int]:
     return dict(s.exec(select(group, func.count(column)).where(where).group_by(group)).all())
 
@@ -46,6 +56,7 @@ def project_status(engine: Engine, name: str) -> dict[str, Any]:
             select(func.count(Annotation.id)).where(Annotation.project_id == pid, Annotation.valid == False)  # noqa: E712
         ).one()
         final = next((m for m in models.values() if m.final), None)
+    key, metric_name = headline(project.task)
     rows = []
     for r in history:
         mv = models.get(r.model_version_id) if r.model_version_id else None
@@ -60,7 +71,7 @@ def project_status(engine: Engine, name: str) -> dict[str, Any]:
                 "resolved": resolved.get(r.id, 0),
                 "labeled": labeled.get(r.id, 0),
                 "train_labels": mv.n_labels if mv else 0,
-                "accuracy": mv.metrics.get("accuracy") if mv else None,
+                "accuracy": mv.metrics.get(key) if mv else None,
                 "attempt": r.attempt,
                 "last_error": r.last_error,
                 "created_at": r.created_at.isoformat(),
@@ -70,6 +81,7 @@ def project_status(engine: Engine, name: str) -> dict[str, Any]:
     return {
         "project": project.name,
         "task": project.task,
+        "metric": metric_name,
         "labels": project.labels,
         "status": project.status,
         "finished_reason": project.finished_reason,
@@ -81,17 +93,21 @@ def project_status(engine: Engine, name: str) -> dict[str, Any]:
         "invalid_annotations": int(invalid),
         "rounds": rows,
         "final_model": (
-            {"n_labels": final.n_labels, "accuracy": final.metrics.get("accuracy")} if final else None
+            {"n_labels": final.n_labels, "accuracy": final.metrics.get(key)} if final else None
         ),
     }
 
 
 def learning_curve(engine: Engine, name: str) -> list[tuple[int, float]]:
-    """(labels, accuracy) of every model with a held-out accuracy, in training order."""
+    """(labels, headline metric) of every model with a held-out score, in training order.
+
+    The headline metric is the accuracy, or the mAP@0.5 for detection (:func:`headline`).
+    """
     with session_scope(engine) as s:
-        pid = get_project(s, name).id
-        models = s.exec(select(ModelVersion).where(ModelVersion.project_id == pid).order_by(ModelVersion.id)).all()
-    return [(m.n_labels, float(m.metrics["accuracy"])) for m in models if "accuracy" in m.metrics]
+        project = get_project(s, name)
+        models = s.exec(select(ModelVersion).where(ModelVersion.project_id == project.id).order_by(ModelVersion.id)).all()
+    key = headline(project.task)[0]
+    return [(m.n_labels, float(m.metrics[key])) for m in models if key in m.metrics and m.metrics[key] >= 0]
 
 
 def _pyplot() -> Any:
@@ -103,13 +119,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_learning_curve(points: list[tuple[int, float]], path: Path, title: str) -> Path:
+def plot_learning_curve(points: list[tuple[int, float]], path: Path, title: str,
+                        ylabel: str = "held-out accuracy") -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     x, y = zip(*points) if points else ((), ())
     ax.plot(x, y, marker="o")
     ax.set_xlabel("labeled samples")
-    ax.set_ylabel("held-out accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()

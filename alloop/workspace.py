@@ -97,6 +97,32 @@ class Workspace:
         return registry.create("learner", c.name, c.params)
 
     @cached_property
+    def learner_kind(self) -> str:
+        """``"none"`` (no model: detection projects without a trainer), ``"external"`` (trains
+        on exported files, e.g. the ``command`` learner) or ``"features"`` (fit on feature rows)."""
+        from alloop.errors import ConfigError
+        from alloop.loop.external import is_external
+
+        name = self.config.learner.name
+        detection = self.config.project.task == "detection"
+        if name == "none":
+            if not detection:
+                raise ConfigError(
+                    "learner name = 'none' (no model) is for detection projects; a "
+                    f"{self.config.project.task!r} project needs a learner such as 'sklearn' or 'command'."
+                )
+            return "none"
+        if is_external(registry.load("learner", name)):
+            return "external"
+        if detection:
+            raise ConfigError(
+                f"Learner {name!r} trains on one label per sample and cannot learn boxes. A detection project "
+                "trains with your own script through the 'command' learner ([learner] name = \"command\", "
+                "params.command = \"python train.py\"), or without a model (name = \"none\")."
+            )
+        return "features"
+
+    @cached_property
     def teacher(self) -> Any:
         """The configured teacher (a probability source for distilling learners)."""
         from alloop.errors import ConfigError
@@ -113,17 +139,22 @@ class Workspace:
         cls = registry.load("teacher", c.name)
         return cls.from_params(c.params, context=TeacherContext(labels, self.work_dir, self.feature_cache))
 
-    @staticmethod
-    def _loop_strategy(name: str, params: dict[str, Any], section: str) -> Any:
-        """A strategy the loop can feed: object-level ones (``requires`` "objects") it cannot yet."""
+    def _loop_strategy(self, name: str, params: dict[str, Any], section: str) -> Any:
+        """A strategy the loop can feed: object-level ones need a detection project with [proposals]."""
         strategy = registry.create("strategy", name, params)
-        if "objects" in strategy.requires:
+        if "objects" in strategy.requires and self.config.proposals is None:
             from alloop.errors import ConfigError
 
+            if self.config.project.task != "detection":
+                raise ConfigError(
+                    f"{section} strategy {name!r} selects from object proposals (boxes), which only detection "
+                    f"projects have; this project's task is {self.config.project.task!r}. Choose an image-level "
+                    "strategy such as 'random', 'margin' or 'coreset', or make a detection project."
+                )
             raise ConfigError(
-                f"{section} strategy {name!r} selects from object proposals, which the loop does not "
-                "provide to strategies yet. Use it from Python (alloop.strategies.ofds.ofds_select with "
-                "an ObjectSet), or choose an image-level strategy such as 'random' or 'coreset'."
+                f"{section} strategy {name!r} selects from object proposals, but the project has no [proposals] "
+                "section. Add one, e.g. [proposals] source = \"file\", path = \"autolabels.jsonl\" (or source = "
+                "\"model\" to use the detections of your command learner)."
             )
         return strategy
 
@@ -157,7 +188,7 @@ class Workspace:
             work_dir=self.work_dir,
             seed=project.seed,
             reference_labels=self.reference_labels,
-            extras={"pool_root": self.pool_root()},
+            extras={"pool_root": self.pool_root(), "reference_boxes": self.reference_boxes},
         )
         c = self.config.connector
         cls = registry.load("connector", c.name)
@@ -174,10 +205,13 @@ class Workspace:
 
     def validate(self) -> None:
         """Build every configured component once, so a bad name or parameter fails before any work."""
-        for component in ("encoder", "strategy", "cold_start", "connector"):
+        for component in ("encoder", "strategy", "cold_start", "connector", "learner_kind"):
             getattr(self, component)
         registry.load("aggregator", self.config.loop.aggregation)
-        if getattr(self.new_learner(), "requires_teacher", False) or self.config.teacher is not None:
+        if self.learner_kind == "external":
+            self.new_learner()
+        elif self.learner_kind == "features" and getattr(self.new_learner(), "requires_teacher", False) \
+                or self.config.teacher is not None:
             getattr(self, "teacher")
 
     def reference_labels(self, keys: Sequence[str]) -> dict[str, str | None]:
@@ -195,6 +229,23 @@ class Workspace:
                 ).all()
                 out.update(dict(rows))
         return out
+
+    def reference_boxes(self, keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Ground-truth boxes by sample key, in percent of the image (for the simulated annotator)."""
+        from alloop.detection.annotations import image_size, percent_boxes
+
+        out: dict[str, dict[str, Any] | None] = {}
+        keys = list(keys)
+        with session_scope(self.engine) as s:
+            pid = get_project(s, self.name).id
+            for i in range(0, len(keys), 900):
+                rows = s.exec(
+                    select(Sample.key, Sample.data).where(Sample.project_id == pid, Sample.key.in_(keys[i : i + 900]))  # type: ignore[attr-defined]
+                ).all()
+                for key, data in rows:
+                    truth = (data or {}).get("reference_boxes")
+                    out[key] = None if truth is None else {"boxes": percent_boxes(truth, image_size(data, key))}
+        return {k: out.get(k) for k in keys}
 
     def close(self) -> None:
         if "connector" in self.__dict__:

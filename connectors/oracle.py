@@ -1,5 +1,8 @@
 """The simulated annotator: answers from the pool's known labels.
 
+Detection projects get boxes: the ground-truth boxes of each image (``reference_boxes``), in
+percent of the image as Label Studio reports them, with the same optional label noise per box.
+
 It is a first-class connector: demos, simulations and benchmarks use it exactly like a real
 labeling tool. Answers are a pure function of (project seed, sample key, annotator), so a
 re-pull returns identical annotations (same source ids, same timestamps): ingesting twice
@@ -23,7 +26,7 @@ class OracleParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     noise: float = Field(default=0.0, ge=0.0, lt=1.0)
-    """Probability that an annotator gives a uniformly drawn wrong label."""
+    """Probability that an annotator gives a uniformly drawn wrong label (detection: to each box)."""
     annotators: int = Field(default=1, ge=1, le=100)
     """Number of simulated annotators labeling every task."""
     skip_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -36,7 +39,10 @@ class OracleConnector:
     name = "oracle"
 
     def __init__(self, context: ConnectorContext, params: OracleParams) -> None:
-        if context.reference_labels is None:
+        self.detection = context.task == "detection"
+        if self.detection and context.extras.get("reference_boxes") is None:
+            raise ConfigError("The oracle connector needs the pool's ground-truth boxes (extras['reference_boxes']).")
+        if not self.detection and context.reference_labels is None:
             raise ConfigError("The oracle connector needs the pool's known labels (reference_labels).")
         self.context = context
         self.params = params
@@ -58,30 +64,46 @@ class OracleConnector:
         missing = self._known(t.sample_key for t in tasks)
         unknown = [k for k, v in missing.items() if v is None]
         if unknown:
+            what = ("ground-truth boxes", "a COCO file as `annotations` in [pool.source]") if self.detection else (
+                "a known label", "class sub-folders, a label column")
             raise ConnectorDataError(
-                f"The simulated annotator cannot label {len(unknown)} samples without a known label "
-                f"(e.g. {unknown[0]!r}). Use a pool with labels (class sub-folders, a label column) "
-                "or a real labeling connector."
+                f"The simulated annotator cannot label {len(unknown)} samples without {what[0]} "
+                f"(e.g. {unknown[0]!r}). Give the pool its truth ({what[1]}) or use a real labeling connector."
             )
         return {t.sample_key: f"oracle:{t.sample_key}" for t in tasks}
 
-    def _known(self, keys: Any) -> dict[str, str | None]:
+    def _known(self, keys: Any) -> dict[str, Any]:
         keys = list(keys)
-        return dict(self.context.reference_labels(keys)) if keys else {}
+        if not keys:
+            return {}
+        if self.detection:
+            return dict(self.context.extras["reference_boxes"](keys))
+        return dict(self.context.reference_labels(keys))  # type: ignore[misc]
+
+    def _wrong(self, truth: str | None, rng: Any) -> str | None:
+        others = [lb for lb in self.context.labels if lb != truth]
+        return others[int(rng.integers(len(others)))] if others else truth
 
     def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
         known = self._known(t.sample_key for t in tasks)
-        labels = self.context.labels
         out: list[AnnotationRecord] = []
         for t in tasks:
             truth = known.get(t.sample_key)
             for a in range(self.params.annotators):
                 rng = derive_rng(self.context.seed, "oracle", t.sample_key, a)
                 cancelled = bool(rng.random() < self.params.skip_rate)
-                label: str | None = None if cancelled else truth
-                if not cancelled and self.params.noise and rng.random() < self.params.noise:
-                    others = [lb for lb in labels if lb != truth]
-                    label = others[int(rng.integers(len(others)))] if others else truth
+                value = None
+                if self.detection:
+                    label = None
+                    boxes = [dict(b) for b in truth["boxes"]] if not cancelled else []
+                    for b in boxes:
+                        if self.params.noise and rng.random() < self.params.noise:
+                            b["label"] = self._wrong(b["label"], rng)
+                    value = None if cancelled else {"boxes": boxes}
+                else:
+                    label = None if cancelled else truth
+                    if not cancelled and self.params.noise and rng.random() < self.params.noise:
+                        label = self._wrong(truth, rng)
                 at = t.pushed_at + timedelta(seconds=1 + a)
                 out.append(
                     AnnotationRecord(
@@ -91,6 +113,7 @@ class OracleConnector:
                         annotator=f"oracle-{a}",
                         label=label,
                         cancelled=cancelled,
+                        value=value,
                         created_at=at,
                         updated_at=at,
                         lead_time=0.0,

@@ -15,6 +15,10 @@ def _fmt_acc(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else "-"
 
 
+def _short(status: dict[str, Any]) -> str:
+    return "mAP50" if "mAP" in status.get("metric", "") else "acc"
+
+
 def rounds_table(status: dict[str, Any]) -> Any:
     from alloop.cli._ui import table
 
@@ -29,8 +33,8 @@ def rounds_table(status: dict[str, Any]) -> Any:
     if final:
         rows.append(("final", "", "", "", "", "", final["n_labels"], _fmt_acc(final["accuracy"])))
     return table(
-        f"Project {status['project']} - {status['status']} (labels/acc: the round's model)",
-        ["round", "state", "strategy", "picked", "pushed", "done", "labels", "acc"],
+        f"Project {status['project']} - {status['status']} (labels/{_short(status)}: the round's model)",
+        ["round", "state", "strategy", "picked", "pushed", "done", "labels", _short(status)],
         rows,
     )
 
@@ -140,11 +144,30 @@ def register(app: typer.Typer) -> None:
             ws.close()
         console.print(rounds_table(status))
         if not points:
-            console.print("No model with a held-out accuracy yet (needs labels and a test split); no figure written.")
+            console.print(f"No model with a {status['metric']} yet (needs labels and a test split); no figure written.")
             return
         path = out or ws.work_dir / "report" / "learning_curve.png"
-        plot_learning_curve(points, path, f"{ws.name}: learning curve")
+        plot_learning_curve(points, path, f"{ws.name}: learning curve", ylabel=status["metric"])
         console.print(f"Learning curve: {path}")
+
+    @app.command("export")
+    def export_cmd(
+        out: Annotated[Path, typer.Argument(help="Output file: .json (COCO, detection), .jsonl or .csv.")],
+        project: ProjectOpt = None,
+        fmt: Annotated[Optional[str], typer.Option("--format", help="coco | jsonl | csv (default: from the file name).")] = None,
+        absolute_paths: Annotated[bool, typer.Option(help="COCO file_name: absolute image paths instead of paths relative to the pool folder.")] = False,
+    ) -> None:
+        """Export the labels collected so far: COCO boxes (detection) or one label per sample."""
+        from alloop.cli._ui import console
+        from alloop.export import export_labels
+
+        ws = _workspace(project)
+        try:
+            counts = export_labels(ws, out, fmt, absolute_paths=absolute_paths)
+        finally:
+            ws.close()
+        extra = f", {counts['boxes']} boxes" if "boxes" in counts else ""
+        console.print(f"Exported {counts['samples']} labeled samples{extra} to {out}")
 
     @app.command("retry")
     def retry_cmd(project: ProjectOpt = None) -> None:

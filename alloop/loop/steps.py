@@ -23,6 +23,7 @@ from alloop import registry
 from alloop.errors import ConnectorDataError, LearnerError
 from alloop.features.base import SampleRef
 from alloop.loop import _faults
+from alloop.loop.external import ExternalModel, train_external
 from alloop.loop.ingest import ingest
 from alloop.loop.policies import round_complete
 from alloop.loop.states import RoundState
@@ -43,6 +44,7 @@ from alloop.store.queries import (
     pool_samples,
     selected_ids,
     test_samples,
+    training_boxes,
     training_labels,
 )
 from alloop.strategies.base import SelectionContext
@@ -70,6 +72,17 @@ def _result(action: str, rnd: Round, state: RoundState, message: str, **kw: Any)
     from alloop.loop.controller import TickResult
 
     return TickResult(action, rnd.number, state.value, message, **kw)
+
+
+def _object_set(arrays: dict[str, np.ndarray], keep: np.ndarray) -> Any:
+    """The ObjectSet of a round's scores, on the positions kept (images quarantined since are dropped)."""
+    from alloop.strategies.ofds import ObjectSet
+
+    new_pos = np.cumsum(keep) - 1
+    mine = keep[arrays["obj_image"]] if len(arrays["obj_image"]) else np.zeros(0, bool)
+    return ObjectSet(image=new_pos[arrays["obj_image"][mine]], label=arrays["obj_label"][mine],
+                     score=arrays["obj_score"][mine], features=arrays["obj_features"][mine],
+                     box=arrays["obj_box"][mine])
 
 
 class Steps:
@@ -154,6 +167,10 @@ class Steps:
         return {"accuracy": float(np.mean(pred == y)), "n_test": len(test)}
 
     def _train_model(self, project: Project, round_key: object, stem: str) -> tuple[Any | None, ModelVersion | None]:
+        if self.ws.learner_kind == "external":
+            return train_external(self, project, round_key, stem)
+        if self.ws.learner_kind == "none":
+            return None, None
         with session_scope(self.ws.engine) as s:
             labels = training_labels(s, project, self.ws.config.loop.aggregation)
             pool = pool_samples(s, project.id)  # type: ignore[arg-type]
@@ -195,9 +212,13 @@ class Steps:
             self.transition(s, rnd, RoundState.TRAINED, **values)
         if learner is not None:
             self._models[rnd.number] = learner
-        acc = mv.metrics.get("accuracy") if mv else None
-        msg = "no model yet (fewer than 2 labeled classes)" if mv is None else (
-            f"trained on {mv.n_labels} labels" + (f", accuracy {acc:.4f}" if acc is not None else "")
+        from alloop.report import headline
+
+        key = headline(project.task)[0]
+        acc = mv.metrics.get(key) if mv else None
+        none = {"none": "no model (learner 'none')", "external": "no model yet (no labels to train on)"}
+        msg = none.get(self.ws.learner_kind, "no model yet (fewer than 2 labeled classes)") if mv is None else (
+            f"trained on {mv.n_labels} labels" + (f", {key} {acc:.4f}" if acc is not None else "")
         )
         return _result("trained", rnd, RoundState.TRAINED, f"round {rnd.number}: {msg}")
 
@@ -209,7 +230,9 @@ class Steps:
         with session_scope(self.ws.engine) as s:
             mv = s.get(ModelVersion, rnd.model_version_id)
         cls = registry.load("learner", self.ws.config.learner.name)
-        if mv is not None and mv.artifact_path and Path(mv.artifact_path).exists() and hasattr(cls, "load"):
+        if mv is not None and mv.artifact_path and Path(mv.artifact_path).exists() and self.ws.learner_kind == "external":
+            learner = ExternalModel.load(Path(mv.artifact_path))
+        elif mv is not None and mv.artifact_path and Path(mv.artifact_path).exists() and hasattr(cls, "load"):
             learner = cls.load(Path(mv.artifact_path), self.ws.config.learner.params)
         else:  # no artifact kept: retrain deterministically from the same labels and seed
             learner, _ = self._train_model(self.ws.project(), ("round", rnd.number), f"round-{rnd.number:04d}")
@@ -239,13 +262,26 @@ class Steps:
         model = self._model_for(rnd)
         strategy, name = self._strategy_for(rnd, model is not None)
         pool, X = self.features(self._pool(project))
-        arrays: dict[str, np.ndarray] = {"sample_ids": np.array([smp.id for smp in pool], dtype=np.int64)}
-        if model is not None and len(pool):
+        arrays: dict[str, np.ndarray] = {}
+        if isinstance(model, ExternalModel):
+            if model.proba is not None:
+                known = set(model.keys)
+                late = [smp.key for smp in pool if smp.key not in known]
+                if late:
+                    logger.warning("round %d: %d samples imported after the model ran are left out of this "
+                                   "round (the next model covers them)", rnd.number, len(late))
+                    X = X[[smp.key in known for smp in pool]]
+                    pool = [smp for smp in pool if smp.key in known]
+                arrays["proba"] = model.proba_of([smp.key for smp in pool]).astype(np.float32)
+        elif model is not None and len(pool):
             arrays["proba"] = model.predict_proba(X).astype(np.float32)
             if "embeddings" in strategy.requires:
                 emb = model.embed(X)
                 if emb is not None:
                     arrays["embeddings"] = np.asarray(emb, dtype=np.float32)
+        arrays["sample_ids"] = np.array([smp.id for smp in pool], dtype=np.int64)
+        if self.ws.config.proposals is not None:
+            arrays.update(self._objects(project, pool, model, features="objects" in strategy.requires))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         _atomic_bytes(self._scores_path(rnd), buf.getvalue())
@@ -253,7 +289,23 @@ class Steps:
             self.transition(
                 s, rnd, RoundState.SCORED, strategy=name, strategy_params=strategy.model_dump(mode="json")
             )
-        return _result("scored", rnd, RoundState.SCORED, f"round {rnd.number}: scored {len(pool)} samples for {name}")
+        msg = f"round {rnd.number}: scored {len(pool)} samples for {name}"
+        if "obj_image" in arrays:
+            msg += f" ({len(arrays['obj_image'])} object proposals)"
+        return _result("scored", rnd, RoundState.SCORED, msg)
+
+    def _objects(self, project: Project, pool: list[Sample], model: Any, *, features: bool) -> dict[str, np.ndarray]:
+        """The pool's object proposals as ObjectSet columns (crop features only when asked)."""
+        from alloop.detection.source import load_proposals, object_set
+
+        cfg = self.ws.config.proposals
+        dets = model.detections if isinstance(model, ExternalModel) else None
+        props, where = load_proposals(cfg, project.labels, pool, model_detections=dets,  # type: ignore[arg-type]
+                                      cache_dir=self.ws.cache_dir, progress=self.ws.progress)
+        logger.info("project %s: %d proposals from %s", project.name, len(props), where)
+        return object_set(props, pool, project.labels, self.ws.encoder if features else None,
+                          self.ws.feature_cache, pad=cfg.pad, work_dir=self.ws.work_dir,  # type: ignore[union-attr]
+                          progress=self.ws.progress)
 
     # -- SCORED -> SELECTED ---------------------------------------------------------------------------
     def select(self, rnd: Round) -> "TickResult":
@@ -269,7 +321,12 @@ class Steps:
         keep = np.array([i in by_id for i in ids], dtype=bool)  # quarantined since scoring: drop
         ids = ids[keep]
         classes = {lb: i for i, lb in enumerate(project.labels)}
-        label_arr = np.array([classes.get(labels.get(int(i), ""), -1) for i in ids], dtype=np.int64)
+        if project.task == "detection":  # labeled = has boxes; there is no one class per image
+            with session_scope(self.ws.engine) as s:
+                boxed = training_boxes(s, project)
+            label_arr = np.array([0 if int(i) in boxed else -1 for i in ids], dtype=np.int64)
+        else:
+            label_arr = np.array([classes.get(labels.get(int(i), ""), -1) for i in ids], dtype=np.int64)
         embeddings = arrays["embeddings"][keep] if "embeddings" in arrays else None
         if embeddings is None and "embeddings" in strategy.requires:
             _, embeddings = self.features([by_id[int(i)] for i in ids])
@@ -280,8 +337,9 @@ class Steps:
             rng=derive_rng(project.seed, "round", rnd.number, "select"),
             proba=arrays["proba"][keep] if "proba" in arrays else None,
             embeddings=embeddings,
-            labels=label_arr,
+            labels=None if project.task == "detection" else label_arr,
             keys=np.array([by_id[int(i)].key for i in ids], dtype=object),
+            extras={"objects": _object_set(arrays, keep)} if "obj_image" in arrays else {},
         )
         sel = strategy.select(ctx, rnd.budget)
         rows = [
@@ -304,6 +362,8 @@ class Steps:
             with np.load(path) as z:
                 if "proba" in z.files:
                     proba = dict(zip(z["sample_ids"].tolist(), z["proba"]))
+        if project.task == "detection":
+            return self._box_payloads(rnd, project, samples)
         out = []
         for smp in samples:
             pred = None
@@ -316,6 +376,33 @@ class Steps:
                     model_version=f"{project.name}-round-{rnd.number}",
                     proba={lb: float(v) for lb, v in zip(project.labels, p)},
                 )
+            out.append(TaskPayload(smp.key, smp.kind, smp.data, rnd.number, pred))
+        return out
+
+    def _box_payloads(self, rnd: Round, project: Project, samples: list[Sample]) -> list[Any]:
+        """Detection tasks, pre-annotated with the proposals of each image (when there are any)."""
+        from alloop.detection.annotations import image_size, percent_boxes
+        from connectors.base import Prediction, TaskPayload
+
+        boxes: dict[int, list[dict[str, Any]]] = {}
+        path = self._scores_path(rnd)
+        if path.exists():
+            with np.load(path) as z:
+                if "obj_image" in z.files:
+                    ids = z["sample_ids"]
+                    for pos, lab, score, box in zip(z["obj_image"], z["obj_label"], z["obj_score"], z["obj_box"]):
+                        x0, y0, x1, y1 = (float(v) for v in box)
+                        boxes.setdefault(int(ids[pos]), []).append(
+                            {"bbox": [x0, y0, x1 - x0, y1 - y0], "label": project.labels[int(lab)], "score": float(score)})
+        out = []
+        for smp in samples:
+            pred = None
+            mine = boxes.get(smp.id)  # type: ignore[arg-type]
+            if mine:
+                best = max(mine, key=lambda b: b["score"])
+                pred = Prediction(label=best["label"], score=float(np.mean([b["score"] for b in mine])),
+                                  model_version=f"{project.name}-round-{rnd.number}",
+                                  value={"boxes": percent_boxes(mine, image_size(smp.data, smp.key))})
             out.append(TaskPayload(smp.key, smp.kind, smp.data, rnd.number, pred))
         return out
 
@@ -403,6 +490,9 @@ class Steps:
             row.status, row.finished_reason = "finished", reason
             s.add(row)
         logger.info("project %s finished: %s", project.name, reason)
-        acc = mv.metrics.get("accuracy") if mv else None
-        msg = f"finished: {reason}" + (f"; final model accuracy {acc:.4f}" if acc is not None else "")
+        from alloop.report import headline
+
+        key, what = headline(project.task)
+        acc = mv.metrics.get(key) if mv else None
+        msg = f"finished: {reason}" + (f"; final model {what} {acc:.4f}" if acc is not None else "")
         return TickResult("finished", None, None, msg, finished=True)

@@ -116,7 +116,9 @@ def scan_folder(
     source : FolderSource
         ``path`` (the folder, walked recursively; hidden files and folders are skipped,
         symlinked folders are not followed), ``extensions`` (matched case-insensitively) and
-        ``labels_from_subfolders``.
+        ``labels_from_subfolders``; ``annotations`` (detection): a COCO file of ground-truth
+        boxes, stored as ``data["reference_boxes"]`` (pixels) with the image ``width`` and
+        ``height``; its categories become ``label_names``.
     work_dir : Path
         The project's work directory (unused: images are referenced in place).
     progress : Progress
@@ -148,6 +150,7 @@ def scan_folder(
             "Put images there, or change `path` / `extensions` in [pool.source] of alloop.toml."
         )
 
+    truth = _ground_truth(source, {str(f) for f in files})
     result = ScanResult()
     unlabeled: list[str] = []
     labels: set[str] = set()
@@ -155,7 +158,13 @@ def scan_folder(
         for rel in files:
             key = str(rel)
             path = root.joinpath(*rel.parts)
-            data = {"path": str(path)}
+            data: dict = {"path": str(path)}
+            if truth is not None:
+                _, boxes, sizes = truth
+                if key in sizes:
+                    data["width"], data["height"] = sizes[key]
+                if key in boxes:
+                    data["reference_boxes"] = boxes[key]
             label = None
             if source.labels_from_subfolders:
                 if len(rel.parts) > 1:
@@ -193,4 +202,27 @@ def scan_folder(
         )
     if labels:
         result.label_names = sorted(labels)
+    if truth is not None:
+        result.label_names = truth[0]
     return result
+
+
+def _ground_truth(source: FolderSource, keys: set[str]) -> tuple | None:
+    """The COCO ground truth named by ``source.annotations`` (detection), checked against the folder."""
+    if source.annotations is None:
+        return None
+    from alloop.detection.annotations import read_coco_truth
+
+    truth = read_coco_truth(source.annotations)
+    listed = set(truth[1])
+    if not listed & keys:
+        raise PoolImportError(
+            f"None of the {len(listed)} images of {str(source.annotations)!r} is in the folder "
+            f"{str(source.path)!r} (e.g. {format_list(sorted(listed)[:3])}; folder keys e.g. "
+            f"{format_list(sorted(keys)[:3])}). COCO file_name must be the image path relative to the folder."
+        )
+    absent = sorted(listed - keys)
+    if absent:
+        logger.warning("%d image(s) of %s are not in the folder and are ignored: %s",
+                       len(absent), source.annotations, format_list(absent))
+    return truth

@@ -63,7 +63,10 @@ def _label_set(current: list[str], scan: ScanResult) -> list[str]:
             "The project has no label set. Set `labels = [...]` under [project] in alloop.toml "
             "(at least 2 labels), or import a source with known labels (e.g. class sub-folders)."
         )
-    unknown = sorted({i.reference_label for i in scan.items if i.reference_label is not None} - set(labels))
+    unknown = sorted(
+        ({i.reference_label for i in scan.items if i.reference_label is not None}
+         | {str(b["label"]) for i in scan.items for b in i.data.get("reference_boxes", ())}) - set(labels)
+    )
     if unknown:
         raise PoolImportError(
             f"The source has labels that are not in the project's label set: {format_list(unknown)}. "
@@ -90,7 +93,8 @@ def import_pool(engine: Engine, project_name: str, scan: ScanResult, *, test_fra
             if old is None:
                 split = (
                     "test"
-                    if item.reference_label is not None and in_test_split(project.seed, item.key, test_fraction)
+                    if (item.reference_label is not None or "reference_boxes" in item.data)
+                    and in_test_split(project.seed, item.key, test_fraction)
                     else "pool"
                 )
                 report.test += split == "test"

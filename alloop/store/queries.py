@@ -141,3 +141,36 @@ def count_resolved(session: Session, round_id: int) -> int:
             .where(Task.round_id == round_id)
         ).one()
     )
+
+
+def training_boxes(session: Session, project: Project) -> dict[int, list[dict]]:
+    """Detection: the boxes of each labeled sample id, from its latest valid box annotation.
+
+    Boxes are in percent of the image (``{"x", "y", "width", "height", "rotation", "label"}``).
+    Several annotators' boxes are not fused: the most recent valid, non-cancelled annotation
+    of a sample wins (an empty list means "nothing to detect here", a real label).
+    """
+    rows = session.exec(
+        select(Annotation.sample_id, Annotation.value, Annotation.updated_at).where(
+            Annotation.project_id == project.id,
+            Annotation.valid == True,  # noqa: E712
+            Annotation.cancelled == False,  # noqa: E712
+            Annotation.value.is_not(None),  # type: ignore[union-attr]
+        )
+    ).all()
+    best: dict[int, tuple] = {}
+    for sid, value, at in rows:
+        if isinstance(value, dict) and "boxes" in value and (sid not in best or at > best[sid][1]):
+            best[sid] = (value["boxes"], at)
+    return {sid: list(boxes) for sid, (boxes, _) in best.items()}
+
+
+def detection_test_samples(session: Session, project_id: int) -> list[Sample]:
+    """Held-out detection samples (with or without ground truth; callers check ``data``)."""
+    return list(
+        session.exec(
+            select(Sample)
+            .where(Sample.project_id == project_id, Sample.status == "ok", Sample.split == "test")
+            .order_by(Sample.id)
+        ).all()
+    )

@@ -196,7 +196,8 @@ def test_object_level_strategy_in_a_project_is_refused_with_the_way_out(tmp_path
     assert run_cli("import", "-p", str(pf)).returncode == 0
     r = run_cli("run", "-p", str(pf))
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "cold_start strategy 'ofds' selects from object proposals" in r.stderr and "ofds_select" in r.stderr
+    assert "cold_start strategy 'ofds' selects from object proposals (boxes), which only detection projects" in r.stderr
+    assert "'classification'" in r.stderr and "'coreset'" in r.stderr
     ws = open_workspace(pf, do_import=False)
     with session_scope(ws.engine) as s:
         from alloop.store.models import Selection

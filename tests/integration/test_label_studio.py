@@ -105,37 +105,69 @@ def test_text_classification_rounds(label_studio, tmp_path):
     ws.close()
 
 
-def test_detection_round_with_boxes(label_studio):
-    images = Path(label_studio.document_root) / "det-images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        Image.fromarray(rng.integers(0, 255, (48, 64), dtype=np.uint8)).save(images / f"scene{i}.png")
-    pf, _ = _ls_project(label_studio, "det", project={"name": "det", "task": "detection", "labels": ["digit", "blot"]},
+def test_detection_round_with_proposals_as_preannotations_and_boxes_back(label_studio, tmp_path):
+    from alloop.detection.proposals import read_autolabels
+    from alloop.export import export_labels
+    from alloop.pool.synthetic_detection import make_detection_pool, write_autolabels_from_truth
+
+    root = Path(label_studio.document_root) / "det-pool"
+    pool = make_detection_pool(root, n_images=10, class_names=["0", "1", "7"], seed=3, overwrite=True)
+    auto = write_autolabels_from_truth(pool.path, root / "autolabels.jsonl", seed=3, false_positive_rate=0.0)
+    pf, _ = _ls_project(label_studio, "det", project={"name": "det", "task": "detection", "labels": ["0", "1", "7", "blot"]},
                         loop={"initial_size": 3, "batch_size": 3, "max_rounds": 1},
-                        pool={"source": {"type": "folder", "path": str(images)}})
+                        pool={"source": {"type": "folder", "path": str(pool.images_dir), "annotations": str(pool.path)}},
+                        proposals={"source": "file", "path": str(auto.path)},
+                        cold_start={"name": "ofds"})
     ws = open_workspace(pf)
     _run_until_waiting(ws)
     ls = lss.client()
     pid = lss.project_id(ls, "alloop: det")
     assert "<RectangleLabels" in ls.projects.get(pid).label_config
-    uid = lss.users(ls, ["dora"])["dora"]
-    box = lambda lb, x: {"from_name": "label", "to_name": "image", "type": "rectanglelabels",  # noqa: E731
-                         "original_width": 64, "original_height": 48, "image_rotation": 0,
-                         "value": {"x": x, "y": 10, "width": 30, "height": 40, "rotation": 0, "rectanglelabels": [lb]}}
+    props = read_autolabels(auto.path, labels=["0", "1", "7"])
     t1, t2, t3 = lss.tasks(ls, pid)
-    lss.annotate(ls, [(t1.id, [box("digit", 10), box("blot", 50)], uid, False), (t2.id, [], uid, False),
-                      (t3.id, [box("scratch", 5)], uid, False)])
+    # every task carries the image's proposals as rectangles, in percent of the 128x128 canvas
+    for t in (t1, t2, t3):
+        mine = props.of_image(t.data["sample_id"])
+        pred = t.predictions[0]
+        result = pred["result"] if isinstance(pred, dict) else pred.result
+        assert len(result) == len(mine) > 0 and {r["type"] for r in result} == {"rectanglelabels"}
+        got = sorted((r["value"]["rectanglelabels"][0], *(r["value"][k] * 1.28 for k in ("x", "y", "width", "height")))
+                     for r in result)
+        want = sorted((lb, *map(float, b)) for b, lb in zip(mine.box, mine.label.tolist()))
+        assert [g[0] for g in got] == [w[0] for w in want]
+        np.testing.assert_allclose([g[1:] for g in got], [w[1:] for w in want], atol=0.01)
+    uid = lss.users(ls, ["dora"])["dora"]
+
+    def accept(task, extra=()):  # the annotator keeps the proposals (as Label Studio submits them) and adds boxes
+        pred = task.predictions[0]
+        result = [{k: r[k] for k in ("from_name", "to_name", "type", "value")} | {"original_width": 128, "original_height": 128}
+                  for r in (pred["result"] if isinstance(pred, dict) else pred.result)]
+        return result + list(extra)
+
+    box = lambda lb, x: {"from_name": "label", "to_name": "image", "type": "rectanglelabels",  # noqa: E731
+                         "original_width": 128, "original_height": 128, "image_rotation": 0,
+                         "value": {"x": x, "y": 10, "width": 25, "height": 50, "rotation": 0, "rectanglelabels": [lb]}}
+    lss.annotate(ls, [(t1.id, accept(t1, [box("blot", 50)]), uid, False), (t2.id, [], uid, False),
+                      (t3.id, accept(t3, [box("scratch", 5)]), uid, False)])
     results = _run_until_waiting(ws)
     assert results[-1].finished
     with session_scope(ws.engine) as s:
         rows = {a.task_id: a for a in s.exec(select(Annotation))}
         tasks = {t.external_id: t.id for t in s.exec(select(Task))}
     a1, a2, a3 = rows[tasks[str(t1.id)]], rows[tasks[str(t2.id)]], rows[tasks[str(t3.id)]]
-    assert [b["label"] for b in a1.value["boxes"]] == ["digit", "blot"] and a1.valid
-    assert a1.value["boxes"][0]["x"] == 10 and a1.value["boxes"][0]["width"] == 30
+    n1 = len(props.of_image(t1.data["sample_id"]))
+    assert len(a1.value["boxes"]) == n1 + 1 and a1.value["boxes"][-1] == {
+        "x": 50, "y": 10, "width": 25, "height": 50, "rotation": 0, "label": "blot"} and a1.valid
     assert a2.value == {"boxes": []} and a2.valid  # nothing on the image: valid, empty
     assert not a3.valid and "scratch" in a3.invalid_reason
+    # the COCO export holds the accepted proposals and the added box, in pixels
+    counts = export_labels(ws, tmp_path / "labels.json")
+    doc = json.loads((tmp_path / "labels.json").read_text())
+    assert counts == {"samples": 2, "boxes": n1 + 1}
+    img1 = next(i for i in doc["images"] if i["alloop_key"] == t1.data["sample_id"])
+    boxes1 = sorted(a["bbox"] for a in doc["annotations"] if a["image_id"] == img1["id"])
+    want = sorted([[float(v) for v in b] for b in props.of_image(t1.data["sample_id"]).box] + [[64.0, 12.8, 32.0, 64.0]])
+    np.testing.assert_allclose(boxes1, want, atol=0.02)
     ws.close()
 
 

@@ -98,3 +98,38 @@ params = { labels_path = "out/labels.jsonl" }
     assert cfg.connector.params["labels_path"] == str((tmp_path / "out" / "labels.jsonl").resolve())
     cfg, _ = load_config(_write(tmp_path, '[project]\nname = "x"\n[features]\nname = "open_clip"\nparams = { pretrained = "openai" }\n'))
     assert cfg.features.params["pretrained"] == "openai"  # a hub tag stays a tag
+
+
+def test_detection_sections_resolve_and_default_to_no_model(tmp_path):
+    (tmp_path / "alloop.toml").write_text(
+        '[project]\nname = "d"\ntask = "detection"\n'
+        '[pool.source]\ntype = "folder"\npath = "imgs"\nannotations = "truth.json"\n'
+        '[proposals]\nsource = "model"\npath = "auto.jsonl"\nmin_score = 0.3\n'
+    )
+    cfg, _ = load_config(tmp_path)
+    assert cfg.learner.name == "none"  # no [learner]: a detection project trains no model
+    assert cfg.pool.source.annotations == tmp_path / "truth.json"
+    assert cfg.proposals.path == tmp_path / "auto.jsonl" and cfg.proposals.min_score == 0.3
+
+
+def test_command_learner_runs_next_to_the_project_file(tmp_path):
+    (tmp_path / "alloop.toml").write_text(
+        '[project]\nname = "d"\ntask = "detection"\n[learner]\nname = "command"\nparams = { command = "python train.py" }\n'
+    )
+    cfg, _ = load_config(tmp_path)
+    assert cfg.learner.params["cwd"] == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"project": {"name": "c"}, "proposals": {"path": "a.jsonl"}}, "detection projects"),
+        ({"project": {"name": "c"}, "pool": {"source": {"type": "folder", "path": "x", "annotations": "t.json"}}},
+         "annotations"),
+        ({"project": {"name": "d", "task": "detection"}, "proposals": {"source": "file"}}, "needs `path`"),
+        ({"project": {"name": "d", "task": "detection"}, "proposals": {"path": "a.jsonl", "min_score": 2}}, "min_score"),
+    ],
+)
+def test_detection_sections_are_checked(data, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)

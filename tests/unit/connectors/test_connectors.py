@@ -102,3 +102,35 @@ def test_jsonl_bad_line_names_file_and_line(tmp_path):
     labels.write_text('{"key": "s1", "label": 3}\n')
     with pytest.raises(ConnectorDataError, match=r"labels.jsonl:1: field 'label' must be a string"):
         j.pull([TaskRef("s1", "s1", 0, T0)])
+
+
+BOXES = {f"img{i}": {"boxes": [{"x": 10.0 * j, "y": 5.0, "width": 8.0, "height": 9.0, "rotation": 0, "label": LABELS[(i + j) % 3]}
+                               for j in range(i % 4)]} for i in range(200)}
+
+
+def detection_oracle(tmp_path, **params):
+    context = ConnectorContext(project="p", task="detection", labels=LABELS, work_dir=tmp_path, seed=7,
+                               extras={"reference_boxes": lambda keys: {k: BOXES.get(k) for k in keys}})
+    return registry.load("connector", "oracle").from_params(params, context=context)
+
+
+def test_oracle_answers_detection_tasks_with_the_true_boxes(tmp_path):
+    o = detection_oracle(tmp_path)
+    keys = list(BOXES)[:20]
+    o.push([TaskPayload(k, "image", {}, 0) for k in keys])
+    anns = o.pull(refs(keys))
+    assert anns == o.pull(refs(keys))
+    assert all(a.label is None and not a.cancelled for a in anns)
+    assert {a.sample_key: a.value for a in anns} == {k: BOXES[k] for k in keys}  # img0, img4...: no object, empty list
+
+
+def test_oracle_detection_noise_relabels_boxes_and_refuses_images_without_truth(tmp_path):
+    o = detection_oracle(tmp_path, noise=0.25, skip_rate=0.1)
+    anns = o.pull(refs(list(BOXES)))
+    pairs = [(b["label"], t["label"]) for a in anns if not a.cancelled
+             for b, t in zip(a.value["boxes"], BOXES[a.sample_key]["boxes"])]
+    assert len(pairs) > 200 and 0.17 < np_mean([x != y for x, y in pairs]) < 0.33
+    assert all(x in LABELS for x, _ in pairs)
+    assert 0.04 < np_mean([a.cancelled for a in anns]) < 0.17 and all(a.value is None for a in anns if a.cancelled)
+    with pytest.raises(ConnectorDataError, match="without ground-truth boxes"):
+        o.push([TaskPayload("nope", "image", {}, 0)])

@@ -1,0 +1,188 @@
+"""Rounds whose model is trained outside alloop: an ``external`` learner (the ``command`` learner).
+
+The loop exports the labeled samples (COCO boxes for detection, JSON lines of labels
+otherwise), the learner runs the team's own training script, and its predictions for the
+pool (and the held-out samples) come back as an :class:`ExternalModel`: class probabilities
+by sample key, or detections. They are saved as the round's model artifact, so a restarted
+process scores and pre-annotates from the same predictions without rerunning the script.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alloop.detection.annotations import image_size, pixel_boxes
+from alloop.detection.boxes import Proposals
+from alloop.errors import LearnerError, format_list
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ExternalModel", "export_item", "is_external"]
+
+
+def is_external(learner_or_cls: Any) -> bool:
+    """Whether a learner trains on exported samples (files) rather than feature matrices."""
+    return bool(getattr(learner_or_cls, "external", False))
+
+
+def export_item(smp: Any, *, label: str | None = None, boxes: Sequence[dict] | None = None) -> Any:
+    """The :class:`~alloop.learners.command.ExportItem` of a sample (boxes: percent -> pixels)."""
+    from alloop.learners.command import ExportItem
+
+    data = {k: smp.data[k] for k in ("path", "text", "width", "height") if k in smp.data}
+    if boxes is not None:
+        size = image_size(smp.data, smp.key)
+        data["width"], data["height"] = size
+        return ExportItem(smp.key, data, boxes=pixel_boxes(boxes, size))
+    return ExportItem(smp.key, data, label=label)
+
+
+@dataclass(frozen=True)
+class ExternalModel:
+    """Predictions of an external learner for the samples it was asked about.
+
+    Attributes
+    ----------
+    task : str
+    labels : tuple of str
+    keys : tuple of str
+        The predicted samples' keys.
+    proba : ndarray of shape (len(keys), len(labels)) or None
+        Classification and text.
+    detections : Proposals or None
+        Detection: boxes by image key.
+    """
+
+    task: str
+    labels: tuple[str, ...]
+    keys: tuple[str, ...]
+    proba: np.ndarray | None = None
+    detections: Proposals | None = None
+
+    # -- what the loop reads -------------------------------------------------------------------
+    def proba_of(self, keys: Sequence[str]) -> np.ndarray:
+        """Class probabilities of ``keys`` (rows in that order)."""
+        if self.proba is None:
+            raise LearnerError(f"The {self.task} model has no class probabilities.")
+        row = {k: i for i, k in enumerate(self.keys)}
+        missing = [k for k in keys if k not in row]
+        if missing:
+            raise LearnerError(
+                f"The external model predicted no probabilities for {len(missing)} pool samples (e.g. "
+                f"{format_list(missing[:3])}). Only ask for the samples it predicted (see `keys`)."
+            )
+        return self.proba[[row[k] for k in keys]]
+
+    def predict_proba(self, X: Any) -> np.ndarray:  # pragma: no cover - guards misuse
+        raise LearnerError("An external model predicts by sample key: use proba_of(keys).")
+
+    def embed(self, X: Any) -> None:
+        return None
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {
+            "task": np.array(self.task), "labels": np.array(self.labels, dtype=str),
+            "keys": np.array(self.keys, dtype=str),
+        }
+        if self.proba is not None:
+            arrays["proba"] = np.asarray(self.proba, dtype=np.float32)
+        if self.detections is not None:
+            d = self.detections
+            arrays.update(det_image=np.asarray(d.image, dtype=str), det_box=d.box, det_label=np.asarray(d.label, dtype=str),
+                          det_score=d.score)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def load(cls, path: Path) -> "ExternalModel":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                dets = None
+                if "det_image" in z.files:
+                    dets = Proposals(z["det_image"].tolist(), z["det_box"], z["det_label"].tolist(), z["det_score"])
+                return cls(
+                    task=str(z["task"]), labels=tuple(z["labels"].tolist()), keys=tuple(z["keys"].tolist()),
+                    proba=z["proba"] if "proba" in z.files else None, detections=dets,
+                )
+        except (OSError, ValueError, KeyError) as exc:
+            raise LearnerError(
+                f"Cannot read the external model's predictions {str(path)!r}: {type(exc).__name__}: {exc}. "
+                "Delete the file to have the round's training command run again."
+            ) from None
+
+
+def evaluate_external(model: ExternalModel, test: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy of a classification model on held-out samples with known labels."""
+    if model.proba is None or not test:
+        return {}
+    classes = {lb: i for i, lb in enumerate(labels)}
+    known = [smp for smp in test if smp.key in set(model.keys)]
+    if not known:
+        return {}
+    y = np.array([classes[smp.reference_label] for smp in known])
+    pred = np.argmax(model.proba_of([smp.key for smp in known]), axis=1)
+    return {"accuracy": float(np.mean(pred == y)), "n_test": len(known)}
+
+
+def train_external(steps: Any, project: Any, round_key: object, stem: str) -> tuple[Any, Any]:
+    """Run the project's external learner on the current labels; (ExternalModel, ModelVersion) or (None, None).
+
+    The predicted samples are the pool and the held-out samples. Predictions are written to
+    ``<work_dir>/models/<stem>/predictions.npz`` (the model artifact) before the caller commits.
+    """
+    import hashlib
+
+    from alloop.rng import derive_seed
+    from alloop.store.engine import session_scope
+    from alloop.store.models import ModelVersion
+    from alloop.store.queries import detection_test_samples, pool_samples, training_boxes, training_labels
+
+    ws = steps.ws
+    detection = project.task == "detection"
+    with session_scope(ws.engine) as s:
+        pool = pool_samples(s, project.id)
+        test = detection_test_samples(s, project.id)
+        if detection:
+            boxes = training_boxes(s, project)
+            train = [export_item(smp, boxes=boxes[smp.id]) for smp in pool if smp.id in boxes]
+        else:
+            labels = training_labels(s, project, ws.config.loop.aggregation)
+            train = [export_item(smp, label=labels[smp.id]) for smp in pool if smp.id in labels]
+    if not train or (not detection and len({it.label for it in train}) < 2):
+        return None, None
+    predict = [export_item(smp) for smp in [*pool, *test]]
+    run_dir = ws.work_dir / "models" / stem
+    learner = ws.new_learner()
+    result = learner.run(task=project.task, labels=list(project.labels), train=train, predict=predict,
+                         run_dir=run_dir, seed=derive_seed(project.seed, round_key, "learner"))
+    model = ExternalModel(task=project.task, labels=tuple(project.labels), keys=result.keys,
+                          proba=result.proba, detections=result.detections)
+    data = model.to_bytes()
+    path = run_dir / "predictions.npz"
+    from alloop.loop.steps import _atomic_bytes
+
+    _atomic_bytes(path, data)
+    metrics: dict[str, Any] = {"n_labels": len(train), "train_seconds": round(result.seconds, 3)}
+    metrics.update(result.metrics)
+    if detection:
+        from alloop.detection.metrics import evaluate_detections
+
+        metrics.update(evaluate_detections(model.detections, [smp for smp in test if "reference_boxes" in smp.data],
+                                           project.labels))
+    else:
+        metrics.update(evaluate_external(model, [smp for smp in test if smp.reference_label is not None],
+                                         project.labels))
+    mv = ModelVersion(project_id=project.id, learner=ws.config.learner.name, artifact_path=str(path),
+                      artifact_hash=hashlib.sha256(data).hexdigest(), n_labels=len(train), metrics=metrics)
+    logger.info("project %s: external model %s trained on %d samples in %.1f s", project.name, stem,
+                len(train), result.seconds)
+    return model, mv
