@@ -32,8 +32,16 @@ def init_config(
     test_fraction: float | None = None,
     features: str | None = None,
     cold_start: str = "random",
+    annotations: Path | None = None,
+    proposals: Path | None = None,
+    trainer: str | None = None,
 ) -> dict[str, Any]:
-    """The content of a new project file (validated before it is written)."""
+    """The content of a new project file (validated before it is written).
+
+    ``annotations`` (COCO ground truth) or ``proposals`` (autolabels or a YOLO .onnx) make a
+    detection project over ``images``: ofds on the proposals (random without them), no model
+    unless ``trainer`` (a training command for the ``command`` learner) is given.
+    """
     from alloop.errors import ConfigError
 
     override, chosen = features, [x for x in (dataset, images, texts, vectors) if x is not None]
@@ -66,6 +74,21 @@ def init_config(
         features = override
     has_truth = images is None or labels_from_subfolders
     learner: dict[str, Any] = {"name": "sklearn", "params": {"scale": features == "vector"}}
+    detection = annotations is not None or proposals is not None
+    if detection:
+        if images is None:
+            raise ConfigError("--annotations and --proposals describe a detection project: give its --images folder too.")
+        task, has_truth = "detection", annotations is not None
+        if annotations is not None:
+            source["annotations"] = str(annotations)
+        if strategy == "margin":  # the default needs class probabilities, which a detection project has not
+            strategy = "ofds" if proposals is not None else "random"
+        if cold_start == "random" and proposals is not None:
+            cold_start = "ofds"
+    if trainer is not None:
+        learner = {"name": "command", "params": {"command": trainer}}
+    elif detection:
+        learner = {"name": "none"}
     data: dict[str, Any] = {
         "project": {"name": name, "task": task, "seed": 0, "work_dir": ".alloop"},
         "pool": {"source": source, "test_fraction": test_fraction if test_fraction is not None else (0.3 if has_truth else 0.0)},
@@ -78,6 +101,8 @@ def init_config(
     }
     if labels:
         data["project"]["labels"] = labels
+    if proposals is not None:
+        data["proposals"] = {"source": "onnx" if proposals.suffix.lower() == ".onnx" else "file", "path": str(proposals)}
     from alloop.config import parse_config
 
     parse_config(data, where="options of `alloop init`")
@@ -100,6 +125,12 @@ def register(app: typer.Typer) -> None:
         features: Annotated[Optional[str], typer.Option(
             help="Encoder (default: pixels for images, hashing for texts, vector for vectors), e.g. open_clip, transformers.")] = None,
         connector: Annotated[str, typer.Option(help="Labeling connector: oracle (simulated), jsonl, ...")] = "oracle",
+        annotations: Annotated[Optional[Path], typer.Option(
+            help="Detection: COCO ground-truth boxes of --images (for the simulated annotator and held-out mAP).")] = None,
+        proposals: Annotated[Optional[Path], typer.Option(
+            help="Detection: object proposals to select from, an autolabel file (.json COCO, .jsonl) or a YOLO .onnx.")] = None,
+        trainer: Annotated[Optional[str], typer.Option(
+            help="Your training command (the 'command' learner), e.g. \"python train.py\".")] = None,
         initial_size: Annotated[int, typer.Option(help="Samples in round 0.")] = 20,
         batch_size: Annotated[int, typer.Option(help="Samples per later round.")] = 10,
         rounds: Annotated[int, typer.Option(help="Maximum number of rounds.")] = 10,
@@ -127,6 +158,9 @@ def register(app: typer.Typer) -> None:
             cold_start=cold_start,
             features=features,
             connector=connector,
+            annotations=resolve(annotations),
+            proposals=resolve(proposals),
+            trainer=trainer,
             initial_size=initial_size,
             batch_size=batch_size,
             max_rounds=rounds,

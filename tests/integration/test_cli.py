@@ -191,6 +191,25 @@ def test_init_sets_encoder_and_cold_start_and_refuses_unknown_names(tmp_path):
         assert not (tmp_path / "q" / "alloop.toml").exists()
 
 
+def test_init_detection_project_from_truth_proposals_and_a_trainer(tmp_path):
+    from alloop.config import load_config
+
+    (tmp_path / "imgs").mkdir()
+    r = run_cli("init", str(tmp_path / "p"), "--images", str(tmp_path / "imgs"), "--annotations", str(tmp_path / "t.json"),
+                "--proposals", str(tmp_path / "yolo.onnx"), "--trainer", "{python} train.py")
+    assert r.returncode == 0, r.stderr
+    cfg, _ = load_config(tmp_path / "p")
+    assert cfg.project.task == "detection" and (cfg.strategy.name, cfg.cold_start.name) == ("ofds", "ofds")
+    assert cfg.pool.source.annotations == tmp_path / "t.json" and cfg.pool.test_fraction == 0.3
+    assert (cfg.proposals.source, cfg.proposals.path) == ("onnx", tmp_path / "yolo.onnx")
+    assert cfg.learner.name == "command" and cfg.learner.params["command"] == "{python} train.py"
+    r = run_cli("init", str(tmp_path / "q"), "--images", str(tmp_path / "imgs"), "--annotations", str(tmp_path / "t.json"))
+    cfg, _ = load_config(tmp_path / "q")  # truth only: random images, no model, no proposals
+    assert (cfg.strategy.name, cfg.cold_start.name, cfg.learner.name, cfg.proposals) == ("random", "random", "none", None)
+    r = run_cli("init", str(tmp_path / "r"), "--proposals", "a.jsonl")
+    assert r.returncode == 2 and "give its --images folder too" in r.stderr
+
+
 def test_object_level_strategy_in_a_project_is_refused_with_the_way_out(tmp_path):
     pf = write_project(tmp_path / "p", cold_start={"name": "ofds"})
     assert run_cli("import", "-p", str(pf)).returncode == 0
