@@ -239,6 +239,14 @@ def simulate(
         )
     with session_scope(workspace.engine) as s:
         project = get_project(s, workspace.name)
+        if project.task == "detection":
+            from alloop.errors import ConfigError
+
+            raise ConfigError(
+                "`alloop simulate` compares strategies on classification and text projects. For detection, "
+                "run the project itself with the simulated annotator (connector 'oracle') once per strategy, "
+                "as examples/detection_ofds/run.sh does, or see benchmarks/ofds_rare_class.py."
+            )
         rows = s.exec(
             select(Sample).where(
                 Sample.project_id == project.id, Sample.status == "ok", Sample.reference_label.is_not(None)  # type: ignore[union-attr]

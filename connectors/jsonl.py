@@ -12,6 +12,14 @@ Pull reads ``labels_path`` (written by the team's tool or script), one object pe
     "created_at"/"updated_at" (ISO 8601), "lead_time" (seconds)
 
 A later line with the same id replaces an earlier one (an updated annotation).
+
+Detection projects write and read boxes in pixels, ``[x, y, w, h]`` (COCO)::
+
+    task:   {"key": "000017.png", ..., "prediction": {"boxes": [{"bbox": [12, 30, 40, 22], "label": "cat",
+             "score": 0.87}], "model_version": "round-2"}}
+    label:  {"key": "000017.png", "boxes": [{"bbox": [12, 30, 41, 22], "label": "cat"}], "annotator": "ana"}
+
+(``"boxes": []``: nothing to detect in the image; a label line needs "boxes" instead of "label").
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ class JsonlConnector:
         self.tasks_path = Path(params.tasks_path or base / "tasks.jsonl")
         self.labels_path = Path(params.labels_path or base / "labels.jsonl")
         self.context = context
+        self.detection = context.task == "detection"
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, *, context: ConnectorContext) -> "JsonlConnector":
@@ -97,7 +106,16 @@ class JsonlConnector:
         lines = []
         for t in tasks:
             obj: dict[str, Any] = {"key": t.sample_key, "round": t.round_number, "kind": t.kind, "data": dict(t.data)}
-            if t.prediction is not None:
+            if t.prediction is not None and self.detection:
+                from alloop.detection.annotations import image_size, pixel_boxes
+
+                size = image_size(t.data, t.sample_key)
+                out = []
+                for b in (t.prediction.value or {}).get("boxes", []):
+                    for px in pixel_boxes([b], size):  # none when clipped away
+                        out.append(px | ({"score": b["score"]} if "score" in b else {}))
+                obj["prediction"] = {"boxes": out, "model_version": t.prediction.model_version}
+            elif t.prediction is not None:
                 obj["prediction"] = {
                     "label": t.prediction.label,
                     "score": t.prediction.score,
@@ -113,6 +131,9 @@ class JsonlConnector:
     def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
         by_key = {t.sample_key: t for t in tasks}
         latest: dict[str, AnnotationRecord] = {}
+        sizes: dict[str, Any] = {}
+        if self.detection:  # image sizes, to store boxes in percent like every connector
+            sizes = {o["key"]: o.get("data", {}) for _, o in self._read_jsonl(self.tasks_path) if "key" in o}
         for no, o in self._read_jsonl(self.labels_path):
             where = f"{self.labels_path}:{no}"
             key = o.get("key")
@@ -122,7 +143,11 @@ class JsonlConnector:
                 continue
             cancelled = bool(o.get("cancelled", False))
             label = o.get("label")
-            if not cancelled and not isinstance(label, str):
+            value = None
+            if self.detection:
+                value = None if cancelled else self._boxes(o, where, key, sizes)
+                label = None
+            elif not cancelled and not isinstance(label, str):
                 raise ConnectorDataError(f"{where}: field 'label' must be a string (or set \"cancelled\": true).")
             annotator = str(o.get("annotator", "unknown"))
             ref = by_key[key]
@@ -136,11 +161,32 @@ class JsonlConnector:
                 annotator=annotator,
                 label=None if cancelled else label,
                 cancelled=cancelled,
+                value=value,
                 created_at=created,
                 updated_at=updated,
                 lead_time=o.get("lead_time"),
             )
         return list(latest.values())
+
+    @staticmethod
+    def _boxes(o: dict[str, Any], where: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
+        from alloop.detection.annotations import image_size, percent_boxes
+
+        boxes = o.get("boxes")
+        example = '"boxes": [{"bbox": [x, y, w, h], "label": "cat"}]'
+        if not isinstance(boxes, list):
+            raise ConnectorDataError(f"{where}: a detection label needs {example} (pixels; [] for no object).")
+        for i, b in enumerate(boxes):
+            bbox = b.get("bbox") if isinstance(b, dict) else None
+            ok = isinstance(bbox, list) and len(bbox) == 4 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+            if not ok or not isinstance(b.get("label"), str) or bbox[2] <= 0 or bbox[3] <= 0:
+                raise ConnectorDataError(
+                    f"{where}: boxes[{i}] must be {{\"bbox\": [x, y, w, h], \"label\": name}} with w, h > 0 "
+                    f"(pixels); got {json.dumps(b)}.")
+        if key not in data:
+            raise ConnectorDataError(f"{where}: sample {key!r} is not in the tasks file; cannot size its boxes.")
+        return {"boxes": percent_boxes(boxes, image_size(data[key], key))}
 
     def close(self) -> None:
         return None

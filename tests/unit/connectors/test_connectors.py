@@ -134,3 +134,30 @@ def test_oracle_detection_noise_relabels_boxes_and_refuses_images_without_truth(
     assert 0.04 < np_mean([a.cancelled for a in anns]) < 0.17 and all(a.value is None for a in anns if a.cancelled)
     with pytest.raises(ConnectorDataError, match="without ground-truth boxes"):
         o.push([TaskPayload("nope", "image", {}, 0)])
+
+
+def test_jsonl_detection_writes_and_reads_pixel_boxes(tmp_path):
+    from connectors.base import Prediction
+
+    context = ConnectorContext(project="p", task="detection", labels=LABELS, work_dir=tmp_path, seed=0)
+    conn = registry.load("connector", "jsonl").from_params({}, context=context)
+    pred = Prediction("cat", 0.8, "r1", value={"boxes": [{"x": 10, "y": 50, "width": 20, "height": 25, "label": "cat",
+                                                          "score": 0.8}]})
+    conn.push([TaskPayload("a.png", "image", {"path": "/x/a.png", "width": 200, "height": 80}, 1, pred),
+               TaskPayload("b.png", "image", {"path": "/x/b.png", "width": 100, "height": 100}, 1)])
+    task = json.loads(conn.tasks_path.read_text().splitlines()[0])
+    assert task["prediction"] == {"boxes": [{"bbox": [20.0, 40.0, 40.0, 20.0], "label": "cat", "score": 0.8}],
+                                  "model_version": "r1"}
+    conn.labels_path.write_text(
+        json.dumps({"key": "a.png", "boxes": [{"bbox": [20, 40, 40, 20], "label": "dog"}], "annotator": "ana"}) + "\n"
+        + json.dumps({"key": "b.png", "boxes": [], "annotator": "ana"}) + "\n")
+    got = {a.sample_key: a for a in conn.pull([TaskRef("a.png", "a.png", 1, T0), TaskRef("b.png", "b.png", 1, T0)])}
+    assert got["a.png"].value == {"boxes": [{"x": 10.0, "y": 50.0, "width": 20.0, "height": 25.0, "rotation": 0,
+                                             "label": "dog"}]} and got["a.png"].label is None
+    assert got["b.png"].value == {"boxes": []}
+    conn.labels_path.write_text(json.dumps({"key": "a.png", "label": "dog"}) + "\n"
+                                + json.dumps({"key": "b.png", "boxes": [{"bbox": [1, 2, 0, 4], "label": "cat"}]}) + "\n")
+    with pytest.raises(ConnectorDataError, match=r"labels.jsonl:1: a detection label needs \"boxes\""):
+        conn.pull([TaskRef("a.png", "a.png", 1, T0)])
+    with pytest.raises(ConnectorDataError, match=r"labels.jsonl:2: boxes\[0\] must be .* w, h > 0"):
+        conn.pull([TaskRef("b.png", "b.png", 1, T0)])
