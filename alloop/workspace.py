@@ -207,6 +207,15 @@ class Workspace:
         """Build every configured component once, so a bad name or parameter fails before any work."""
         for component in ("encoder", "strategy", "cold_start", "connector", "learner_kind"):
             getattr(self, component)
+        proposals = self.config.proposals
+        if proposals is not None and proposals.source == "model" and self.learner_kind != "external":
+            from alloop.errors import ConfigError
+
+            raise ConfigError(
+                "[proposals] source = \"model\" takes the detections of the project's model, but the learner "
+                f"{self.config.learner.name!r} predicts no boxes. Train with your script ([learner] name = "
+                "\"command\") or take proposals from a file or an ONNX detector (source = \"file\" | \"onnx\")."
+            )
         registry.load("aggregator", self.config.loop.aggregation)
         if self.learner_kind == "external":
             self.new_learner()

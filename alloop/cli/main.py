@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         from alloop.cli._ui import err_console
 
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        for note in getattr(exc, "__notes__", ()):
+            err_console.print(escape(note), highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -97,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from rich.markup import escape
 
+        notes = "".join(f"\n{escape(n)}" for n in getattr(exc, "__notes__", ()))
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}{notes}\n"
             "Run again with --debug for the traceback, and please report it.",
             highlight=False,
         )

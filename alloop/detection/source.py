@@ -71,11 +71,15 @@ def _from_onnx(cfg: ProposalsConfig, path: Path, labels: Sequence[str], samples:
     tag = hashlib.sha256((_file_digest(path) + setup).encode()).hexdigest()[:16]
     cache = cache_dir / "proposals" / f"onnx-{tag}.jsonl"
     done: dict[str, list[dict[str, Any]]] = {}
-    if cache.exists():
-        for line in cache.read_text(encoding="utf-8").splitlines():
-            if line.strip():
+    if cache.exists():  # a line cut short by a killed process is skipped: that image is detected again
+        for no, line in enumerate(cache.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            try:
                 row = json.loads(line)
-                done[row["content_hash"]] = row["objects"]
+                done[str(row["content_hash"])] = list(row["objects"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                if line.strip():
+                    logger.warning("%s line %d is unreadable (an interrupted write?); detecting that image again.",
+                                   cache, no)
     todo = [smp for smp in samples if smp.content_hash not in done]
     if todo:
         detector = OnnxYoloDetector(path, classes, input_size=cfg.input_size, conf=cfg.min_score, iou=cfg.iou)
@@ -85,7 +89,8 @@ def _from_onnx(cfg: ProposalsConfig, path: Path, labels: Sequence[str], samples:
                 found = detector.detect([smp.data["path"]], keys=[smp.key])
                 objects = [{"box": r["box"], "label": r["label"], "score": r["score"]} for r in found.to_records()]
                 done[smp.content_hash] = objects
-                fh.write(json.dumps({"content_hash": smp.content_hash, "objects": objects}) + "\n")
+                fh.write("\n" + json.dumps({"content_hash": smp.content_hash, "objects": objects}) + "\n")
+                fh.flush()
                 bar.advance()
     return Proposals.from_records(
         {"image": smp.key, **obj} for smp in samples for obj in done.get(smp.content_hash, [])
@@ -111,7 +116,8 @@ def load_proposals(
             if len(model_detections) else model_detections
         where = "the round's model"
     elif cfg.path is None:
-        logger.info("[proposals] source = 'model' and no model yet (round 0) and no `path`: no proposals.")
+        logger.warning("[proposals] source = 'model' has no model yet (round 0) and no `path`: no proposals, so "
+                       "object-level strategies pick at random. Give `path` (autolabels or an .onnx) for round 0.")
         return Proposals.empty(), "none yet (no model, no path)"
     elif cfg.source == "onnx" or cfg.path.suffix.lower() == ".onnx":
         props, where = _from_onnx(cfg, cfg.path, labels, samples, cache_dir, progress), f"ONNX model {cfg.path.name}"

@@ -166,9 +166,15 @@ class Controller:
             row.last_error = message
             if count:
                 row.attempt += 1
-                if row.attempt >= self.ws.config.loop.max_attempts:
+                limit = self.ws.config.loop.max_attempts
+                if row.attempt >= limit:
                     row.failed_from, row.state = row.state, RoundState.FAILED.value
                     logger.error("project %s round %d FAILED: %s", self.ws.name, row.number, message)
+                    exc.add_note(f"Round {row.number} failed {row.attempt} times and is now FAILED: fix the cause, "
+                                 "then run `alloop retry` and `alloop run`.")
+                else:
+                    exc.add_note(f"Round {row.number}, attempt {row.attempt} of {limit} ([loop] max_attempts): "
+                                 "fix the cause and run `alloop run` again to retry the step.")
             row.updated_at = utcnow()
             s.add(row)
 
