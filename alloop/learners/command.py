@@ -229,16 +229,9 @@ def _image_path(item: ExportItem) -> str:
 
 
 def _image_size(item: ExportItem, path: str) -> tuple[int, int]:
-    width, height = item.data.get("width"), item.data.get("height")
-    if width and height:
-        return int(width), int(height)
-    from PIL import Image
+    from alloop.detection.annotations import image_size
 
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise SampleDecodeError(item.key, f"Pillow cannot read {path} ({exc})") from None
+    return image_size({**item.data, "path": path}, item.key)
 
 
 def _unique_keys(items: Sequence[ExportItem], what: str) -> None:
