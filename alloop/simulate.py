@@ -240,8 +240,6 @@ def simulate(
     with session_scope(workspace.engine) as s:
         project = get_project(s, workspace.name)
         if project.task == "detection":
-            from alloop.errors import ConfigError
-
             raise ConfigError(
                 "`alloop simulate` compares strategies on classification and text projects. For detection, "
                 "run the project itself with the simulated annotator (connector 'oracle') once per strategy, "

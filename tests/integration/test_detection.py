@@ -610,3 +610,10 @@ def test_killed_between_push_and_commit_then_resumed(tmp_path: Path, pool_data: 
     final = db(proj)
     no_duplicates(final)
     assert comparable(final) == reference
+
+
+def test_simulate_refuses_detection_with_the_way_out(tmp_path: Path, pool_data: Path) -> None:
+    proj = make_project(tmp_path / "p", pool_data)
+    ok(cli("import", folder=proj))
+    r = cli("simulate", "--seeds", "1", folder=proj)
+    assert r.returncode == 2 and "examples/detection_ofds/run.sh" in flat(r.stderr), r.stderr
