@@ -142,6 +142,13 @@ class Workspace:
     def _loop_strategy(self, name: str, params: dict[str, Any], section: str) -> Any:
         """A strategy the loop can feed: object-level ones need a detection project with [proposals]."""
         strategy = registry.create("strategy", name, params)
+        if "proba" in strategy.requires and self.config.project.task == "detection":
+            from alloop.errors import ConfigError
+
+            raise ConfigError(
+                f"{section} strategy {name!r} ranks images by one class distribution each, which a detection "
+                "model does not give. Use 'ofds' (object proposals), 'coreset' (image features) or 'random'."
+            )
         if "objects" in strategy.requires and self.config.proposals is None:
             from alloop.errors import ConfigError
 

@@ -617,3 +617,11 @@ def test_simulate_refuses_detection_with_the_way_out(tmp_path: Path, pool_data: 
     ok(cli("import", folder=proj))
     r = cli("simulate", "--seeds", "1", folder=proj)
     assert r.returncode == 2 and "examples/detection_ofds/run.sh" in flat(r.stderr), r.stderr
+
+
+def test_probability_strategies_are_refused_for_detection(tmp_path: Path, pool_data: Path) -> None:
+    proj = make_project(tmp_path / "p", pool_data, strategy={"name": "margin"})
+    ok(cli("import", folder=proj))
+    r = cli("run", folder=proj)
+    assert r.returncode == 2 and "[strategy] strategy 'margin' ranks images by one class distribution" in flat(r.stderr)
+    assert db(proj)["rounds"] == []
