@@ -1,4 +1,4 @@
-"""Shared fixtures: real SQLite files, real bundled data, real CLI processes."""
+"""Shared fixtures: real SQLite files, a real PostgreSQL, real bundled data, real CLI processes."""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ from alloop.config import dumps_toml, load_config
 from alloop.pool.importer import import_pool
 from alloop.pool.sources import scan_source
 from alloop.workspace import Workspace
+from tests.helpers.postgres import PostgresCluster, PostgresUnavailable
 
 ALLOOP = str(Path(sys.executable).with_name("alloop"))
 
 
-def write_project(folder: Path, **overrides: Any) -> Path:
-    """A digits project file in ``folder``; ``overrides`` replace whole sections."""
+def write_project(folder: Path, database: str | None = None, **overrides: Any) -> Path:
+    """A digits project file in ``folder``; ``overrides`` replace whole sections.
+
+    ``database``: a URL for ``[project] database`` (default: SQLite in the work dir).
+    """
     data: dict[str, Any] = {
         "project": {"name": "t", "seed": 0},
         "pool": {"source": {"type": "bundled", "name": "digits"}, "test_fraction": 0.3},
@@ -29,6 +33,8 @@ def write_project(folder: Path, **overrides: Any) -> Path:
         "loop": {"initial_size": 20, "batch_size": 10, "max_rounds": 3},
     }
     data.update(overrides)
+    if database is not None:
+        data["project"] = {**data["project"], "database": database}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "alloop.toml").write_text(dumps_toml(data))
     return folder / "alloop.toml"
@@ -93,3 +99,44 @@ def label_studio(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+# --- a real PostgreSQL cluster for the whole session ---------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A private PostgreSQL cluster (Debian's postgresql package), stopped at session end.
+
+    There is no skip: if it cannot start, the tests that use it fail with the reason.
+    """
+    cluster = None
+    error = None
+    try:
+        cluster = PostgresCluster()
+        cluster.start()
+    except PostgresUnavailable as exc:
+        error = str(exc)
+    if error is not None:
+        if cluster is not None:
+            cluster.stop()
+        pytest.fail(f"PostgreSQL is unavailable: {error}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster):
+    """A fresh, empty PostgreSQL database for one test: ``postgresql+psycopg://postgres@127.0.0.1:<port>/<db>``."""
+    url = postgres_cluster.create_database()
+    yield url
+    postgres_cluster.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """The test runs twice: on a SQLite file in ``tmp_path``, and on an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'alloop.db'}"
+    return request.getfixturevalue("postgres_url")

@@ -1,8 +1,12 @@
 """A per-project lease in the database, so two processes never advance one project at once.
 
 The holder renews the lease from a heartbeat thread. A lease is taken over when it expired,
-or at once when its holder was a process on this host that no longer exists (SIGKILL).
-Works the same on SQLite and PostgreSQL: acquisition is one conditional UPDATE.
+or at once when its holder was a process on this host that no longer exists (SIGKILL); a
+holder killed on another machine is taken over when its lease expires (``ttl``).
+Works the same on SQLite and PostgreSQL: acquisition is one conditional UPDATE (on
+PostgreSQL a concurrent one waits for the row and re-checks the condition, so exactly one
+wins). On PostgreSQL, expiry times come from the database server's clock, so machines whose
+clocks disagree still agree on when a lease expired.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from alloop.errors import LockedError
 from alloop.store.engine import session_scope
@@ -47,6 +52,13 @@ def _holder_is_dead(owner: str) -> bool:
     return False
 
 
+def _now(session: Session) -> datetime:
+    """The time leases are measured in: the database server's clock on PostgreSQL, else this host's."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.execute(text("SELECT clock_timestamp()")).scalar_one().astimezone(timezone.utc)
+    return utcnow()
+
+
 class ProjectLease:
     """Context manager holding the project's lease, renewed every ``ttl/3`` seconds."""
 
@@ -62,16 +74,16 @@ class ProjectLease:
     # -- acquisition -----------------------------------------------------------------------
     def _try_acquire(self) -> str | None:
         """Take the lease; return None on success, else the current owner."""
-        now = utcnow()
-        expires = now + timedelta(seconds=self.ttl)
         with session_scope(self.engine) as s:
             if s.get(ProjectLock, self.project_id) is None:
                 try:
                     s.add(ProjectLock(project_id=self.project_id))
                     s.flush()
-                except IntegrityError:
+                except IntegrityError:  # another process created it at the same moment
                     s.rollback()
         with session_scope(self.engine) as s:
+            now = _now(s)
+            expires = now + timedelta(seconds=self.ttl)
             res = s.execute(
                 update(ProjectLock)
                 .where(ProjectLock.project_id == self.project_id)
@@ -115,7 +127,7 @@ class ProjectLease:
                         update(ProjectLock)
                         .where(ProjectLock.project_id == self.project_id)
                         .where(ProjectLock.owner == self.owner)
-                        .values(expires_at=utcnow() + timedelta(seconds=self.ttl))
+                        .values(expires_at=_now(s) + timedelta(seconds=self.ttl))
                     )
             except Exception:  # noqa: BLE001 - a missed beat must not kill the worker
                 logger.exception("Could not renew the project lease")

@@ -22,7 +22,7 @@ from alloop.store.models import (
 def get_project(session: Session, name: str) -> Project:
     project = session.exec(select(Project).where(Project.name == name)).first()
     if project is None:
-        known = session.exec(select(Project.name)).all()
+        known = session.exec(select(Project.name).order_by(Project.name)).all()
         raise ProjectNotFoundError(
             f"No project named {name!r} in this database (known: {', '.join(known) or 'none'}). "
             "Run `alloop import` first to create it."
@@ -35,6 +35,10 @@ def ensure_project(session: Session, *, name: str, task: str, labels: Sequence[s
 
     The label set may be set once; changing it after annotations exist is refused.
     """
+    if not -(2**63) <= seed < 2**63:  # the seed column is a 64-bit integer on every backend
+        raise ConfigError(
+            f"[project] seed = {seed} does not fit in 64 bits; use a seed between {-(2**63)} and {2**63 - 1}."
+        )
     project = session.exec(select(Project).where(Project.name == name)).first()
     if project is None:
         project = Project(name=name, task=task, labels=list(labels or []), seed=seed, config=config)
@@ -118,6 +122,9 @@ def training_labels(session: Session, project: Project, rule: str) -> dict[int, 
             Annotation.cancelled == False,  # noqa: E712
             Annotation.label.is_not(None),  # type: ignore[union-attr]
         )
+        # a fixed order, so votes with equal timestamps break ties alike on every backend (PostgreSQL
+        # returns rows in storage order, which an updated annotation changes)
+        .order_by(Annotation.id)
     ).all()
     return aggregate((Vote(*r) for r in rows), rule)
 
@@ -157,6 +164,7 @@ def training_boxes(session: Session, project: Project) -> dict[int, list[dict]]:
             Annotation.cancelled == False,  # noqa: E712
             Annotation.value.is_not(None),  # type: ignore[union-attr]
         )
+        .order_by(Annotation.id)  # equal timestamps: the same winner on every backend
     ).all()
     best: dict[int, tuple] = {}
     for sid, value, at in rows:

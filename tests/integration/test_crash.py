@@ -2,7 +2,8 @@
 
 The resumed project must end exactly like an uninterrupted run with the same seed: same
 rounds, same selections, same tasks, same annotations, same models - and nothing selected,
-pushed or annotated twice.
+pushed or annotated twice. Both run on SQLite and on PostgreSQL, against one reference run on
+SQLite: the backends give the same project.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ SECTIONS = dict(
 )
 
 
-def _project(tmp_path, name):
-    pf = write_project(tmp_path / name, **SECTIONS)
+def _project(tmp_path, name, database=None):
+    pf = write_project(tmp_path / name, database=database, **SECTIONS)
     ws = open_workspace(pf)
     url = str(ws.engine.url)
     ws.close()
@@ -48,8 +49,8 @@ def reference(tmp_path_factory):
     return snap
 
 
-def test_kill_at_every_round_state_then_resume(tmp_path, reference):
-    pf, url = _project(tmp_path, "chain")
+def test_kill_at_every_round_state_then_resume(tmp_path, db_url, reference):
+    pf, url = _project(tmp_path, "chain", db_url)
     points = [f"0:{p}:{st}" for st in STATES for p in ("before_commit", "after_commit")]
     points += [f"2:{p}:{st}" for st in STATES for p in ("before_commit", "after_commit")]
     points += ["1:after_push", "3:after_push"]
@@ -68,8 +69,8 @@ def test_kill_at_every_round_state_then_resume(tmp_path, reference):
     assert final == reference
 
 
-def test_kill_at_random_moments_then_resume(tmp_path, reference):
-    pf, url = _project(tmp_path, "random")
+def test_kill_at_random_moments_then_resume(tmp_path, db_url, reference):
+    pf, url = _project(tmp_path, "random", db_url)
     rng = random.Random(1234)
     env = {**os.environ, "ALLOOP_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"}
     kills = 0

@@ -1,4 +1,4 @@
-"""The real loop on the bundled digits images, a SQLite file and the simulated annotator."""
+"""The real loop on the bundled digits images, a SQLite file (or PostgreSQL) and the simulated annotator."""
 
 from __future__ import annotations
 
@@ -16,7 +16,16 @@ from tests.conftest import open_workspace, write_project
 from tests.integration.snapshot import assert_no_duplicates, snapshot
 
 
-def test_full_session_reaches_the_stop_policy(digits_ws):
+@pytest.fixture
+def db_ws(tmp_path, db_url):
+    """The digits project on SQLite, then on PostgreSQL."""
+    ws = open_workspace(write_project(tmp_path / "proj", database=db_url))
+    yield ws
+    ws.close()
+
+
+def test_full_session_reaches_the_stop_policy(db_ws):
+    digits_ws = db_ws
     results = Controller(digits_ws).run()
     actions = [r.action for r in results]
     assert actions[:7] == ["created", "trained", "scored", "selected", "pushed", "collecting", "closed"]
@@ -35,10 +44,10 @@ def test_full_session_reaches_the_stop_policy(digits_ws):
     assert Controller(digits_ws).tick().action == "idle"
 
 
-def test_same_seed_same_run(tmp_path):
+def test_same_seed_same_run(tmp_path, postgres_url):
     snaps = []
-    for name in ("a", "b"):
-        ws = open_workspace(write_project(tmp_path / name))
+    for name, database in (("a", None), ("b", postgres_url)):  # SQLite, then PostgreSQL: the same run
+        ws = open_workspace(write_project(tmp_path / name, database=database))
         Controller(ws).run()
         snaps.append(snapshot(str(ws.engine.url)))
         ws.close()
@@ -49,7 +58,8 @@ def test_same_seed_same_run(tmp_path):
     other.close()
 
 
-def test_selection_never_picks_test_split_or_labeled(digits_ws):
+def test_selection_never_picks_test_split_or_labeled(db_ws):
+    digits_ws = db_ws
     Controller(digits_ws).run()
     with session_scope(digits_ws.engine) as s:
         test_ids = set(s.exec(select(Sample.id).where(Sample.split == "test")).all())
@@ -59,9 +69,9 @@ def test_selection_never_picks_test_split_or_labeled(digits_ws):
     assert not {by_key[k] for _, _, k, _ in snap["selections"]} & test_ids
 
 
-def test_second_controller_is_locked_out(digits_ws):
-    with Controller(digits_ws):
-        other = Controller(digits_ws)
+def test_second_controller_is_locked_out(db_ws):
+    with Controller(db_ws):
+        other = Controller(db_ws)
         with pytest.raises(LockedError, match="another process"):
             other.tick()
 
@@ -88,10 +98,11 @@ def _image_folder(root, n_per_class=12):
     return root
 
 
-def test_file_corrupted_after_import_is_quarantined_and_loop_goes_on(tmp_path):
+def test_file_corrupted_after_import_is_quarantined_and_loop_goes_on(tmp_path, db_url):
     images = _image_folder(tmp_path / "imgs")
     pf = write_project(
         tmp_path / "proj",
+        database=db_url,
         pool={"source": {"type": "folder", "path": str(images), "labels_from_subfolders": True}},
         loop={"initial_size": 6, "batch_size": 4, "max_rounds": 3},
     )
@@ -109,10 +120,10 @@ def test_file_corrupted_after_import_is_quarantined_and_loop_goes_on(tmp_path):
     ws.close()
 
 
-def test_failed_step_is_recorded_then_failed_then_retried(tmp_path):
+def test_failed_step_is_recorded_then_failed_then_retried(tmp_path, db_url):
     # a learner that fails for real once trained: 50 neighbours but only 20 labels in round 1
     bad = {"name": "sklearn", "params": {"estimator": "sklearn.neighbors.KNeighborsClassifier", "params": {"n_neighbors": 50}}}
-    pf = write_project(tmp_path / "p", learner=bad)
+    pf = write_project(tmp_path / "p", database=db_url, learner=bad)
     ws = open_workspace(pf)
     ctl = Controller(ws)
     while True:
@@ -129,7 +140,7 @@ def test_failed_step_is_recorded_then_failed_then_retried(tmp_path):
     with pytest.raises(StoreError, match="alloop retry"):
         ctl.tick()
     ws.close()
-    fixed = open_workspace(write_project(tmp_path / "p"), do_import=False)  # the user fixes the file
+    fixed = open_workspace(write_project(tmp_path / "p", database=db_url), do_import=False)  # the user fixes the file
     ctl = Controller(fixed)
     ctl.retry()
     assert ctl.tick().action == "trained"

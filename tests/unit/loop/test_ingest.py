@@ -16,8 +16,8 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def env(tmp_path):
-    engine = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+def env(db_url):
+    engine = open_store(db_url)
     with session_scope(engine) as s:
         p = Project(name="p", task="classification", labels=["cat", "dog"])
         s.add(p)
@@ -88,3 +88,15 @@ def test_annotation_for_unknown_sample_is_refused(env):
     with pytest.raises(ConnectorDataError, match="never pushed"):
         _ingest(env, [rec("zzz", "9", "ana", "cat")])
     assert _rows(env[0]) == []
+
+
+def test_tied_votes_break_the_same_way_after_an_update(env):
+    """Two annotators disagree at the same instant: the earlier-stored vote wins, on every backend -
+    also once an update moved its row (PostgreSQL then returns it last without an ORDER BY)."""
+    from dataclasses import replace
+
+    first, second = rec("a", "1", "ana", "cat"), rec("a", "2", "bob", "dog")
+    _ingest(env, [first, second])
+    assert _ingest(env, [replace(first, lead_time=3.0), second]).updated == 1  # same vote, row rewritten
+    with session_scope(env[0]) as s:
+        assert training_labels(s, env[1], "majority") == {env[2]["a"].sample_id: "cat"}

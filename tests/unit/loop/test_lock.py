@@ -20,8 +20,8 @@ def _project(engine):
         return p.id
 
 
-def test_second_holder_is_refused_until_release(tmp_path):
-    engine = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+def test_second_holder_is_refused_until_release(db_url):
+    engine = open_store(db_url)
     pid = _project(engine)
     a = ProjectLease(engine, pid, "p")
     a.acquire()
@@ -33,15 +33,14 @@ def test_second_holder_is_refused_until_release(tmp_path):
     b.release()
 
 
-def test_lease_of_a_killed_process_is_taken_over(tmp_path):
-    db = tmp_path / "a.db"
-    engine = open_store(f"sqlite:///{db}")
+def test_lease_of_a_killed_process_is_taken_over(db_url):
+    engine = open_store(db_url)
     pid = _project(engine)
     code = (
         "import time,sys\n"
         "from alloop.store.engine import open_store\n"
         "from alloop.loop.lock import ProjectLease\n"
-        f"e=open_store('sqlite:///{db}')\n"
+        f"e=open_store({db_url!r})\n"
         f"ProjectLease(e,{pid},'p',ttl=3600).acquire()\n"
         "print('held',flush=True)\n"
         "time.sleep(60)\n"
@@ -61,8 +60,8 @@ def test_lease_of_a_killed_process_is_taken_over(tmp_path):
     lease.release()
 
 
-def test_expired_lease_is_taken_over_and_heartbeat_renews(tmp_path):
-    engine = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+def test_expired_lease_is_taken_over_and_heartbeat_renews(db_url):
+    engine = open_store(db_url)
     pid = _project(engine)
     a = ProjectLease(engine, pid, "p", ttl=0.6)
     a.acquire()

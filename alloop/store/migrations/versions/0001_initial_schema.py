@@ -24,7 +24,7 @@ def upgrade() -> None:
     sa.Column('task', sa.String(), nullable=False),
     sa.Column('labels', sa.JSON(), nullable=False),
     sa.Column('config', sa.JSON(), nullable=False),
-    sa.Column('seed', sa.Integer(), nullable=False),
+    sa.Column('seed', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(), nullable=False),
     sa.Column('finished_reason', sa.String(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
