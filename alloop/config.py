@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alloop.errors import ConfigError
 
@@ -37,6 +37,8 @@ ENV: dict[str, str] = {
     "LABEL_STUDIO_URL": "Label Studio URL when [connector] params has no url",
     "LABEL_STUDIO_API_KEY": "Label Studio access token (the connector's token_env may name another variable)",
     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "Label Studio's local-files document root, for serving local images",
+    "ALLOOP_WEBHOOK_SECRET": "`alloop serve`: the shared secret Label Studio sends in the X-Alloop-Secret header of each "
+    "webhook call (never stored by alloop)",
 }
 
 
@@ -164,6 +166,58 @@ class LoopConfig(_Model):
     max_attempts: int = Field(default=3, ge=1)
     """A step that fails this many times marks its round FAILED."""
     save_models: bool = True
+    retrain_after_labels: int | None = Field(default=None, ge=1)
+    """Close the round early (retrain, pick the next batch) once this many samples got a new valid
+    label since the round's model was trained."""
+    retrain_after_s: float | None = Field(default=None, gt=0)
+    """Close the round early once its model is this many seconds old and at least one new label arrived."""
+
+
+class ServeConfig(_Model):
+    """When ``alloop serve`` ticks the project (besides the Label Studio webhooks): every
+    ``interval_s`` seconds (default 300), or on a ``cron`` schedule - not both."""
+
+    interval_s: float | None = Field(default=None, gt=0)
+    """Seconds between two scheduled ticks (default 300 when no cron is given)."""
+    cron: str | None = None
+    """A five-field cron expression (minute hour day month day-of-week), e.g. "*/10 8-18 * * mon-fri".
+    Days of the week are written as names (mon..sun)."""
+    timezone: str | None = None
+    """IANA time zone the cron expression is read in (default: the machine's local zone)."""
+
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from alloop.serve.schedule import check_cron
+
+            check_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{value!r} is not an IANA time zone (e.g. \"UTC\", \"Europe/Paris\")") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "ServeConfig":
+        if self.interval_s is not None and self.cron is not None:
+            raise ValueError("[serve] interval_s and cron are mutually exclusive: keep one of them")
+        return self
+
+    @property
+    def every_s(self) -> float | None:
+        """The interval in seconds, or None for a cron schedule."""
+        if self.cron is not None:
+            return None
+        return self.interval_s if self.interval_s is not None else 300.0
 
 
 class ProjectSection(_Model):
@@ -193,6 +247,8 @@ class ProjectConfig(_Model):
     proposals: ProposalsConfig | None = None
     """Detection: the object proposals object-level strategies (ofds) select from."""
     loop: LoopConfig = Field(default_factory=LoopConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    """``alloop serve``: the schedule it ticks this project on."""
 
     @model_validator(mode="before")
     @classmethod

@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 
+from alloop.loop.ingest import DELETED
 from alloop.store.engine import session_scope
 from alloop.store.models import Annotation, ModelVersion, Sample, Selection, Task
 from alloop.store.queries import get_project, model_versions, rounds
@@ -45,7 +46,11 @@ def project_status(engine: Engine, name: str) -> dict[str, Any]:
         models = {m.id: m for m in model_versions(s, pid)}  # type: ignore[arg-type]
         selected = _counts(s, Selection.id, Selection.project_id == pid, Selection.round_id)
         pushed = _counts(s, Task.id, Task.project_id == pid, Task.round_id)
-        resolved = _counts(s, func.distinct(Annotation.task_id), Annotation.project_id == pid, Annotation.round_id)
+        resolved = _counts(  # annotations deleted in the tool resolve nothing
+            s, func.distinct(Annotation.task_id),
+            (Annotation.project_id == pid) & ((Annotation.invalid_reason == None) | (Annotation.invalid_reason != DELETED)),  # noqa: E711
+            Annotation.round_id,
+        )
         labeled = _counts(
             s,
             func.distinct(Annotation.sample_id),
@@ -91,6 +96,10 @@ def project_status(engine: Engine, name: str) -> dict[str, Any]:
             "quarantined": sum(v for (split, st), v in samples.items() if st == "quarantined"),
         },
         "invalid_annotations": int(invalid),
+        "next_action": (
+            {"at": project.next_action_at.isoformat(), "what": project.next_action}
+            if project.next_action_at is not None else None
+        ),
         "rounds": rows,
         "final_model": (
             {"n_labels": final.n_labels, "accuracy": final.metrics.get(key)} if final else None

@@ -19,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_STATE = {"debug": False}
+_STATE = {"debug": False, "log_level_chosen": False}
 
 
 def _version(value: bool) -> None:
@@ -51,14 +51,16 @@ def _root(
     if not debug:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     _STATE["debug"] = debug
+    _STATE["log_level_chosen"] = bool(verbose or quiet or debug or os.environ.get("ALLOOP_LOG_LEVEL"))
 
 
 def _register() -> None:
-    from alloop.cli import demo, labelstudio, project, run, simulate
+    from alloop.cli import demo, labelstudio, project, run, serve, simulate
 
     project.register(app)
     labelstudio.register(app)
     run.register(app)
+    serve.register(app)
     simulate.register(app)
     demo.register(app)
 

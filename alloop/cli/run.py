@@ -15,6 +15,28 @@ def _fmt_acc(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else "-"
 
 
+def _when(iso: str) -> str:
+    """``2026-01-01 10:05:00 UTC (in 4 min)`` from an ISO time."""
+    from datetime import datetime, timezone
+
+    at = datetime.fromisoformat(iso)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    delta = (at - datetime.now(timezone.utc)).total_seconds()
+    rel = "due now" if abs(delta) < 1 else (f"in {_span(delta)}" if delta > 0 else f"{_span(-delta)} ago")
+    return f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ({rel})"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def _short(status: dict[str, Any]) -> str:
     return "mAP50" if "mAP" in status.get("metric", "") else "acc"
 
@@ -122,6 +144,9 @@ def register(app: typer.Typer) -> None:
         )
         if status["finished_reason"]:
             console.print(f"Finished: {status['finished_reason']}")
+        nxt = status.get("next_action")
+        if nxt:
+            console.print(f"Next: {nxt['what']} at {_when(nxt['at'])}", highlight=False)
         console.print(rounds_table(status))
         for r in status["rounds"]:
             if r["last_error"]:

@@ -3,17 +3,31 @@
 ``ALLOOP_TEST_KILL_AT="<round>:<point>"`` makes the process SIGKILL itself when round
 ``<round>`` reaches ``<point>``, e.g. ``2:before_commit:SELECTED`` (inside the transaction
 that moves round 2 to SELECTED, just before it commits) or ``2:after_commit:SELECTED``.
-Unset (always, outside tests) it does nothing.
+
+``ALLOOP_TEST_PAUSE_AT="<round>:<point>=<seconds>"`` sleeps there instead (logging a warning
+first), so a test can signal a process in the middle of a transition.
+
+Unset (always, outside tests) they do nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import time
+
+logger = logging.getLogger(__name__)
 
 _TARGET = os.environ.get("ALLOOP_TEST_KILL_AT")
+_PAUSE = os.environ.get("ALLOOP_TEST_PAUSE_AT")
 
 
 def crash_point(round_number: int, point: str) -> None:
     if _TARGET and _TARGET == f"{round_number}:{point}":
         os.kill(os.getpid(), signal.SIGKILL)
+    if _PAUSE:
+        where, _, seconds = _PAUSE.rpartition("=")
+        if where == f"{round_number}:{point}":
+            logger.warning("test pause: %s s at round %d %s", seconds, round_number, point)
+            time.sleep(float(seconds))

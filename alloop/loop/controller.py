@@ -89,8 +89,9 @@ class Controller:
     def __enter__(self) -> "Controller":
         if self.use_lock and self._lease is None:
             project = self.ws.project()
-            self._lease = ProjectLease(self.ws.engine, project.id, project.name)  # type: ignore[arg-type]
-            self._lease.acquire()
+            lease = ProjectLease(self.ws.engine, project.id, project.name)  # type: ignore[arg-type]
+            lease.acquire()  # may raise LockedError: then this controller holds nothing (and can try again)
+            self._lease = lease
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,8 +100,11 @@ class Controller:
             self._lease = None
 
     # -- transitions -------------------------------------------------------------------------
-    def _transition(self, s: Session, rnd: Round, new: RoundState, **values: object) -> None:
-        """Compare-and-set the round's state inside ``s`` and commit; crash points around it."""
+    def _transition(self, s: Session, rnd: Round, new: RoundState, *, note: str | None = None, **values: object) -> None:
+        """Compare-and-set the round's state inside ``s`` and commit; crash points around it.
+
+        ``note`` (why, e.g. an early close) is added to the one log line of the transition.
+        """
         check_transition(rnd.number, rnd.state, new.value)
         res = s.execute(
             update(Round)
@@ -115,7 +119,8 @@ class Controller:
         _faults.crash_point(rnd.number, f"before_commit:{new.value}")
         s.commit()
         _faults.crash_point(rnd.number, f"after_commit:{new.value}")
-        logger.info("project %s round %d: %s -> %s", self.ws.name, rnd.number, rnd.state, new.value)
+        logger.info("project %s round %d: %s -> %s%s", self.ws.name, rnd.number, rnd.state, new.value,
+                    f" ({note})" if note else "")
 
     # -- the tick ------------------------------------------------------------------------------
     def tick(self) -> TickResult:
@@ -213,8 +218,10 @@ class Controller:
         *,
         rounds_to_close: int | None = None,
         on_tick: Callable[[TickResult], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[TickResult]:
-        """Tick until finished, waiting for labels, or ``rounds_to_close`` rounds closed."""
+        """Tick until finished, waiting for labels, ``rounds_to_close`` rounds closed, or - checked
+        after each tick, so a transition is never cut short - ``should_stop()`` is true."""
         results: list[TickResult] = []
         closed = 0
         with self:
@@ -227,6 +234,8 @@ class Controller:
                 if r.finished or r.waiting or not r.progressed:
                     break
                 if rounds_to_close is not None and closed >= rounds_to_close:
+                    break
+                if should_stop is not None and should_stop():
                     break
         return results
 

@@ -4,16 +4,22 @@ An annotation is identified by (connector, source id). Seeing it again updates t
 row when something changed (an edited label, a later cancel) and does nothing otherwise.
 A label outside the project's label set is stored as invalid with its reason - reported,
 never trained on.
+
+An annotation deleted in the tool is never deleted here: when the connector's pull is complete
+(it returns every annotation the tool holds for the pulled tasks, like Label Studio's export), a
+stored annotation missing from it is marked invalid with the reason :data:`DELETED` - so it is
+no longer trained on nor counted as resolving its task - and restored if it reappears.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, or_, update
 from sqlmodel import Session, select
 
 from alloop.errors import ConnectorDataError
@@ -22,17 +28,26 @@ from connectors.base import AnnotationRecord
 
 logger = logging.getLogger(__name__)
 
+#: ``invalid_reason`` of an annotation that disappeared from the labeling tool
+DELETED = "deleted in the labeling tool"
+
+
+def _not_deleted() -> Any:
+    return or_(Annotation.invalid_reason.is_(None), Annotation.invalid_reason != DELETED)  # type: ignore[union-attr]
+
 
 @dataclass
 class IngestStats:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
+    restored: int = 0
     invalid: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
-        return self.new + self.updated
+        return self.new + self.updated + self.deleted
 
 
 def _check(record: AnnotationRecord, labels: Sequence[str]) -> tuple[bool, str | None]:
@@ -62,10 +77,17 @@ def ingest(
     labels: Sequence[str],
     records: Sequence[AnnotationRecord],
     tasks_by_key: dict[str, Task],
+    complete_tasks: Collection[int] | None = None,
 ) -> IngestStats:
-    """Upsert ``records`` (in the caller's transaction), with bulk inserts and updates."""
+    """Upsert ``records`` (in the caller's transaction), with bulk inserts and updates.
+
+    ``complete_tasks``: ids of tasks whose annotations ``records`` lists completely; a stored
+    annotation of those tasks that is not among them was deleted in the tool and is marked so.
+    """
     stats = IngestStats()
     latest = {r.source_id: r for r in records}  # a source id seen twice: the later report wins
+    if complete_tasks:
+        _mark_deleted(session, project_id, connector, complete_tasks, set(latest), stats)
     if not latest:
         return stats
     ids = list(latest)
@@ -111,6 +133,9 @@ def ingest(
         elif any(getattr(old, k) != fields[k] for k in compared):
             updates.append(dict(id=old.id, ingested_at=now, **fields))
             stats.updated += 1
+            if old.invalid_reason == DELETED:
+                stats.restored += 1
+                logger.info("Annotation %s of %s is back in the labeling tool: restored", r.source_id, r.sample_key)
         else:
             stats.unchanged += 1
             continue
@@ -123,3 +148,56 @@ def ingest(
     for key, reason in stats.invalid:
         logger.warning("Invalid annotation for %s: %s", key, reason)
     return stats
+
+
+def _mark_deleted(
+    session: Session, project_id: int, connector: str, task_ids: Collection[int], present: set[str], stats: IngestStats
+) -> None:
+    """Mark the stored annotations of ``task_ids`` that the tool no longer has (never delete rows)."""
+    ids = list(task_ids)
+    gone = []
+    for i in range(0, len(ids), 900):
+        rows = session.execute(
+            select(Annotation.id, Annotation.source_id, Annotation.sample_id).where(
+                Annotation.project_id == project_id,
+                Annotation.connector == connector,
+                Annotation.task_id.in_(ids[i : i + 900]),  # type: ignore[union-attr]
+                _not_deleted(),
+            )
+        ).all()
+        gone.extend(row for row in rows if row.source_id not in present)
+    if not gone:
+        return
+    now = utcnow()
+    session.execute(update(Annotation), [dict(id=row.id, valid=False, invalid_reason=DELETED, ingested_at=now) for row in gone])
+    stats.deleted = len(gone)
+    logger.info("%d annotation(s) deleted in the labeling tool (e.g. %s): kept, marked invalid, no longer "
+                "trained on", len(gone), gone[0].source_id)
+
+
+def resolved_tasks(session: Session, round_id: int) -> int:
+    """Tasks of the round with at least one annotation still in the tool (a label, an invalid one or a skip)."""
+    return int(
+        session.execute(
+            select(func.count(func.distinct(Annotation.task_id)))
+            .join(Task, Task.id == Annotation.task_id)
+            .where(Task.round_id == round_id, _not_deleted())
+        ).scalar_one()
+    )
+
+
+def new_labels_since(session: Session, project_id: int, since: datetime) -> int:
+    """Samples with a valid label (or boxes) ingested after ``since``: what a retrain would add.
+
+    A valid, not cancelled annotation always carries a label or boxes (see :func:`_check`).
+    """
+    return int(
+        session.execute(
+            select(func.count(func.distinct(Annotation.sample_id))).where(
+                Annotation.project_id == project_id,
+                Annotation.valid == True,  # noqa: E712
+                Annotation.cancelled == False,  # noqa: E712
+                Annotation.ingested_at > since,
+            )
+        ).scalar_one()
+    )

@@ -1,4 +1,4 @@
-"""When to stop, how big a round is, when a round's labeling is complete.
+"""When to stop, how big a round is, when a round's labeling is complete or its model is stale.
 
 Policies read the persisted history (rounds, selections, models), never in-memory state,
 so they give the same answer after a restart.
@@ -62,3 +62,40 @@ def round_complete(loop: LoopConfig, n_tasks: int, n_resolved: int, pushed_at: d
         return True
     now = now or utcnow()
     return pushed_at is not None and now - pushed_at >= timedelta(seconds=loop.completion_timeout_s)
+
+
+def close_reason(
+    loop: LoopConfig,
+    *,
+    n_tasks: int,
+    n_resolved: int,
+    pushed_at: datetime | None,
+    model_at: datetime | None,
+    new_labels: int,
+    now: datetime | None = None,
+) -> str | None:
+    """Why a collecting round should close now, or None to keep collecting.
+
+    Whichever rule fires first closes the round:
+
+    - the round is complete (:func:`round_complete`: every task, or the configured fraction once
+      the timeout passed);
+    - ``retrain_after_labels``: at least that many samples got a new valid label since the
+      round's model (``new_labels``);
+    - ``retrain_after_s``: the round's model (trained at ``model_at``) is at least that old and
+      at least one new label arrived.
+    """
+    now = now or utcnow()
+    if round_complete(loop, n_tasks, n_resolved, pushed_at, now=now):
+        return "complete"
+    if loop.retrain_after_labels is not None and new_labels >= loop.retrain_after_labels:
+        return f"{new_labels} new labels, retrain_after_labels = {loop.retrain_after_labels}"
+    if (
+        loop.retrain_after_s is not None
+        and new_labels >= 1
+        and model_at is not None
+        and now - model_at >= timedelta(seconds=loop.retrain_after_s)
+    ):
+        age = (now - model_at).total_seconds()
+        return f"model {age:.0f} s old with {new_labels} new labels, retrain_after_s = {loop.retrain_after_s:g}"
+    return None

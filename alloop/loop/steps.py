@@ -24,8 +24,8 @@ from alloop.errors import ConnectorDataError, LearnerError
 from alloop.features.base import SampleRef
 from alloop.loop import _faults
 from alloop.loop.external import ExternalModel, train_external
-from alloop.loop.ingest import ingest
-from alloop.loop.policies import round_complete
+from alloop.loop.ingest import ingest, new_labels_since, resolved_tasks
+from alloop.loop.policies import close_reason
 from alloop.loop.states import RoundState
 from alloop.rng import derive_rng, derive_seed
 from alloop.store.engine import session_scope
@@ -39,7 +39,6 @@ from alloop.store.models import (
     utcnow,
 )
 from alloop.store.queries import (
-    count_resolved,
     get_project,
     pool_samples,
     selected_ids,
@@ -442,34 +441,50 @@ class Steps:
 
     # -- PUSHED/COLLECTING -> COLLECTING/CLOSED ------------------------------------------------------
     def collect(self, rnd: Round) -> "TickResult":
+        """Ingest every annotation of every task of the project (late labels of closed rounds too),
+        then close the round when a rule of :func:`~alloop.loop.policies.close_reason` fires."""
         from connectors.base import TaskRef
 
         project = self.ws.project()
         conn = self.ws.connector
+        loop = self.ws.config.loop
         with session_scope(self.ws.engine) as s:
             rows = s.exec(
                 select(Task, Sample.key, Round.number).join(Sample, Sample.id == Task.sample_id)
                 .join(Round, Round.id == Task.round_id)
-                .where(Task.project_id == project.id, Task.connector == conn.name)
+                .where(Task.project_id == project.id, Task.connector == conn.name).order_by(Task.id)
             ).all()
+            model_at = None
+            if loop.retrain_after_labels is not None or loop.retrain_after_s is not None:
+                mv = s.get(ModelVersion, rnd.model_version_id) if rnd.model_version_id is not None else None
+                model_at = mv.created_at if mv is not None else rnd.created_at
         tasks_by_key = {key: t for t, key, _ in rows}
         refs = [TaskRef(key, t.external_id, number, t.pushed_at) for t, key, number in rows]
         records = conn.pull(refs)
+        # a connector whose pull lists every annotation the tool holds for these tasks (Label Studio's
+        # export) also tells what was deleted there
+        complete = [t.id for t, _, _ in rows] if getattr(conn, "pull_is_complete", False) else None
         with Session(self.ws.engine, expire_on_commit=False) as s:
             stats = ingest(s, project_id=project.id, connector=conn.name, labels=project.labels,  # type: ignore[arg-type]
-                           records=records, tasks_by_key=tasks_by_key)
+                           records=records, tasks_by_key=tasks_by_key, complete_tasks=complete)
             s.flush()
             n_tasks = sum(1 for *_, number in rows if number == rnd.number)
-            n_done = count_resolved(s, rnd.id)  # type: ignore[arg-type]
+            n_done = resolved_tasks(s, rnd.id)  # type: ignore[arg-type]
             progress = f"{n_done}/{n_tasks} tasks resolved"
             if stats.changed:
                 progress += f", {stats.new} new and {stats.updated} updated annotations"
+                if stats.deleted:
+                    progress += f", {stats.deleted} deleted in {conn.name}"
             if rnd.state == RoundState.PUSHED:
                 self.transition(s, rnd, RoundState.COLLECTING)
                 return _result("collecting", rnd, RoundState.COLLECTING, f"round {rnd.number}: collecting, {progress}")
-            if round_complete(self.ws.config.loop, n_tasks, n_done, rnd.pushed_at):
-                self.transition(s, rnd, RoundState.CLOSED, completed_at=utcnow())
-                return _result("closed", rnd, RoundState.CLOSED, f"round {rnd.number}: closed, {progress}")
+            new_labels = new_labels_since(s, project.id, model_at) if model_at is not None else 0  # type: ignore[arg-type]
+            reason = close_reason(loop, n_tasks=n_tasks, n_resolved=n_done, pushed_at=rnd.pushed_at,
+                                  model_at=model_at, new_labels=new_labels)
+            if reason is not None:
+                why = "" if reason == "complete" else f" early: {reason}"
+                self.transition(s, rnd, RoundState.CLOSED, completed_at=utcnow(), note=why.strip() or None)
+                return _result("closed", rnd, RoundState.CLOSED, f"round {rnd.number}: closed{why}, {progress}")
             s.commit()
             _faults.crash_point(rnd.number, "after_ingest")
         return _result(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -31,10 +31,14 @@ class Project(SQLModel, table=True):
     task: str
     labels: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    seed: int = 0
+    seed: int = Field(default=0, sa_type=BigInteger)  # any 64-bit seed (PostgreSQL's integer is 32-bit)
     status: str = "active"  # active | finished
     finished_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    next_action_at: datetime | None = None
+    """When ``alloop serve`` ticks the project next (written by serve when it schedules)."""
+    next_action: str | None = None
+    """What that is and who does it, e.g. "tick (every 300 s) by host:pid"."""
 
 
 class Sample(SQLModel, table=True):

@@ -16,6 +16,10 @@ The API token comes only from the environment variable named by ``token_env``
 - Annotations are read through the export API (about 5x cheaper than paging tasks).
 - Unreachable server, time-outs and 5xx answers are retried with exponential backoff, then
   raised as :class:`ConnectorUnavailableError` (the round waits; the next run continues).
+- The export lists every annotation of the pulled tasks (``pull_is_complete``): one that
+  vanished from it was deleted in Label Studio, and alloop marks it so (never trained on again).
+- :meth:`ensure_webhook` registers ``alloop serve``'s receiver for the project (idempotent); the
+  webhook only wakes the loop, the export stays the source of truth.
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ from connectors.label_studio.results import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: the Label Studio events that change a project's annotations (and wake ``alloop serve``)
+WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+#: the header carrying the shared secret of the webhook
+SECRET_HEADER = "X-Alloop-Secret"
 
 
 class LabelStudioParams(BaseModel):
@@ -82,6 +91,8 @@ class LabelStudioConnector:
     """Runs alloop rounds in a Label Studio project."""
 
     name = "label_studio"
+    #: :meth:`pull` returns every annotation Label Studio holds for the pulled tasks
+    pull_is_complete = True
 
     def __init__(self, context: ConnectorContext, params: LabelStudioParams) -> None:
         self.context = context
@@ -346,6 +357,35 @@ class LabelStudioConnector:
                     users = self._user_names()
                 out.append(parse_annotation(task, ann, self._info, users))  # type: ignore[arg-type]
         return out
+
+    # -- webhook -------------------------------------------------------------------------------
+    def ensure_webhook(self, url: str, secret: str, *, match: Callable[[str], bool] | None = None) -> int:
+        """Make Label Studio call ``url`` on annotation changes in this project; return the webhook id.
+
+        Idempotent: a webhook of the project with this ``url`` (or one ``match`` accepts, e.g. the
+        same receiver at an older public URL) is updated in place when its URL, actions, secret or
+        flags differ, and left alone otherwise; else one is created. The secret travels in the
+        :data:`SECRET_HEADER` header; it is never logged.
+        """
+        self.ensure_project()
+        pid = self.project_id
+        wanted = {"url": url, "actions": list(WEBHOOK_ACTIONS), "headers": {SECRET_HEADER: secret},
+                  "send_payload": True, "send_for_all_actions": False, "is_active": True}
+        hooks = self._call("list webhooks", lambda: list(self.client.webhooks.list(project=str(pid))))
+        mine = [h for h in hooks if getattr(h, "project", None) == pid and (h.url == url or (match is not None and match(h.url)))]
+        mine.sort(key=lambda h: h.url != url)  # the exact URL first
+        if mine:
+            hook = mine[0]
+            current = {"url": hook.url, "actions": sorted(hook.actions or []), "headers": dict(hook.headers or {}),
+                       "send_payload": hook.send_payload, "send_for_all_actions": hook.send_for_all_actions,
+                       "is_active": hook.is_active}
+            if current != {**wanted, "actions": sorted(WEBHOOK_ACTIONS)}:
+                self._call("update the webhook", lambda: self.client.webhooks.update(hook.id, **wanted))
+                logger.info("Updated Label Studio webhook %s of project %s -> %s", hook.id, pid, url)
+            return int(hook.id)
+        hook = self._call("create the webhook", lambda: self.client.webhooks.create(project=pid, **wanted))
+        logger.info("Registered Label Studio webhook %s of project %s -> %s", hook.id, pid, url)
+        return int(hook.id)
 
     def close(self) -> None:
         if self._client is not None:

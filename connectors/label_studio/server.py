@@ -7,6 +7,13 @@ server keeps running, and ``alloop labelstudio stop`` (or a test fixture) stops 
 
 Label Studio reads every setting under three names, including plain ``PORT``/``HOST``/...,
 so the server is started with a clean environment (``env -i``-style).
+
+Webhooks: Label Studio refuses webhook URLs on loopback and private addresses (403 "URL
+resolves to a reserved network address") unless its SSRF protection is off. This local server
+runs on 127.0.0.1 next to ``alloop serve``, whose receiver is on 127.0.0.1 too, so it starts with
+``LABEL_STUDIO_SSRF_PROTECTION_ENABLED=false``. A shared server should rather keep the
+protection and allow just the private ranges (``LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS=false``,
+as deploy/docker does), or reach alloop at a public address (``alloop serve --public-url``).
 """
 
 from __future__ import annotations
@@ -160,7 +167,7 @@ class LocalLabelStudio:
             "LABEL_STUDIO_PASSWORD": creds["ALLOOP_LS_ADMIN_PASSWORD"],
             "LABEL_STUDIO_USER_TOKEN": creds["LABEL_STUDIO_API_KEY"],
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
+            "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",  # webhooks to `alloop serve` on 127.0.0.1
             "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
             "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
             "SENTRY_DSN": "",
