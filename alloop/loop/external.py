@@ -144,13 +144,13 @@ def train_external(steps: Any, project: Any, round_key: object, stem: str) -> tu
     from alloop.rng import derive_seed
     from alloop.store.engine import session_scope
     from alloop.store.models import ModelVersion
-    from alloop.store.queries import detection_test_samples, pool_samples, training_boxes, training_labels
+    from alloop.store.queries import pool_samples, test_samples, training_boxes, training_labels
 
     ws = steps.ws
     detection = project.task == "detection"
     with session_scope(ws.engine) as s:
         pool = pool_samples(s, project.id)
-        test = detection_test_samples(s, project.id)
+        test = test_samples(s, project.id, labeled=False)
         if detection:
             boxes = training_boxes(s, project)
             train = [export_item(smp, boxes=boxes[smp.id]) for smp in pool if smp.id in boxes]

@@ -84,19 +84,13 @@ def pool_samples(session: Session, project_id: int) -> list[Sample]:
     )
 
 
-def test_samples(session: Session, project_id: int) -> list[Sample]:
-    return list(
-        session.exec(
-            select(Sample)
-            .where(
-                Sample.project_id == project_id,
-                Sample.status == "ok",
-                Sample.split == "test",
-                Sample.reference_label.is_not(None),  # type: ignore[union-attr]
-            )
-            .order_by(Sample.id)
-        ).all()
-    )
+def test_samples(session: Session, project_id: int, *, labeled: bool = True) -> list[Sample]:
+    """Held-out readable samples in id order; with ``labeled``, only those with a reference label
+    (detection samples carry their truth in ``data["reference_boxes"]`` instead: pass False)."""
+    where = [Sample.project_id == project_id, Sample.status == "ok", Sample.split == "test"]
+    if labeled:
+        where.append(Sample.reference_label.is_not(None))  # type: ignore[union-attr]
+    return list(session.exec(select(Sample).where(*where).order_by(Sample.id)).all())
 
 
 def selected_ids(session: Session, project_id: int) -> set[int]:
@@ -171,14 +165,3 @@ def training_boxes(session: Session, project: Project) -> dict[int, list[dict]]:
         if isinstance(value, dict) and "boxes" in value and (sid not in best or at > best[sid][1]):
             best[sid] = (value["boxes"], at)
     return {sid: list(boxes) for sid, (boxes, _) in best.items()}
-
-
-def detection_test_samples(session: Session, project_id: int) -> list[Sample]:
-    """Held-out detection samples (with or without ground truth; callers check ``data``)."""
-    return list(
-        session.exec(
-            select(Sample)
-            .where(Sample.project_id == project_id, Sample.status == "ok", Sample.split == "test")
-            .order_by(Sample.id)
-        ).all()
-    )
