@@ -5,6 +5,7 @@ so ``except ValueError`` keeps working for code that does not know alloop::
 
     AlloopError
     ├── ConfigError (ValueError)            a project file or parameter is wrong
+    ├── InvalidInputError (ValueError)      a bad array handed to a kernel (NaN scores from a model...)
     ├── UnknownComponentError (LookupError) no strategy/learner/... by that name
     ├── PoolError (ValueError)
     │   ├── PoolImportError                 a source could not be imported (duplicates, bad file)
@@ -42,6 +43,14 @@ class AlloopWarning(UserWarning):
 
 class ConfigError(AlloopError, ValueError):
     """A project file, CLI option or component parameter is invalid."""
+
+
+class InvalidInputError(AlloopError, ValueError):
+    """An array or argument handed to a kernel is unusable (wrong shape, NaN, out of range).
+
+    Distinct from :class:`ConfigError`: the data came from a model, an encoder or code, not
+    from the project file, so the loop counts it as a failed attempt of the step.
+    """
 
 
 class UnknownComponentError(AlloopError, LookupError):

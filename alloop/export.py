@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alloop.errors import ConfigError
+from alloop.files import atomic_write
 
 __all__ = ["export_labels", "FORMATS"]
 
@@ -42,7 +43,6 @@ def _format(path: Path, fmt: str | None, task: str) -> str:
 def export_labels(ws: Any, out: Path, fmt: str | None = None, *, absolute_paths: bool = False) -> dict[str, int]:
     """Write the project's aggregated labels to ``out``; returns counts (samples, boxes)."""
     from alloop.detection.annotations import coco_document, image_size, pixel_boxes
-    from alloop.loop.steps import _atomic_bytes
     from alloop.store.engine import session_scope
     from alloop.store.models import Sample
     from alloop.store.queries import get_project, training_boxes, training_labels
@@ -75,7 +75,7 @@ def export_labels(ws: Any, out: Path, fmt: str | None = None, *, absolute_paths:
             items.append((smp.key, data, pixel_boxes(labeled[sid], size)))
         doc = coco_document(items, project.labels)
         doc["info"] = {"description": f"alloop project {project.name}: labeled boxes", "labels": list(project.labels)}
-        _atomic_bytes(out, json.dumps(doc, indent=1).encode("utf-8"))
+        atomic_write(out, json.dumps(doc, indent=1).encode("utf-8"))
         return {"samples": len(items), "boxes": len(doc["annotations"])}
     rows = []
     for sid in order:
@@ -94,5 +94,5 @@ def export_labels(ws: Any, out: Path, fmt: str | None = None, *, absolute_paths:
         w.writeheader()
         w.writerows(rows)
         data = buf.getvalue().encode("utf-8")
-    _atomic_bytes(out, data)
+    atomic_write(out, data)
     return {"samples": len(rows)}

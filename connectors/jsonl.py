@@ -25,7 +25,6 @@ Detection projects write and read boxes in pixels, ``[x, y, w, h]`` (COCO)::
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from alloop.errors import ConnectorDataError
+from alloop.files import read_jsonl, write_jsonl
 from connectors.base import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
 
 
@@ -81,21 +81,8 @@ class JsonlConnector:
     def _read_jsonl(self, path: Path) -> list[tuple[int, dict[str, Any]]]:
         if not path.exists():
             return []
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    if not line.endswith("\n"):  # a line still being written: ignore it
-                        break
-                    raise ConnectorDataError(f"{path}:{no}: invalid JSON ({exc.msg}).") from None
-                if not isinstance(obj, dict):
-                    raise ConnectorDataError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}.")
-                rows.append((no, obj))
-        return rows
+        # a last line without its newline is still being written by the other side: read it next time
+        return read_jsonl(path, error=ConnectorDataError, partial_last_line=True)
 
     def find_tasks(self, keys: Sequence[str], round_number: int | None = None) -> dict[str, str]:
         wanted = set(keys)
@@ -103,7 +90,7 @@ class JsonlConnector:
 
     def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:
         self.ensure_project()
-        lines = []
+        lines: list[dict[str, Any]] = []
         for t in tasks:
             obj: dict[str, Any] = {"key": t.sample_key, "round": t.round_number, "kind": t.kind, "data": dict(t.data)}
             if t.prediction is not None and self.detection:
@@ -121,11 +108,8 @@ class JsonlConnector:
                     "score": t.prediction.score,
                     "model_version": t.prediction.model_version,
                 }
-            lines.append(json.dumps(obj, sort_keys=True) + "\n")
-        with self.tasks_path.open("a", encoding="utf-8") as fh:
-            fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
+            lines.append(obj)
+        write_jsonl(self.tasks_path, lines, append=True, sort_keys=True)
         return {t.sample_key: t.sample_key for t in tasks}
 
     def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:

@@ -14,27 +14,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from alloop.errors import SampleDecodeError
+from alloop.files import atomic_file
 from alloop.features.base import Encoder, SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)
 
 
-def _atomic_save(path: Path, writer) -> None:  # type: ignore[no-untyped-def]
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
+def _atomic_save(path: Path, writer: Callable[[IO[bytes]], object]) -> None:
+    with atomic_file(path) as fh:
         writer(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class FeatureCache:

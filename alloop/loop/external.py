@@ -21,6 +21,7 @@ import numpy as np
 from alloop.detection.annotations import image_size, pixel_boxes
 from alloop.detection.boxes import Proposals
 from alloop.errors import LearnerError, format_list
+from alloop.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -168,9 +169,7 @@ def train_external(steps: Any, project: Any, round_key: object, stem: str) -> tu
                           proba=result.proba, detections=result.detections)
     data = model.to_bytes()
     path = run_dir / "predictions.npz"
-    from alloop.loop.steps import _atomic_bytes
-
-    _atomic_bytes(path, data)
+    atomic_write(path, data)
     metrics: dict[str, Any] = {"n_labels": len(train), "train_seconds": round(result.seconds, 3)}
     metrics.update(result.metrics)
     if detection:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +19,7 @@ from sqlmodel import Session, select
 
 from alloop import registry
 from alloop.errors import ConnectorDataError, LearnerError
+from alloop.files import atomic_write
 from alloop.features.base import SampleRef
 from alloop.loop import _faults
 from alloop.loop.external import ExternalModel, train_external
@@ -55,16 +54,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Transition = Callable[..., None]
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _result(action: str, rnd: Round, state: RoundState, message: str, **kw: Any) -> "TickResult":
@@ -185,7 +174,7 @@ class Steps:
             buf = io.BytesIO()
             learner.save(buf)
             data = buf.getvalue()
-            _atomic_bytes(path, data)
+            atomic_write(path, data)
             digest = hashlib.sha256(data).hexdigest()
         mv = ModelVersion(
             project_id=project.id,  # type: ignore[arg-type]
@@ -283,7 +272,7 @@ class Steps:
             arrays.update(self._objects(project, pool, model, features="objects" in strategy.requires))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        _atomic_bytes(self._scores_path(rnd), buf.getvalue())
+        atomic_write(self._scores_path(rnd), buf.getvalue())
         with Session(self.ws.engine, expire_on_commit=False) as s:
             self.transition(
                 s, rnd, RoundState.SCORED, strategy=name, strategy_params=strategy.model_dump(mode="json")

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from alloop.config import BundledSource, FolderSource
 from alloop.errors import ConfigError
+from alloop.files import atomic_write
 from alloop.pool.base import ScanResult
 from alloop.pool.images import scan_folder
 from alloop.pool.vectors import row_keys, scan_matrix
@@ -71,19 +70,6 @@ def _same_png(path: Path, png: bytes, pixels: np.ndarray) -> bool:
         return False
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # hidden: never scanned
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_digits(work_dir: Path, progress: Progress = NULL_PROGRESS) -> Path:
     """Write the digits as 8x8 grayscale PNGs; files that already hold the right pixels are kept.
 
@@ -100,7 +86,7 @@ def write_digits(work_dir: Path, progress: Progress = NULL_PROGRESS) -> Path:
             path = root / str(int(label)) / f"{i:04d}.png"
             png = _png_bytes(pixels)
             if not (path.is_file() and _same_png(path, png, pixels)):
-                _atomic_write(path, png)
+                atomic_write(path, png)
                 written += 1
             bar.advance()
     logger.info("Digits images in %s: %d written, %d already there", root, written, len(images) - written)

@@ -8,7 +8,6 @@ line number(s) and the fix.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from alloop.config import TextSource
 from alloop.errors import PoolImportError
+from alloop.files import iter_jsonl
 from alloop.pool.base import PoolItem, ScanResult, sha256_text, source_file
 from alloop.progress import NULL_PROGRESS, Progress
 
@@ -76,34 +76,8 @@ def check_unique_keys(
 
 def _records_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line of a JSONL file."""
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise PoolImportError(
-                    f"{path}, line {lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start}). "
-                    "Save the file as UTF-8."
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PoolImportError(
-                    f"{path}, line {lineno}: invalid JSON ({exc.msg} at column {exc.colno}). "
-                    "Each line must be one JSON object, e.g. "
-                    '{"id": "a1", "text": "...", "label": "..."}.'
-                ) from None
-            if not isinstance(obj, dict):
-                raise PoolImportError(
-                    f"{path}, line {lineno}: expected a JSON object, got a JSON "
-                    f"{type(obj).__name__}. Each line must be one object such as "
-                    '{"id": "a1", "text": "..."}.'
-                )
-            yield lineno, obj
+    return iter_jsonl(path, error=PoolImportError,
+                      expect='one object such as {"id": "a1", "text": "...", "label": "..."}')
 
 
 def _records_csv(path: Path, text_field: str) -> Iterator[tuple[int, dict[str, Any]]]:

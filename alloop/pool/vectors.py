@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 
 from alloop.config import VectorSource
 from alloop.errors import PoolImportError, format_list
+from alloop.files import atomic_file
 from alloop.pool.base import (
     PoolItem,
     QuarantinedItem,
@@ -58,19 +57,8 @@ def store_matrix(matrix: np.ndarray, work_dir: Path) -> str:
     target = Path(work_dir) / rel
     if target.is_file():
         return rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".vectors-", suffix=".tmp")
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, matrix, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        done = True
-    finally:
-        if not done:
-            Path(tmp).unlink(missing_ok=True)
+    with atomic_file(target) as fh:
+        np.save(fh, matrix, allow_pickle=False)
     return rel
 
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from alloop.errors import ConfigError, EmptyPoolError, PoolExhaustedError
+from alloop.checks import check_int
+from alloop.errors import EmptyPoolError, PoolExhaustedError
 
 __all__ = ["Worlds", "sample_worlds", "reach_counts", "activate", "influence", "celf_greedy"]
 
@@ -78,8 +79,7 @@ def sample_worlds(G: sp.csr_matrix, runs: int, rng: np.random.Generator) -> Worl
     -------
     Worlds
     """
-    if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
-        raise ConfigError(f"runs must be an integer >= 1; got {runs!r}.")
+    check_int("runs", runs, 1)
     G = sp.csr_matrix(G)
     n, runs = G.shape[0], int(runs)
     src = np.repeat(np.arange(n, dtype=np.int64), np.diff(G.indptr))

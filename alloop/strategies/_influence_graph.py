@@ -38,7 +38,7 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
-from alloop.errors import ConfigError
+from alloop.errors import ConfigError, InvalidInputError
 
 __all__ = ["knn_graph", "NEIGHBORS", "AUTO_FAISS_ROWS"]
 
@@ -89,7 +89,7 @@ def knn_graph(
 
     Raises
     ------
-    ConfigError
+    InvalidInputError
         Bad shape, dtype, non-finite values, ``k``, ``neighbors``, ``block_rows``, ``nlist``
         or ``nprobe``; faiss requested but not installed.
     """
@@ -102,7 +102,7 @@ def knn_graph(
     if nlist is not None:
         _check_int("nlist", nlist, 1)
     if neighbors not in NEIGHBORS:
-        raise ConfigError(f"neighbors must be one of {', '.join(NEIGHBORS)}; got {neighbors!r}.")
+        raise InvalidInputError(f"neighbors must be one of {', '.join(NEIGHBORS)}; got {neighbors!r}.")
     kk = min(int(k), n - 1)
     if kk == 0:
         return sp.csr_matrix((n, n), dtype=np.float64)
@@ -116,22 +116,22 @@ def knn_graph(
 
 def _check_int(name: str, v, lo: int) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ConfigError(f"{name} must be an integer >= {lo}; got {v!r}.")
+        raise InvalidInputError(f"{name} must be an integer >= {lo}; got {v!r}.")
 
 
 def _unit_rows(X) -> np.ndarray:
     """Mean-centred, L2-normalised float32 copy of ``X`` (zero rows stay 0)."""
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ConfigError(
+        raise InvalidInputError(
             f"embeddings must be a 2-D array of shape (n_samples, n_features) with at least one "
             f"row and one feature; got shape {X.shape}."
         )
     if X.dtype == bool or not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise ConfigError(f"embeddings must hold real numbers; got dtype {X.dtype}.")
+        raise InvalidInputError(f"embeddings must hold real numbers; got dtype {X.dtype}.")
     if not np.isfinite(X).all():
         bad = int(np.argwhere(~np.isfinite(X))[0, 0])
-        raise ConfigError(
+        raise InvalidInputError(
             f"embeddings must be finite; row {bad} contains NaN or inf. Check the encoder's output."
         )
     mean = X.mean(axis=0, dtype=np.float64)

@@ -8,36 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from alloop.errors import ConfigError, PoolExhaustedError
+from alloop.checks import check_int, check_proba
+from alloop.errors import InvalidInputError, PoolExhaustedError
 
 __all__ = ["entropy", "margin", "least_confidence", "top_k"]
-
-
-def _check_proba(proba: np.ndarray) -> np.ndarray:
-    """Return ``proba`` as a float64 2-D array, or raise :class:`ConfigError`."""
-    p = np.asarray(proba)
-    if p.ndim != 2:
-        raise ConfigError(
-            f"proba must be a 2-D array of shape (n_samples, n_classes); got shape {p.shape}. "
-            "Pass one row of class probabilities per sample."
-        )
-    if p.shape[1] == 0:
-        raise ConfigError(f"proba must have at least one class column; got shape {p.shape}.")
-    if not np.issubdtype(p.dtype, np.number) or np.issubdtype(p.dtype, np.complexfloating):
-        raise ConfigError(f"proba must hold real numbers; got dtype {p.dtype}.")
-    p = np.asarray(p, dtype=np.float64)
-    if not np.isfinite(p).all():
-        bad = int(np.argwhere(~np.isfinite(p))[0, 0])
-        raise ConfigError(
-            f"proba must be finite; row {bad} contains NaN or inf. Check the model's outputs."
-        )
-    if (p < 0).any():
-        bad = int(np.argwhere(p < 0)[0, 0])
-        raise ConfigError(
-            f"proba must be non-negative (class probabilities); row {bad} has a negative entry "
-            f"{p[bad].min()!r}. Apply a softmax to logits before scoring."
-        )
-    return p
 
 
 def entropy(proba: np.ndarray) -> np.ndarray:
@@ -53,7 +27,7 @@ def entropy(proba: np.ndarray) -> np.ndarray:
     ndarray of shape (n_samples,), float64
         ``-sum_c p_c log p_c``; higher = more uncertain.
     """
-    p = _check_proba(proba)
+    p = check_proba(proba)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
     return -terms.sum(axis=1)
@@ -72,7 +46,7 @@ def margin(proba: np.ndarray) -> np.ndarray:
     ndarray of shape (n_samples,), float64
         Higher = the two most likely classes are closer = more informative.
     """
-    p = _check_proba(proba)
+    p = check_proba(proba)
     if p.shape[1] == 1:
         return 1.0 - p[:, 0]
     top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
@@ -92,7 +66,7 @@ def least_confidence(proba: np.ndarray) -> np.ndarray:
     ndarray of shape (n_samples,), float64
         Higher = the model is less sure of its top class.
     """
-    p = _check_proba(proba)
+    p = check_proba(proba)
     return 1.0 - p.max(axis=1)
 
 
@@ -116,21 +90,19 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
     Raises
     ------
-    ConfigError
+    InvalidInputError
         If ``scores`` is not 1-D and finite, or ``k`` is not a non-negative integer.
     PoolExhaustedError
         If ``k > n``.
     """
     s = np.asarray(scores)
     if s.ndim != 1:
-        raise ConfigError(f"scores must be a 1-D array of shape (n,); got shape {s.shape}.")
+        raise InvalidInputError(f"scores must be a 1-D array of shape (n,); got shape {s.shape}.")
     s = np.asarray(s, dtype=np.float64)
     if not np.isfinite(s).all():
         bad = int(np.flatnonzero(~np.isfinite(s))[0])
-        raise ConfigError(f"scores must be finite; position {bad} is {s[bad]!r}.")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ConfigError(f"k must be a non-negative integer; got {k!r}.")
-    n, k = s.size, int(k)
+        raise InvalidInputError(f"scores must be finite; position {bad} is {s[bad]!r}.")
+    n, k = s.size, check_int("k", k, 0)
     if k > n:
         raise PoolExhaustedError(k, n)
     if k == 0:

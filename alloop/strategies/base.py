@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from alloop.errors import ConfigError, EmptyPoolError, PoolExhaustedError
+from alloop.checks import check_int
+from alloop.errors import ConfigError, EmptyPoolError, InvalidInputError, PoolExhaustedError
 
 #: The arrays a strategy may ask for.
 KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "objects"})
@@ -104,12 +105,12 @@ class SelectionContext:
         for name in ("candidates", "labeled"):
             arr = np.asarray(getattr(self, name), dtype=np.int64).reshape(-1)
             if arr.size and (arr.min() < 0 or arr.max() >= self.n_samples):
-                raise ValueError(f"{name} positions must lie in [0, {self.n_samples}).")
+                raise InvalidInputError(f"{name} positions must lie in [0, {self.n_samples}).")
             object.__setattr__(self, name, arr)
         for name in ("proba", "embeddings", "labels", "keys"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != self.n_samples:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{name} has {len(arr)} rows but the pool has {self.n_samples} positions."
                 )
 
@@ -151,8 +152,7 @@ class Strategy(BaseModel):
         PoolExhaustedError
             If ``k`` exceeds the number of candidates.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"The batch size must be a positive integer. Got {k!r} instead.")
+        check_int("The batch size", k, 1)
         m = int(ctx.candidates.size)
         if m == 0:
             raise EmptyPoolError(

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alloop.errors import ConfigError, EmptyPoolError, PoolExhaustedError
+from alloop.checks import check_choice, check_int, check_matrix, check_positions
+from alloop.errors import EmptyPoolError, InvalidInputError, PoolExhaustedError
 
 __all__ = ["k_center_greedy", "METRICS", "METHODS"]
 
@@ -95,14 +96,14 @@ def _row_terms(A: np.ndarray, metric: str, rows: np.ndarray) -> tuple[np.ndarray
     ``(1, 1/|x|)`` for cosine."""
     xx = np.einsum("ij,ij->i", A, A)
     if not np.isfinite(xx).all():
-        raise ConfigError(
+        raise InvalidInputError(
             "X must be finite, with squared row norms that fit in float32; row "
             f"{int(rows[np.flatnonzero(~np.isfinite(xx))[0]])} holds NaN, inf or huge values."
         )
     if metric == "euclidean":
         return xx, None
     if (xx == 0).any():
-        raise ConfigError(
+        raise InvalidInputError(
             f"The cosine metric needs non-zero rows; row {int(rows[np.flatnonzero(xx == 0)[0]])} "
             "is all zeros. Drop it or use metric='euclidean'."
         )
@@ -252,38 +253,12 @@ def _argmax(mind: np.ndarray) -> tuple[int, float]:
     return p, float(mind[p])
 
 
-def _positions(a, n: int, name: str) -> np.ndarray:
-    """Validate a 1-D array of positions into ``range(n)``; return it sorted and unique."""
-    arr = np.asarray([] if a is None else a)
-    if arr.size == 0:
-        return np.empty(0, np.int64)
-    if arr.ndim != 1 or arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise ConfigError(
-            f"{name} must be a 1-D array of integer row positions; got dtype {arr.dtype} and "
-            f"shape {arr.shape}. For a boolean mask pass np.flatnonzero(mask)."
-        )
-    if arr.min() < 0 or arr.max() >= n:
-        bad = arr[(arr < 0) | (arr >= n)][0]
-        raise ConfigError(f"{name} positions must lie in [0, {n}) (X has {n} rows); got {bad}.")
-    return np.unique(arr).astype(np.int64, copy=False)
-
-
 def _check_args(X, k, metric: str, method: str, chunk_rows) -> np.ndarray:
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] == 0:
-        raise ConfigError(
-            f"X must be a 2-D array of shape (n_samples, n_features) with n_features >= 1; "
-            f"got shape {X.shape}."
-        )
-    if X.dtype == bool or not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise ConfigError(f"X must hold real numbers; got dtype {X.dtype}.")
-    if metric not in METRICS:
-        raise ConfigError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}.")
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
-    for name, v, lo in (("k", k, 0), ("chunk_rows", chunk_rows, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ConfigError(f"{name} must be an integer >= {lo}; got {v!r}.")
+    X = check_matrix(X, "X", finite=False)
+    check_choice("metric", metric, METRICS)
+    check_choice("method", method, METHODS)
+    check_int("k", k, 0)
+    check_int("chunk_rows", chunk_rows, 1)
     return X
 
 
@@ -344,7 +319,7 @@ def k_center_greedy(
 
     Raises
     ------
-    ConfigError
+    InvalidInputError
         Bad shapes, dtypes, positions, metric, method, ``chunk_rows``; non-finite values; an
         all-zero row with the cosine metric.
     EmptyPoolError
@@ -362,11 +337,11 @@ def k_center_greedy(
     """
     X = _check_args(X, k, metric, method, chunk_rows)
     n_all, k = X.shape[0], int(k)
-    init = _positions(init, n_all, "init")
+    init = check_positions(init, n_all, "init")
     if candidates is None:
         cand = np.setdiff1d(np.arange(n_all), init, assume_unique=True)
     else:
-        cand = np.setdiff1d(_positions(candidates, n_all, "candidates"), init, assume_unique=True)
+        cand = np.setdiff1d(check_positions(candidates, n_all, "candidates"), init, assume_unique=True)
     if k and cand.size == 0:
         raise EmptyPoolError("k_center_greedy has no candidates to pick from (all are centres).")
     if k > cand.size:

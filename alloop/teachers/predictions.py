@@ -23,7 +23,6 @@ Rows are renormalized to sum to 1. A sample without a prediction is an error nam
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from alloop.errors import ConfigError, format_list
+from alloop.files import iter_jsonl
 from alloop.features.base import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
 from alloop.teachers.base import TeacherContext
@@ -99,21 +99,19 @@ class PredictionsTeacher:
             table = dict(zip(keys, proba))
         elif self.path.suffix == ".jsonl":
             index = {lb: i for i, lb in enumerate(self.labels)}
-            for no, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
+            expect = '{"key": ..., "proba": {label: p}}'
+            for no, obj in iter_jsonl(self.path, error=ConfigError, expect=expect):
                 try:
-                    obj = json.loads(line)
                     row = np.zeros(len(self.labels))
                     for lb, v in obj["proba"].items():
                         if lb not in index:
                             raise ConfigError(f"{self.path}:{no}: label {lb!r} is not in the project's label set.")
                         row[index[lb]] = float(v)
                     table[str(obj["key"])] = row
-                except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
-                    raise ConfigError(
-                        f"{self.path}:{no}: expected {{\"key\": ..., \"proba\": {{label: p}}}}, got an error: {exc}."
-                    ) from None
+                except (KeyError, TypeError, AttributeError, ValueError) as exc:
+                    if isinstance(exc, ConfigError):
+                        raise
+                    raise ConfigError(f"{self.path}:{no}: expected {expect}, got an error: {exc}.") from None
         else:
             raise ConfigError(f"Teacher predictions must be .npz or .jsonl; got {self.path.name!r}.")
         self._table = table

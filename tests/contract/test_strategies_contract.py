@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from alloop import registry
-from alloop.errors import ConfigError, EmptyPoolError, PoolExhaustedError
+from alloop.errors import ConfigError, EmptyPoolError, InvalidInputError, PoolExhaustedError
 from alloop.strategies.base import (
     KNOWN_REQUIREMENTS,
     Selection,
@@ -124,8 +124,8 @@ def test_no_candidates_raises_empty_pool(cls):
 
 
 @pytest.mark.parametrize("k", [0, -1, 2.5, True])
-def test_bad_batch_size_raises_config_error(cls, k):
-    with pytest.raises(ConfigError, match="positive integer"):
+def test_bad_batch_size_raises_invalid_input_error(cls, k):
+    with pytest.raises(InvalidInputError, match="batch size must be an integer >= 1"):
         cls().select(make_ctx(cls), k)
 
 

@@ -97,7 +97,7 @@ def test_jsonl_bad_line_names_file_and_line(tmp_path):
     j.push([TaskPayload("s1", "image", {}, 0)])
     labels = tmp_path / "handoff" / "labels.jsonl"
     labels.write_text('{"key": "s1", "label": "cat"}\n{oops\n')
-    with pytest.raises(ConnectorDataError, match=r"labels.jsonl:2: invalid JSON"):
+    with pytest.raises(ConnectorDataError, match=r"labels.jsonl, line 2: invalid JSON"):
         j.pull([TaskRef("s1", "s1", 0, T0)])
     labels.write_text('{"key": "s1", "label": 3}\n')
     with pytest.raises(ConnectorDataError, match=r"labels.jsonl:1: field 'label' must be a string"):

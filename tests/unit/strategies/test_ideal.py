@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from alloop import registry
-from alloop.errors import ConfigError, PoolExhaustedError
+from alloop.errors import ConfigError, InvalidInputError, PoolExhaustedError
 from alloop.strategies._influence import celf_greedy, influence, reach_counts, sample_worlds
 from alloop.strategies._influence_graph import knn_graph
 from alloop.strategies.base import SelectionContext
@@ -156,8 +156,8 @@ def test_non_positive_similarities_are_dropped():
         (np.ones((4, 2)), {"block_rows": 0}, "block_rows"),
     ],
 )
-def test_bad_graph_input_raises_clear_config_error(X, kwargs, match):
-    with pytest.raises(ConfigError, match=match):
+def test_bad_graph_input_raises_clear_invalid_input_error(X, kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
         knn_graph(X, **kwargs)
 
 
@@ -250,7 +250,7 @@ def test_celf_rejects_more_picks_than_candidates():
     W = sample_worlds(random_graph(np.random.default_rng(0), 20), 2, np.random.default_rng(0))
     with pytest.raises(PoolExhaustedError):
         celf_greedy(W, 6, [1, 2, 3, 4, 5])
-    with pytest.raises(ConfigError, match="runs must be"):
+    with pytest.raises(InvalidInputError, match="runs must be"):
         sample_worlds(random_graph(np.random.default_rng(0), 20), 0, np.random.default_rng(0))
 
 

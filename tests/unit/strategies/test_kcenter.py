@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from alloop.errors import ConfigError, EmptyPoolError, PoolExhaustedError
+from alloop.errors import ConfigError, EmptyPoolError, InvalidInputError, PoolExhaustedError
 from alloop.strategies import kcenter
 from alloop.strategies.base import SelectionContext
 from alloop.strategies.coreset import CoresetStrategy
@@ -234,26 +234,26 @@ def test_initial_distances_are_computed_in_bounded_blocks():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "words"),
     [
-        (dict(X=np.ones(5), k=1), ConfigError, ["2-D", "got shape (5,)"]),
-        (dict(X=np.ones((5, 0)), k=1), ConfigError, ["n_features >= 1", "(5, 0)"]),
-        (dict(X=np.array([[1.0], [np.nan]]), k=1), ConfigError, ["finite", "row 1"]),
-        (dict(X=np.ones((3, 2), bool), k=1), ConfigError, ["real numbers", "bool"]),
+        (dict(X=np.ones(5), k=1), InvalidInputError, ["2-D", "got shape (5,)"]),
+        (dict(X=np.ones((5, 0)), k=1), InvalidInputError, ["n_features >= 1", "(5, 0)"]),
+        (dict(X=np.array([[1.0], [np.nan]]), k=1), InvalidInputError, ["finite", "row 1"]),
+        (dict(X=np.ones((3, 2), bool), k=1), InvalidInputError, ["real numbers", "bool"]),
         (dict(X=np.ones((3, 2)), k=4), PoolExhaustedError, ["select 4", "only 3", "Lower k"]),
         (dict(X=np.ones((3, 2)), k=1, init=[0, 1, 2]), EmptyPoolError, ["no candidates"]),
         (dict(X=np.ones((3, 2)), k=1, candidates=[]), EmptyPoolError, ["no candidates"]),
-        (dict(X=np.ones((3, 2)), k=-1), ConfigError, ["k must be an integer >= 0", "-1"]),
-        (dict(X=np.ones((3, 2)), k=1, metric="l1"), ConfigError, ["euclidean, cosine", "'l1'"]),
-        (dict(X=np.ones((3, 2)), k=1, method="fast"), ConfigError, ["auto, naive, pruned", "'fast'"]),
-        (dict(X=np.ones((3, 2)), k=1, chunk_rows=0), ConfigError, ["chunk_rows", ">= 1", "got 0"]),
-        (dict(X=np.ones((3, 2)), k=1, init=[3]), ConfigError, ["init", "[0, 3)", "got 3"]),
-        (dict(X=np.ones((3, 2)), k=1, candidates=[True, False, True]), ConfigError,
+        (dict(X=np.ones((3, 2)), k=-1), InvalidInputError, ["k must be an integer >= 0", "-1"]),
+        (dict(X=np.ones((3, 2)), k=1, metric="l1"), InvalidInputError, ["euclidean, cosine", "'l1'"]),
+        (dict(X=np.ones((3, 2)), k=1, method="fast"), InvalidInputError, ["auto, naive, pruned", "'fast'"]),
+        (dict(X=np.ones((3, 2)), k=1, chunk_rows=0), InvalidInputError, ["chunk_rows", ">= 1", "got 0"]),
+        (dict(X=np.ones((3, 2)), k=1, init=[3]), InvalidInputError, ["init", "[0, 3)", "got 3"]),
+        (dict(X=np.ones((3, 2)), k=1, candidates=[True, False, True]), InvalidInputError,
          ["integer row positions", "np.flatnonzero"]),
-        (dict(X=np.array([[1.0, 0.0], [0.0, 0.0]]), k=1, metric="cosine"), ConfigError,
+        (dict(X=np.array([[1.0, 0.0], [0.0, 0.0]]), k=1, metric="cosine"), InvalidInputError,
          ["non-zero rows", "row 1 is all zeros", "metric='euclidean'"]),
         (dict(X=np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 1.0], [0.0, 0.0]]), k=1, init=[3],
-              candidates=[0], metric="cosine"), ConfigError, ["row 3 is all zeros"]),
+              candidates=[0], metric="cosine"), InvalidInputError, ["row 3 is all zeros"]),
         (dict(X=np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 1.0], [1e30, 0.0]]), k=1,
-              candidates=[0, 3]), ConfigError, ["finite", "row 3", "huge"]),
+              candidates=[0, 3]), InvalidInputError, ["finite", "row 3", "huge"]),
     ],
 )
 def test_errors_say_what_was_expected_and_what_was_got(kwargs, exc, words):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from alloop.errors import ConfigError, PoolExhaustedError
+from alloop.errors import InvalidInputError, PoolExhaustedError
 from alloop.strategies._scores import entropy, least_confidence, margin, top_k
 from alloop.strategies.base import SelectionContext
 from alloop.strategies.uncertainty import (
@@ -96,7 +96,7 @@ def test_one_hot_rows_are_least_informative_and_uniform_most():
     ],
 )
 def test_kernels_reject_bad_input_with_clear_messages(f, bad, words):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(InvalidInputError) as err:
         f(bad)
     for w in words:
         assert w in str(err.value)
@@ -135,10 +135,10 @@ def test_top_k_large_input_matches_stable_argsort():
     ("scores", "k", "exc", "words"),
     [
         (np.ones(5), 6, PoolExhaustedError, ["Asked to select 6", "only 5"]),
-        (np.ones(5), -1, ConfigError, ["non-negative integer", "-1"]),
-        (np.ones(5), 2.0, ConfigError, ["non-negative integer", "2.0"]),
-        (np.ones((2, 2)), 1, ConfigError, ["1-D", "(2, 2)"]),
-        (np.array([1.0, np.inf]), 1, ConfigError, ["finite", "position 1"]),
+        (np.ones(5), -1, InvalidInputError, ["integer >= 0", "-1"]),
+        (np.ones(5), 2.0, InvalidInputError, ["integer >= 0", "2.0"]),
+        (np.ones((2, 2)), 1, InvalidInputError, ["1-D", "(2, 2)"]),
+        (np.array([1.0, np.inf]), 1, InvalidInputError, ["finite", "position 1"]),
     ],
 )
 def test_top_k_rejects_bad_input(scores, k, exc, words):
@@ -175,5 +175,5 @@ def test_uncertainty_strategies_pick_the_top_scores_among_candidates(cls, kernel
 def test_uncertainty_strategy_validates_candidate_probabilities():
     proba = np.full((6, 2), 0.5)
     proba[4] = [np.nan, 1.0]
-    with pytest.raises(ConfigError, match="finite"):
+    with pytest.raises(InvalidInputError, match="finite"):
         EntropyStrategy().select(_ctx(proba, np.arange(2, 6)), 2)
