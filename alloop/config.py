@@ -8,17 +8,18 @@ environment at run time.
 
 from __future__ import annotations
 
-import difflib
+import re
 import hashlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alloop.errors import ConfigError
+from alloop.params import format_validation_error, parse_params
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -189,8 +190,6 @@ class ServeConfig(_Model):
     @classmethod
     def _check_cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from alloop.serve.schedule import check_cron
-
             check_cron(value)
         return value
 
@@ -290,57 +289,28 @@ class ProjectConfig(_Model):
         return hashlib.sha256(self.resolved_json().encode()).hexdigest()[:16]
 
 
-# --- loading ------------------------------------------------------------------------------
+def check_cron(expr: str, timezone: str | None = None) -> None:
+    """Raise ``ValueError`` (with the way out) if ``expr`` is not a usable cron expression."""
+    from apscheduler.triggers.cron import CronTrigger
 
-
-def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the (nested) model where an unknown key was found."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int) or current is None:
-            return []
-        fields = getattr(current, "model_fields", {})
-        if part not in fields:
-            # discriminated union member name ("folder", ...) appears in the location
-            return []
-        ann = fields[part].annotation
-        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    fields = getattr(current, "model_fields", {}) if current is not None else {}
-    return [f.alias or name for name, f in fields.items()]
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel], where: str) -> str:
-    """Turn a pydantic error into lines a user can act on."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"])
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            known = _known_fields(model, loc)
-            msg = f"unknown field {dotted!r}"
-            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            if hint:
-                msg += f"; did you mean {hint[0]!r}?"
-            elif known:
-                msg += f"; allowed here: {', '.join(known)}"
-        elif err["type"] == "missing":
-            msg = f"missing required field {dotted!r}"
-        else:
-            got = err.get("input")
-            msg = f"{dotted}: {err['msg']} (got {got!r})"
-        lines.append(msg)
-    return f"Invalid {where}: " + "; ".join(lines) + "."
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_params(model: type[M], params: dict[str, Any] | None, where: str) -> M:
-    """Validate a component's parameters; errors become one readable ConfigError."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"expected 5 fields (minute hour day month day-of-week), got {len(fields)} in {expr!r}; "
+            'e.g. "*/10 * * * *" (every 10 minutes) or "0 7 * * mon-fri"'
+        )
+    if re.search(r"\d", fields[4]):
+        raise ValueError(
+            f"write the day-of-week field with names (mon, tue, ..., sun; e.g. mon-fri), not numbers: {fields[4]!r} "
+            "(APScheduler counts Monday as 0, cron counts Sunday as 0)"
+        )
     try:
-        return model.model_validate(dict(params or {}))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, model, where)) from None
+        CronTrigger.from_crontab(expr, timezone=timezone or "UTC")
+    except ValueError as exc:
+        raise ValueError(f"invalid cron expression {expr!r}: {exc}") from None
+
+
+# --- loading ------------------------------------------------------------------------------
 
 
 def parse_config(data: dict[str, Any], where: str = "project configuration") -> ProjectConfig:

@@ -11,11 +11,13 @@ A plugin package registers a strategy like this in its ``pyproject.toml``::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from alloop.errors import UnknownComponentError
+from alloop.protocols.context import PluginContext
 
 GROUPS: dict[str, str] = {
     "strategy": "alloop.strategies",
@@ -58,13 +60,13 @@ def load(kind: str, name: str) -> Any:
     return eps[name].load()
 
 
-def create(kind: str, name: str, params: dict[str, Any] | None = None) -> Any:
-    """Load the component class and build it from its parameters.
+def create(kind: str, name: str, params: Mapping[str, Any] | None = None, *,
+           context: PluginContext | None = None) -> Any:
+    """Load the component class and build it: ``Cls.from_params(params, context=context)``.
 
-    Components expose ``from_params(dict)`` (pydantic-validated) or take keyword arguments.
+    Every plugin kind is built this way (see :mod:`alloop.protocols`). ``context`` describes the
+    project; without one, a neutral :class:`~alloop.protocols.PluginContext` is passed (enough for
+    strategies, encoders and learners; connectors and teachers need theirs).
     """
     cls = load(kind, name)
-    params = dict(params or {})
-    if hasattr(cls, "from_params"):
-        return cls.from_params(params)
-    return cls(**params)
+    return cls.from_params(dict(params or {}), context=context if context is not None else PluginContext())

@@ -11,22 +11,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 
 from alloop.loop.ingest import DELETED
+from alloop.metrics import headline
 from alloop.store.engine import session_scope
 from alloop.store.models import Annotation, ModelVersion, Sample, Selection, Task
 from alloop.store.queries import get_project, model_versions, rounds
 
 if TYPE_CHECKING:
     from alloop.simulate import SimulationResult
-
-
-#: The headline metric of a model, by task kind: (metrics key, what it is called).
-HEADLINE = {"detection": ("map50", "held-out mAP@0.5")}
-_DEFAULT_HEADLINE = ("accuracy", "held-out accuracy")
-
-
-def headline(task: str) -> tuple[str, str]:
-    """The metrics key a task kind's models are judged by, and its display name."""
-    return HEADLINE.get(task, _DEFAULT_HEADLINE)
 
 
 def _counts(s: Any, column: Any, where: Any, group: Any) -> dict[int, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 from alloop.config import Component, ProjectConfig
 from alloop.errors import ConfigError, EmptyPoolError
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.userwarnings import SeenWarning, WarningLog
 from alloop.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class RunResult:
     accuracy: list[float]
     aubc: float
     seconds: float
+    warnings: list[SeenWarning] = field(default_factory=list, repr=False)
+    """Distinct warnings raised by user code during the run (reported once by :func:`simulate`)."""
 
 
 @dataclass
@@ -96,7 +99,7 @@ class SimulationResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "table": self.table(),
-            "runs": [r.__dict__ for r in self.runs],
+            "runs": [{k: v for k, v in r.__dict__.items() if k != "warnings"} for r in self.runs],
         }
 
 
@@ -190,13 +193,16 @@ def run_one(
             for d in samples:
                 s.add(Sample(project_id=project.id, split="test" if d["key"] in test else "pool", **d))
         ws.reference_labels_override = {d["key"]: d["reference_label"] for d in samples}
-        Controller(ws, use_lock=False).run()
+        label = run_label(cold_start, strategy)
+        seen = WarningLog(report=False)  # handed back to the parent, which reports each once
+        Controller(ws, use_lock=False, warnings=seen).run()
         with session_scope(engine) as s:
             models = s.exec(select(ModelVersion).order_by(ModelVersion.id)).all()
         points = [(m.n_labels, m.metrics["accuracy"]) for m in models if "accuracy" in m.metrics]
         engine.dispose()
     n, acc = [p[0] for p in points], [p[1] for p in points]
-    return RunResult(run_label(cold_start, strategy), seed, n, acc, aubc(n, acc), time.perf_counter() - t0)
+    found = [replace(w, where=f"run {label}, seed {seed}, {w.where}") for w in seen.seen]
+    return RunResult(label, seed, n, acc, aubc(n, acc), time.perf_counter() - t0, found)
 
 
 def run_label(cold_start: Component | None, strategy: Component) -> str:
@@ -215,7 +221,7 @@ def simulate(
     from joblib import Parallel, delayed
     from sqlmodel import select
 
-    from alloop.features.base import SampleRef
+    from alloop.protocols import SampleRef
     from alloop.store.engine import session_scope
     from alloop.store.models import Sample
     from alloop.store.queries import get_project
@@ -260,7 +266,7 @@ def simulate(
     refs = [SampleRef(r.key, r.kind, r.content_hash, r.data, workspace.work_dir) for r in rows]
     _, failures = workspace.feature_cache.get(refs, workspace.encoder, progress)
     learner = spec.learner or workspace.config.learner
-    if getattr(registry.create("learner", learner.name, learner.params), "requires_teacher", False):
+    if "teacher" in registry.create("learner", learner.name, learner.params).requires:
         from alloop.teachers.base import teacher_proba  # teacher outputs too, once
 
         _, bad = teacher_proba(workspace.teacher, list(project.labels), refs, workspace.feature_cache, progress)
@@ -273,11 +279,13 @@ def simulate(
     jobs = [(cold, c, seed) for cold in (spec.cold_starts or (None,)) for c in spec.strategies for seed in spec.seeds]
     result = SimulationResult(spec)
     base = workspace.config
+    user_warnings = WarningLog()
     with progress.task(f"Simulating {len(jobs)} runs", total=len(jobs)) as bar:
         for run in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
             delayed(run_one)(base, spec, c, seed, samples, list(project.labels), workspace.cache_dir, cold)
             for cold, c, seed in jobs
         ):
+            user_warnings.merge(run.warnings)
             result.runs.append(run)
             bar.advance()
     order = {(run_label(cold, c), s): i for i, (cold, c, s) in enumerate(jobs)}

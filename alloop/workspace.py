@@ -19,9 +19,21 @@ from alloop import registry
 from alloop.config import ProjectConfig, database_url
 from alloop.features.cache import FeatureCache
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import (
+    Connector,
+    ConnectorContext,
+    Encoder,
+    ExternalLearner,
+    FeatureLearner,
+    Learner,
+    PluginContext,
+    Teacher,
+    TeacherContext,
+)
 from alloop.store.engine import open_store, session_scope
 from alloop.store.models import Project, Sample
 from alloop.store.queries import ensure_project, get_project
+from alloop.strategies.base import Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -83,25 +95,38 @@ class Workspace:
             return get_project(s, self.name)
 
     # -- components ----------------------------------------------------------------------
+    def plugin_context(self) -> PluginContext:
+        """The project as plugins see it (labels and seed from the database once imported)."""
+        from alloop.errors import ProjectNotFoundError
+
+        cfg = self.config.project
+        try:
+            project = self.project()
+            labels, seed = tuple(project.labels), project.seed
+        except ProjectNotFoundError:
+            labels, seed = tuple(cfg.labels or ()), cfg.seed
+        return PluginContext(project=self.name, task=cfg.task, labels=labels, work_dir=self.work_dir, seed=seed)
+
     @cached_property
-    def encoder(self) -> Any:
+    def encoder(self) -> Encoder:
         c = self.config.features
-        return registry.create("encoder", c.name, c.params)
+        return registry.create("encoder", c.name, c.params, context=self.plugin_context())  # type: ignore[no-any-return]
 
     @cached_property
     def feature_cache(self) -> FeatureCache:
         return FeatureCache(self.cache_dir / "features")
 
-    def new_learner(self) -> Any:
+    def new_learner(self) -> Learner:
+        """A fresh, unfitted learner (one per round: nothing carries over from the last one)."""
         c = self.config.learner
-        return registry.create("learner", c.name, c.params)
+        return registry.create("learner", c.name, c.params, context=self.plugin_context())  # type: ignore[no-any-return]
 
     @cached_property
     def learner_kind(self) -> str:
-        """``"none"`` (no model: detection projects without a trainer), ``"external"`` (trains
-        on exported files, e.g. the ``command`` learner) or ``"features"`` (fit on feature rows)."""
+        """``"none"`` (no model: detection projects without a trainer), ``"external"`` (an
+        :class:`~alloop.protocols.ExternalLearner`, trained on exported files) or ``"features"``
+        (a :class:`~alloop.protocols.FeatureLearner`, fit on feature rows)."""
         from alloop.errors import ConfigError
-        from alloop.loop.external import is_external
 
         name = self.config.learner.name
         detection = self.config.project.task == "detection"
@@ -112,8 +137,14 @@ class Workspace:
                     f"{self.config.project.task!r} project needs a learner such as 'sklearn' or 'command'."
                 )
             return "none"
-        if is_external(registry.load("learner", name)):
+        learner = self.new_learner()
+        if isinstance(learner, ExternalLearner):
             return "external"
+        if not isinstance(learner, FeatureLearner):
+            raise ConfigError(
+                f"Learner {name!r} ({type(learner).__name__}) implements neither alloop.protocols.FeatureLearner "
+                "(fit/predict_proba/embed/save/load on feature rows) nor ExternalLearner (run on exported files)."
+            )
         if detection:
             raise ConfigError(
                 f"Learner {name!r} trains on one label per sample and cannot learn boxes. A detection project "
@@ -123,10 +154,9 @@ class Workspace:
         return "features"
 
     @cached_property
-    def teacher(self) -> Any:
+    def teacher(self) -> Teacher:
         """The configured teacher (a probability source for distilling learners)."""
         from alloop.errors import ConfigError
-        from alloop.teachers.base import TeacherContext
 
         c = self.config.teacher
         if c is None:
@@ -135,13 +165,12 @@ class Workspace:
                 '[teacher] section to alloop.toml (e.g. name = "clip_zeroshot"), or turn distillation off in the '
                 "learner's parameters."
             )
-        labels = tuple(self.project().labels)
-        cls = registry.load("teacher", c.name)
-        return cls.from_params(c.params, context=TeacherContext(labels, self.work_dir, self.feature_cache))
+        ctx = TeacherContext(**vars(self.plugin_context()), cache=self.feature_cache)
+        return registry.create("teacher", c.name, c.params, context=ctx)  # type: ignore[no-any-return]
 
-    def _loop_strategy(self, name: str, params: dict[str, Any], section: str) -> Any:
+    def _loop_strategy(self, name: str, params: dict[str, Any], section: str) -> Strategy:
         """A strategy the loop can feed: object-level ones need a detection project with [proposals]."""
-        strategy = registry.create("strategy", name, params)
+        strategy: Strategy = registry.create("strategy", name, params, context=self.plugin_context())
         if "proba" in strategy.requires and self.config.project.task == "detection":
             from alloop.errors import ConfigError
 
@@ -166,12 +195,12 @@ class Workspace:
         return strategy
 
     @cached_property
-    def strategy(self) -> Any:
+    def strategy(self) -> Strategy:
         c = self.config.strategy
         return self._loop_strategy(c.name, c.params, "[strategy]")
 
     @cached_property
-    def cold_start(self) -> Any:
+    def cold_start(self) -> Strategy:
         c = self.config.cold_start
         strategy = self._loop_strategy(c.name, c.params, "cold_start")
         if {"proba"} & set(strategy.requires):
@@ -184,22 +213,21 @@ class Workspace:
         return strategy
 
     @cached_property
-    def connector(self) -> Any:
-        from connectors.base import ConnectorContext
-
-        project = self.project()
+    def connector(self) -> Connector:
         ctx = ConnectorContext(
-            project=self.name,
-            task=project.task,
-            labels=tuple(project.labels),
-            work_dir=self.work_dir,
-            seed=project.seed,
+            **vars(self.plugin_context()),
             reference_labels=self.reference_labels,
-            extras={"pool_root": self.pool_root(), "reference_boxes": self.reference_boxes},
+            reference_boxes=self.reference_boxes,
+            pool_root=self.pool_root(),
         )
         c = self.config.connector
-        cls = registry.load("connector", c.name)
-        return cls.from_params(c.params, context=ctx)
+        conn = registry.create("connector", c.name, c.params, context=ctx)
+        if not isinstance(conn, Connector):
+            from alloop.errors import ConfigError
+
+            raise ConfigError(f"Connector {c.name!r} ({type(conn).__name__}) does not implement alloop.protocols."
+                              "Connector (name, ensure_project, find_tasks, push, pull, close).")
+        return conn
 
     def pool_root(self) -> Path | None:
         """The folder holding the pool's files (images), if the source has one."""
@@ -226,9 +254,9 @@ class Workspace:
         registry.load("aggregator", self.config.loop.aggregation)
         if self.learner_kind == "external":
             self.new_learner()
-        elif self.learner_kind == "features" and getattr(self.new_learner(), "requires_teacher", False) \
+        elif self.learner_kind == "features" and "teacher" in self.new_learner().requires \
                 or self.config.teacher is not None:
-            getattr(self, "teacher")
+            _ = self.teacher
 
     def reference_labels(self, keys: Sequence[str]) -> dict[str, str | None]:
         """Known labels by sample key (for the simulated annotator)."""

@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 from _machine import machine_info as _machine_info
 
 from alloop.detection.proposals import read_autolabels
-from alloop.features.base import SampleRef
+from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.objects import object_features
 from alloop.pool.synthetic_detection import (

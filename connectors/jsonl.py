@@ -25,7 +25,7 @@ Detection projects write and read boxes in pixels, ``[x, y, w, h]`` (COCO)::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from alloop.errors import ConnectorDataError
 from alloop.files import read_jsonl, write_jsonl
-from connectors.base import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
+from alloop.protocols import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
 
 
 class JsonlParams(BaseModel):
@@ -69,8 +69,8 @@ class JsonlConnector:
         self.detection = context.task == "detection"
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None, *, context: ConnectorContext) -> "JsonlConnector":
-        from alloop.config import parse_params
+    def from_params(cls, params: Mapping[str, Any] | None, *, context: ConnectorContext) -> JsonlConnector:
+        from alloop.params import parse_params
 
         return cls(context, parse_params(JsonlParams, params, "jsonl connector parameters"))
 

@@ -11,7 +11,7 @@ changes nothing, and a resumed run sees the same labels as an uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alloop.errors import ConfigError, ConnectorDataError
 from alloop.rng import derive_rng
-from connectors.base import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
+from alloop.protocols import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
 
 
 class OracleParams(BaseModel):
@@ -40,16 +40,16 @@ class OracleConnector:
 
     def __init__(self, context: ConnectorContext, params: OracleParams) -> None:
         self.detection = context.task == "detection"
-        if self.detection and context.extras.get("reference_boxes") is None:
-            raise ConfigError("The oracle connector needs the pool's ground-truth boxes (extras['reference_boxes']).")
+        if self.detection and context.reference_boxes is None:
+            raise ConfigError("The oracle connector needs the pool's ground-truth boxes (context.reference_boxes).")
         if not self.detection and context.reference_labels is None:
             raise ConfigError("The oracle connector needs the pool's known labels (reference_labels).")
         self.context = context
         self.params = params
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None, *, context: ConnectorContext) -> "OracleConnector":
-        from alloop.config import parse_params
+    def from_params(cls, params: Mapping[str, Any] | None, *, context: ConnectorContext) -> OracleConnector:
+        from alloop.params import parse_params
 
         return cls(context, parse_params(OracleParams, params, "oracle connector parameters"))
 
@@ -77,7 +77,7 @@ class OracleConnector:
         if not keys:
             return {}
         if self.detection:
-            return dict(self.context.extras["reference_boxes"](keys))
+            return dict(self.context.reference_boxes(keys))  # type: ignore[misc]
         return dict(self.context.reference_labels(keys))  # type: ignore[misc]
 
     def _wrong(self, truth: str | None, rng: Any) -> str | None:

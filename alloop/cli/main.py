@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from alloop import __version__
+from alloop.cli._state import STATE
 
 app = typer.Typer(
     name="alloop",
@@ -18,9 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-_STATE = {"debug": False, "log_level_chosen": False}
-
 
 def _version(value: bool) -> None:
     if value:
@@ -50,8 +48,8 @@ def _root(
     )
     if not debug:
         logging.getLogger("alembic").setLevel(logging.WARNING)
-    _STATE["debug"] = debug
-    _STATE["log_level_chosen"] = bool(verbose or quiet or debug or os.environ.get("ALLOOP_LOG_LEVEL"))
+    STATE.debug = debug
+    STATE.log_level_chosen = bool(verbose or quiet or debug or os.environ.get("ALLOOP_LOG_LEVEL"))
 
 
 def _register() -> None:
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.ClickException):
             exc.show()
             return exc.exit_code
-        if _STATE["debug"]:
+        if STATE.debug:
             raise
         from alloop.cli._ui import err_console
 

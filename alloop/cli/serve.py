@@ -16,10 +16,10 @@ SECRET_ENV = "ALLOOP_WEBHOOK_SECRET"
 def _plain_logging() -> None:
     """One plain line per record on stderr (journald, docker logs); INFO unless -v/-q/--debug or
     ALLOOP_LOG_LEVEL chose a level, so each round transition shows."""
-    from alloop.cli.main import _STATE
+    from alloop.cli._state import STATE
 
     root = logging.getLogger()
-    level = root.level if _STATE.get("log_level_chosen") else logging.INFO
+    level = root.level if STATE.log_level_chosen else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
@@ -55,15 +55,18 @@ def register(app: typer.Typer) -> None:
         """Drive projects unattended: tick each on its schedule (alloop.toml, serve section) and when Label Studio reports
         annotations (webhook, secret in $ALLOOP_WEBHOOK_SECRET); GET /healthz; SIGTERM stops after the
         transition in progress."""
+        from alloop import registry
         from alloop.config import load_config
         from alloop.errors import ConfigError
+        from alloop.protocols import WebhookSource
         from alloop.serve.service import Service
         from alloop.workspace import Workspace
 
         _plain_logging()
         configs = [load_config(p)[0] for p in (project or [None])]
         secret = None if no_webhook else (os.environ.get(SECRET_ENV) or None)
-        wants_hooks = any(c.connector.name == "label_studio" for c in configs) or register_webhook
+        wants_hooks = any(issubclass(registry.load("connector", c.connector.name), WebhookSource)
+                          for c in configs) or register_webhook
         if secret is None and wants_hooks and not no_webhook:
             raise ConfigError(
                 f"{SECRET_ENV} is not set: the webhook receiver needs a shared secret, which Label Studio sends "

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from alloop.errors import SampleDecodeError
-from alloop.features.base import SampleRef
+from alloop.protocols import SampleRef
 
 _SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
 

@@ -1,56 +1,24 @@
-"""Encoders turn samples into feature vectors; the cache makes that happen once per content.
+"""What the built-in encoders share: validated parameters, a fingerprint, sample-kind checks.
 
 An encoder is registered in the ``alloop.encoders`` entry-point group and implements
-:class:`Encoder`. It reads samples through :class:`SampleRef` (never the database).
+:class:`alloop.protocols.Encoder`; it reads samples through :class:`alloop.protocols.SampleRef`
+(never the database). The feature cache makes encoding happen once per content.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
+from typing_extensions import Self
 
 from alloop.errors import ConfigError
-from alloop.progress import Progress
-
-
-@dataclass(frozen=True)
-class SampleRef:
-    """What an encoder needs to read one sample.
-
-    ``data`` is the sample's stored locator (see :class:`alloop.pool.base.PoolItem`);
-    relative paths in it are relative to ``work_dir``.
-    """
-
-    key: str
-    kind: str
-    content_hash: str
-    data: dict[str, Any]
-    work_dir: Path
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """Maps samples to float32 feature rows.
-
-    ``fingerprint()`` must change whenever the output for the same content could change
-    (other weights, other parameters): it keys the on-disk cache.
-    """
-
-    def fingerprint(self) -> str: ...
-
-    def encode(self, samples: Sequence[SampleRef], progress: Progress) -> np.ndarray:
-        """Return an array of shape (len(samples), dim), float32.
-
-        Raises :class:`alloop.errors.SampleDecodeError` naming the first unreadable sample.
-        """
-        ...
+from alloop.params import parse_params
+from alloop.protocols.context import PluginContext
+from alloop.protocols.encoder import SampleRef
 
 
 #: sample kind -> the built-in encoder that reads it (for error messages)
@@ -69,28 +37,17 @@ class EncoderParams(BaseModel):
     name: ClassVar[str] = "encoder"
     version: ClassVar[str] = "1"
 
-    def __init__(self, **params: Any) -> None:
-        if params and not type(self).model_fields:
-            raise ConfigError(
-                f"The {type(self).name!r} encoder takes no parameters, got "
-                f"{', '.join(map(repr, params))}. Remove them from [features] params in alloop.toml."
-            )
-        try:
-            super().__init__(**params)
-        except ValidationError as exc:
-            from alloop.config import format_validation_error
-
-            where = f"parameters of encoder {type(self).name!r} ([features] params in alloop.toml)"
-            raise ConfigError(format_validation_error(exc, type(self), where)) from None
-
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None = None) -> "EncoderParams":
-        """Build the encoder from a parameter dict; bad or unknown keys raise ConfigError."""
+    def from_params(cls, params: Mapping[str, Any] | None = None, *,
+                    context: PluginContext | None = None) -> Self:
+        """Build the encoder from its ``[features] params``; bad or unknown keys raise ConfigError."""
         params = dict(params or {})
-        bad = [k for k in params if not isinstance(k, str)]
-        if bad:
-            raise ConfigError(f"Parameter names of encoder {cls.name!r} must be strings, got {bad!r}.")
-        return cls(**params)
+        if params and not cls.model_fields:
+            raise ConfigError(
+                f"The {cls.name!r} encoder takes no parameters, got {', '.join(map(repr, params))}. "
+                "Remove them from [features] params in alloop.toml."
+            )
+        return parse_params(cls, params, f"parameters of encoder {cls.name!r} ([features] params in alloop.toml)")
 
     def _fingerprint(self, *extra: str) -> str:
         """``<name>-v<version>-<12 hex>``: safe as a folder name, changes with any parameter."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from alloop.errors import SampleDecodeError
 from alloop.files import atomic_file
-from alloop.features.base import Encoder, SampleRef
+from alloop.protocols import Encoder, SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)

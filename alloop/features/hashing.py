@@ -13,7 +13,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from alloop.features.base import EncoderParams, SampleRef, sample_texts
+from alloop.features.base import EncoderParams, sample_texts
+from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
 
 __all__ = ["HashingTextEncoder"]

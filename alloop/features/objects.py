@@ -27,7 +27,7 @@ import numpy as np
 
 from alloop.errors import ConfigError, SampleDecodeError
 from alloop.features._io import read_rgb
-from alloop.features.base import SampleRef
+from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.progress import NULL_PROGRESS, Progress
 

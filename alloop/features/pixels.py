@@ -14,7 +14,8 @@ import numpy as np
 from pydantic import Field
 
 from alloop.errors import SampleDecodeError
-from alloop.features.base import EncoderParams, SampleRef, check_kinds
+from alloop.features.base import EncoderParams, check_kinds
+from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
 
 __all__ = ["PixelEncoder"]

@@ -9,7 +9,8 @@ from typing import ClassVar
 import numpy as np
 
 from alloop.errors import SampleDecodeError
-from alloop.features.base import EncoderParams, SampleRef, check_kinds
+from alloop.features.base import EncoderParams, check_kinds
+from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
 
 __all__ = ["VectorEncoder"]

@@ -65,6 +65,7 @@ from alloop.errors import (
     SampleDecodeError,
     format_list,
 )
+from alloop.protocols.context import PluginContext
 
 logger = logging.getLogger(__name__)
 
@@ -524,15 +525,15 @@ class CommandLearner:
     """
 
     name = "command"
-    external = True  # trains on samples (files), not on feature matrices
+    requires: frozenset[str] = frozenset({"files"})  # trains on exported samples, not on feature rows
 
     def __init__(self, params: CommandParams) -> None:
         self.params = params
         self._argv = _argv_template(params)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None) -> CommandLearner:
-        from alloop.config import parse_params
+    def from_params(cls, params: Mapping[str, Any] | None, *, context: PluginContext | None = None) -> CommandLearner:
+        from alloop.params import parse_params
 
         return cls(parse_params(CommandParams, params, "command learner parameters"))
 

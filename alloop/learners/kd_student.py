@@ -27,6 +27,7 @@ Project file::
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from alloop.errors import LearnerError, NotFittedError
+from alloop.protocols.context import PluginContext
 
 
 class KDStudentParams(BaseModel):
@@ -78,20 +80,26 @@ class KDStudentLearner:
     """Linear CE and KD heads on frozen features (see the module docstring)."""
 
     name = "kd_student"
-    uses_pool = True
 
     def __init__(self, params: KDStudentParams | None = None) -> None:
         self.params = params or KDStudentParams()
         self.state_: dict[str, Any] | None = None
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None = None) -> "KDStudentLearner":
-        from alloop.config import parse_params
+    def from_params(cls, params: Mapping[str, Any] | None = None, *,
+                    context: PluginContext | None = None) -> KDStudentLearner:
+        from alloop.params import parse_params
 
         return cls(parse_params(KDStudentParams, params, "kd_student learner parameters"))
 
     @property
-    def requires_teacher(self) -> bool:
+    def requires(self) -> frozenset[str]:
+        """The pool's features (standardisation, unlabeled batches), and a teacher when it distills."""
+        return frozenset({"pool", "teacher"}) if self.distills else frozenset({"pool"})
+
+    @property
+    def distills(self) -> bool:
+        """Whether the KD head is trained or used (``kd_weight`` or ``alpha`` above 0)."""
         return self.params.kd_weight > 0 or self.params.alpha > 0
 
     def fit(
@@ -118,7 +126,7 @@ class KDStudentLearner:
         import torch
 
         p = self.params
-        if self.requires_teacher and (teacher_proba is None or teacher_pool is None or X_pool is None):
+        if self.distills and (teacher_proba is None or teacher_pool is None or X_pool is None):
             raise LearnerError(
                 "kd_student distills from a teacher: configure one in [teacher] (e.g. name = \"clip_zeroshot\"), "
                 "or set kd_weight = 0 and alpha = 0 for a plain linear student."

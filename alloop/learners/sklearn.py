@@ -10,6 +10,7 @@ Project file::
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -17,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from alloop.errors import ConfigError, LearnerError, NotFittedError
+from alloop.protocols.context import PluginContext
 
 DEFAULT_ESTIMATOR = "sklearn.linear_model.LogisticRegression"
 
@@ -54,6 +56,7 @@ class SklearnLearner:
     """Wraps a scikit-learn classifier; ``fit`` always starts from a fresh clone."""
 
     name = "sklearn"
+    requires: frozenset[str] = frozenset()
 
     def __init__(self, params: SklearnParams | None = None) -> None:
         self.params = params or SklearnParams()
@@ -67,8 +70,9 @@ class SklearnLearner:
         self.n_classes_: int | None = None
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None = None) -> "SklearnLearner":
-        from alloop.config import parse_params
+    def from_params(cls, params: Mapping[str, Any] | None = None, *,
+                    context: PluginContext | None = None) -> SklearnLearner:
+        from alloop.params import parse_params
 
         return cls(parse_params(SklearnParams, params, "sklearn learner parameters"))
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from alloop.errors import (
     AlloopError,
@@ -30,12 +29,18 @@ from alloop.errors import (
     UnknownComponentError,
 )
 from alloop.loop import _faults
+from alloop.loop.collect import collect
+from alloop.loop.env import StepEnv
 from alloop.loop.lock import ProjectLease
 from alloop.loop.policies import round_budget, stop_reason
+from alloop.loop.push import push
+from alloop.loop.result import TickResult
+from alloop.loop.score import score
+from alloop.loop.select import select
 from alloop.loop.states import RoundState, check_transition
-from alloop.loop.steps import Steps
+from alloop.loop.train import finish, train
 from alloop.store.engine import session_scope
-from alloop.store.models import Project, Round, Selection, utcnow
+from alloop.store.models import Project, Round, utcnow
 from alloop.store.queries import (
     current_round,
     get_project,
@@ -44,6 +49,7 @@ from alloop.store.queries import (
     rounds,
     selected_ids,
 )
+from alloop.userwarnings import WarningLog, collecting
 from alloop.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -52,21 +58,17 @@ logger = logging.getLogger(__name__)
 USER_ERRORS = (ConfigError, PoolError, UnknownComponentError)
 
 
-@dataclass(frozen=True)
-class TickResult:
-    """What one tick did.
-
-    ``action`` is one of: created, trained, scored, selected, pushed, collecting, closed,
-    waiting, finished, idle.
-    """
-
-    action: str
-    round: int | None
-    state: str | None
-    message: str
-    progressed: bool = True
-    finished: bool = False
-    waiting: bool = False
+#: the work of each state (PUSHED and COLLECTING both pull labels)
+STEPS: dict[RoundState, Callable[[StepEnv, Round], TickResult]] = {
+    RoundState.CREATED: train,
+    RoundState.TRAINED: score,
+    RoundState.SCORED: select,
+    RoundState.SELECTED: push,
+    RoundState.PUSHED: collect,
+    RoundState.COLLECTING: collect,
+}
+STEP_NAMES = {RoundState.CREATED: "training", RoundState.TRAINED: "scoring", RoundState.SCORED: "selecting",
+              RoundState.SELECTED: "pushing", RoundState.PUSHED: "collecting", RoundState.COLLECTING: "collecting"}
 
 
 class Controller:
@@ -77,16 +79,20 @@ class Controller:
     workspace : Workspace
     use_lock : bool
         Hold the project lease while ticking (always, except for in-memory simulations).
+    warnings : WarningLog, optional
+        Where warnings raised by user code during the steps go (each distinct one reported once;
+        default: a new log, reporting through :mod:`logging`).
     """
 
-    def __init__(self, workspace: Workspace, *, use_lock: bool = True) -> None:
+    def __init__(self, workspace: Workspace, *, use_lock: bool = True, warnings: WarningLog | None = None) -> None:
         self.ws = workspace
         self.use_lock = use_lock
-        self.steps = Steps(workspace, self._transition)
+        self.env = StepEnv.create(workspace, self._transition)
+        self.warnings = warnings if warnings is not None else WarningLog()
         self._lease: ProjectLease | None = None
 
     # -- locking ---------------------------------------------------------------------------
-    def __enter__(self) -> "Controller":
+    def __enter__(self) -> Controller:
         if self.use_lock and self._lease is None:
             project = self.ws.project()
             lease = ProjectLease(self.ws.engine, project.id, project.name)  # type: ignore[arg-type]
@@ -143,16 +149,10 @@ class Controller:
                 f"Round {rnd.number} FAILED in state {rnd.failed_from} after {rnd.attempt} attempts: "
                 f"{rnd.last_error}. Fix the cause, then run `alloop retry` to resume it."
             )
-        step: Callable[[Round], TickResult] = {
-            RoundState.CREATED: self.steps.train,
-            RoundState.TRAINED: self.steps.score,
-            RoundState.SCORED: self.steps.select,
-            RoundState.SELECTED: self.steps.push,
-            RoundState.PUSHED: self.steps.collect,
-            RoundState.COLLECTING: self.steps.collect,
-        }[RoundState(rnd.state)]
+        state = RoundState(rnd.state)
         try:
-            return step(rnd)
+            with collecting(self.warnings, f"round {rnd.number}, {STEP_NAMES[state]}"):
+                return STEPS[state](self.env, rnd)
         except USER_ERRORS:
             raise
         except ConnectorUnavailableError as exc:
@@ -192,7 +192,8 @@ class Controller:
             models = [m for m in model_versions(s, project.id) if not m.final]  # type: ignore[arg-type]
         reason = stop_reason(loop, history, len(chosen), n_candidates, models[-1] if models else None)
         if reason is not None:
-            return self.steps.finish(project, reason)
+            with collecting(self.warnings, "the final model"):
+                return finish(self.env, project, reason)
         number = history[-1].number + 1 if history else 0
         budget = round_budget(loop, number, len(chosen), n_candidates)
         strategy = self.ws.cold_start if number == 0 else self.ws.strategy
@@ -252,6 +253,3 @@ class Controller:
             s.add(rnd)
             return rnd
 
-
-def selection_rows(s: Session, round_id: int) -> list[Selection]:
-    return list(s.exec(select(Selection).where(Selection.round_id == round_id).order_by(Selection.rank)).all())

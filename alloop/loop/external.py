@@ -9,12 +9,13 @@ process scores and pre-annotates from the same predictions without rerunning the
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,21 +23,22 @@ from alloop.detection.annotations import image_size, pixel_boxes
 from alloop.detection.boxes import Proposals
 from alloop.errors import LearnerError, format_list
 from alloop.files import atomic_write
+from alloop.protocols import ExportItem, ExternalLearner
+from alloop.rng import derive_seed
+from alloop.store.engine import session_scope
+from alloop.store.models import ModelVersion, Project, Sample
+from alloop.store.queries import pool_samples, test_samples, training_boxes, training_labels
+
+if TYPE_CHECKING:
+    from alloop.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExternalModel", "export_item", "is_external"]
+__all__ = ["ExternalModel", "export_item", "train_external"]
 
 
-def is_external(learner_or_cls: Any) -> bool:
-    """Whether a learner trains on exported samples (files) rather than feature matrices."""
-    return bool(getattr(learner_or_cls, "external", False))
-
-
-def export_item(smp: Any, *, label: str | None = None, boxes: Sequence[dict] | None = None) -> Any:
-    """The :class:`~alloop.learners.command.ExportItem` of a sample (boxes: percent -> pixels)."""
-    from alloop.learners.command import ExportItem
-
+def export_item(smp: Sample, *, label: str | None = None, boxes: Sequence[dict[str, Any]] | None = None) -> ExportItem:
+    """The :class:`~alloop.protocols.ExportItem` of a sample (boxes: percent -> pixels)."""
     data = {k: smp.data[k] for k in ("path", "text", "width", "height") if k in smp.data}
     if boxes is not None:
         size = image_size(smp.data, smp.key)
@@ -121,7 +123,7 @@ class ExternalModel:
             ) from None
 
 
-def evaluate_external(model: ExternalModel, test: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
+def evaluate_external(model: ExternalModel, test: Sequence[Sample], labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy of a classification model on held-out samples with known labels."""
     if model.proba is None or not test:
         return {}
@@ -134,42 +136,37 @@ def evaluate_external(model: ExternalModel, test: Sequence[Any], labels: Sequenc
     return {"accuracy": float(np.mean(pred == y)), "n_test": len(known)}
 
 
-def train_external(steps: Any, project: Any, round_key: object, stem: str) -> tuple[Any, Any]:
+def train_external(ws: Workspace, project: Project, round_key: object,
+                   stem: str) -> tuple[ExternalModel | None, ModelVersion | None]:
     """Run the project's external learner on the current labels; (ExternalModel, ModelVersion) or (None, None).
 
     The predicted samples are the pool and the held-out samples. Predictions are written to
     ``<work_dir>/models/<stem>/predictions.npz`` (the model artifact) before the caller commits.
     """
-    import hashlib
-
-    from alloop.rng import derive_seed
-    from alloop.store.engine import session_scope
-    from alloop.store.models import ModelVersion
-    from alloop.store.queries import pool_samples, test_samples, training_boxes, training_labels
-
-    ws = steps.ws
     detection = project.task == "detection"
     with session_scope(ws.engine) as s:
-        pool = pool_samples(s, project.id)
-        test = test_samples(s, project.id, labeled=False)
+        pool = pool_samples(s, project.id)  # type: ignore[arg-type]
+        test = test_samples(s, project.id, labeled=False)  # type: ignore[arg-type]
         if detection:
             boxes = training_boxes(s, project)
-            train = [export_item(smp, boxes=boxes[smp.id]) for smp in pool if smp.id in boxes]
+            train = [export_item(smp, boxes=boxes[smp.id]) for smp in pool if smp.id in boxes]  # type: ignore[index]
         else:
             labels = training_labels(s, project, ws.config.loop.aggregation)
-            train = [export_item(smp, label=labels[smp.id]) for smp in pool if smp.id in labels]
+            train = [export_item(smp, label=labels[smp.id]) for smp in pool if smp.id in labels]  # type: ignore[index]
     if not train or (not detection and len({it.label for it in train}) < 2):
         return None, None
     predict = [export_item(smp) for smp in [*pool, *test]]
     run_dir = ws.work_dir / "models" / stem
     learner = ws.new_learner()
+    if not isinstance(learner, ExternalLearner):  # learner_kind said "external"
+        raise LearnerError(f"Learner {learner.name!r} does not train on exported files.")
     result = learner.run(task=project.task, labels=list(project.labels), train=train, predict=predict,
                          run_dir=run_dir, seed=derive_seed(project.seed, round_key, "learner"))
     model = ExternalModel(task=project.task, labels=tuple(project.labels), keys=result.keys,
                           proba=result.proba, detections=result.detections)
-    data = model.to_bytes()
+    blob = model.to_bytes()
     path = run_dir / "predictions.npz"
-    atomic_write(path, data)
+    atomic_write(path, blob)
     metrics: dict[str, Any] = {"n_labels": len(train), "train_seconds": round(result.seconds, 3)}
     metrics.update(result.metrics)
     if detection:
@@ -180,8 +177,8 @@ def train_external(steps: Any, project: Any, round_key: object, stem: str) -> tu
     else:
         metrics.update(evaluate_external(model, [smp for smp in test if smp.reference_label is not None],
                                          project.labels))
-    mv = ModelVersion(project_id=project.id, learner=ws.config.learner.name, artifact_path=str(path),
-                      artifact_hash=hashlib.sha256(data).hexdigest(), n_labels=len(train), metrics=metrics)
+    mv = ModelVersion(project_id=project.id, learner=ws.config.learner.name, artifact_path=str(path),  # type: ignore[arg-type]
+                      artifact_hash=hashlib.sha256(blob).hexdigest(), n_labels=len(train), metrics=metrics)
     logger.info("project %s: external model %s trained on %d samples in %.1f s", project.name, stem,
                 len(train), result.seconds)
     return model, mv

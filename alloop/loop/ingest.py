@@ -24,7 +24,7 @@ from sqlmodel import Session, select
 
 from alloop.errors import ConnectorDataError
 from alloop.store.models import Annotation, Task, utcnow
-from connectors.base import AnnotationRecord
+from alloop.protocols import AnnotationRecord
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 SampleKind = Literal["image", "text", "vector"]
 
 
@@ -86,3 +88,23 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def row_keys(prefix: str, n: int) -> list[str]:
+    """Default keys ``"<prefix>-000000"``, ``"<prefix>-000001"``, ... (at least 6 digits)."""
+    return [f"{prefix}-{i:06d}" for i in range(n)]
+
+
+def label_str(value: Any) -> str | None:
+    """A label value as a string: ``None``/NaN/empty -> ``None``, ``3.0`` -> ``"3"``."""
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return None
+        if float(value).is_integer():
+            return str(int(value))
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    text = str(value).strip()
+    return text or None

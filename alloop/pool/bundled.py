@@ -19,7 +19,8 @@ from alloop.errors import ConfigError
 from alloop.files import atomic_write
 from alloop.pool.base import ScanResult
 from alloop.pool.images import scan_folder
-from alloop.pool.vectors import row_keys, scan_matrix
+from alloop.pool.base import row_keys
+from alloop.pool.vectors import scan_matrix
 from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)

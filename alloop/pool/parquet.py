@@ -10,7 +10,7 @@ import numpy as np
 from alloop.config import VectorSource
 from alloop.errors import PoolImportError
 from alloop.pool.texts import check_unique_keys
-from alloop.pool.vectors import label_str, row_keys
+from alloop.pool.base import label_str, row_keys
 
 __all__ = ["read_parquet_source"]
 

@@ -22,6 +22,8 @@ from alloop.pool.base import (
     PoolItem,
     QuarantinedItem,
     ScanResult,
+    label_str,
+    row_keys,
     sha256_bytes,
     source_file,
 )
@@ -33,11 +35,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["scan_vectors", "scan_matrix", "store_matrix", "row_keys"]
 
 SUPPORTED_SUFFIXES = (".npy", ".parquet")
-
-
-def row_keys(prefix: str, n: int) -> list[str]:
-    """Default keys ``"<prefix>-000000"``, ``"<prefix>-000001"``, ... (at least 6 digits)."""
-    return [f"{prefix}-{i:06d}" for i in range(n)]
 
 
 def store_matrix(matrix: np.ndarray, work_dir: Path) -> str:
@@ -131,21 +128,6 @@ def scan_matrix(
         label_names = sorted({lab for lab in labels if lab is not None}) or None
     result.label_names = label_names
     return result
-
-
-def label_str(value: Any) -> str | None:
-    """A label value as a string: ``None``/NaN/empty -> ``None``, ``3.0`` -> ``"3"``."""
-    if value is None:
-        return None
-    if isinstance(value, (float, np.floating)):
-        if np.isnan(value):
-            return None
-        if float(value).is_integer():
-            return str(int(value))
-    if isinstance(value, bytes):
-        value = value.decode("utf-8")
-    text = str(value).strip()
-    return text or None
 
 
 def _read_lines(path: Path, what: str) -> list[str]:

@@ -43,7 +43,8 @@ from alloop.errors import (
 )
 from alloop.loop.controller import Controller, TickResult
 from alloop.serve.schedule import describe, make_trigger
-from alloop.serve.webhooks import WEBHOOK_PATH, Target, create_app
+from alloop.protocols import WebhookSource
+from alloop.serve.webhooks import Target, create_app, webhook_path
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Sample, utcnow
 from alloop.store.queries import current_round, get_project
@@ -68,8 +69,9 @@ def prepare(ws: Workspace) -> None:
     ws.validate()
 
 
-def webhook_url(public_url: str, project: str) -> str:
-    return f"{public_url.rstrip('/')}{WEBHOOK_PATH}?{urllib.parse.urlencode({'project': project})}"
+def webhook_url(public_url: str, project: str, connector: str) -> str:
+    """Where the tool of ``connector`` calls this server for ``project``."""
+    return f"{public_url.rstrip('/')}{webhook_path(connector)}?{urllib.parse.urlencode({'project': project})}"
 
 
 @dataclass
@@ -217,21 +219,21 @@ class ProjectRunner:
                       .values(next_action_at=None, next_action=None))
 
 
-def register_webhook(ws: Workspace, url: str, secret: str) -> int:
-    """Have Label Studio call ``url`` when the project's annotations change (idempotent)."""
+def register_webhook(ws: Workspace, url: str, secret: str) -> str:
+    """Have the project's labeling tool call ``url`` when its annotations change (idempotent)."""
     conn = ws.connector
-    ensure = getattr(conn, "ensure_webhook", None)
-    if ensure is None:
+    if not isinstance(conn, WebhookSource):
         raise ConfigError(f"Connector {conn.name!r} of project {ws.name!r} has no webhooks; run serve with "
                           "--no-register-webhook (scheduled ticks only) for it.")
-    path_query = url.split(WEBHOOK_PATH, 1)[-1]
+    path = webhook_path(conn.name)
+    path_query = url.split(path, 1)[-1]
     try:
-        return ensure(url, secret, match=lambda other: other.endswith(WEBHOOK_PATH + path_query))
+        return conn.ensure_webhook(url, secret, match=lambda other: other.endswith(path + path_query))
     except ConnectorUnavailableError:
         raise
     except ConnectorError as exc:
         exc.add_note(
-            f"Label Studio must be able to call {url}. A server that refuses local or private addresses "
+            f"{conn.name} must be able to call {url}. A server that refuses local or private addresses "
             "(403 'reserved network address') needs LABEL_STUDIO_SSRF_PROTECTION_ENABLED=false or "
             "LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS=false in its environment; or pass --public-url with an "
             "address it may call, or --no-register-webhook to register the webhook yourself."
@@ -313,25 +315,26 @@ class Service:
         self._sock = self._bind()
         targets = {}
         for name, r in self.runners.items():
-            is_ls = r.ws.config.connector.name == "label_studio"
-            register = self.secret is not None and (self.register if self.register is not None else is_ls)
+            conn = r.ws.connector
+            source = conn if isinstance(conn, WebhookSource) else None
+            register = self.secret is not None and (self.register if self.register is not None else source is not None)
             if register:
-                r.secret, r.webhook = self.secret, webhook_url(self.public_url, name)
+                r.secret, r.webhook = self.secret, webhook_url(self.public_url, name, conn.name)
                 r._register_webhook(at_start=True)
-            ls_id = None
-            if is_ls and self.secret is not None and r.webhook is None:  # registered, or registered by hand
+            tool_project = None
+            if source is not None and self.secret is not None and r.webhook is None:  # registered, or by hand
                 try:  # events of webhooks registered without ?project= are matched by this id
-                    ls_id = r.ws.connector.project_id
+                    tool_project = source.webhook_project()
                 except ConnectorError as exc:
-                    logger.warning("project %s: Label Studio project not known yet (%s)", name, exc)
-            targets[name] = Target(name, r.wake, ls_id)
+                    logger.warning("project %s: the %s project is not known yet (%s)", name, conn.name, exc)
+            targets[name] = Target(name, r.wake, source, conn.name, tool_project)
         self._start_scheduler()
         for r in self.runners.values():
             r.refresh()
             r.thread.start()
             r.wake("start")
         self._start_http(targets)
-        hooks = f"webhooks at {self.public_url}{WEBHOOK_PATH}" if self.secret else "webhooks off"
+        hooks = f"webhooks at {self.public_url}/webhooks/<tool>" if self.secret else "webhooks off"
         logger.info("alloop serve %s: listening on %s:%d (%s); projects: %s", self.owner, self.host, self.port,
                     hooks, ", ".join(f"{n} ({describe(r.ws.config.serve)})" for n, r in self.runners.items()))
 

@@ -1,13 +1,14 @@
-"""The HTTP side of ``alloop serve`` (Starlette): ``GET /healthz`` and ``POST /webhooks/label-studio``.
+"""The HTTP side of ``alloop serve`` (Starlette): ``GET /healthz`` and ``POST /webhooks/<tool>``.
 
-A webhook call only *wakes* the project's loop - the next tick pulls Label Studio's export,
-which stays the source of truth - so a lost, repeated or reordered event changes nothing.
+A webhook call only *wakes* the project's loop - the next tick pulls the labeling tool, which
+stays the source of truth - so a lost, repeated or reordered event changes nothing.
 
-The receiver checks the shared secret (``X-Alloop-Secret``, compared in constant time) before it
-reads the body; a missing or wrong secret is answered 401, a body that is not a JSON object 400,
-a project it does not serve 404 - each with one log line, never the secret. The project is named
-by the ``project`` query parameter of the registered URL, else found by the Label Studio project
-id of the payload.
+The receiver checks the shared secret (:data:`~alloop.protocols.SECRET_HEADER`, compared in
+constant time) before it reads the body; a missing or wrong secret is answered 401, a body that
+is not JSON or not an event of the tool 400, a project it does not serve 404 - each with one
+log line, never the secret. The project is named by the ``project`` query parameter of the
+registered URL, else found by the tool's project id in the event. Reading an event is the
+connector's job (:class:`~alloop.protocols.WebhookSource`): this module knows no tool.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connectors.label_studio.connector import SECRET_HEADER, WEBHOOK_ACTIONS
+from alloop.protocols import SECRET_HEADER, WebhookEvent, WebhookSource
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_PATH = "/webhooks/label-studio"
-#: Label Studio events that change annotations; any other event is acknowledged and ignored
-WAKING_ACTIONS = frozenset(WEBHOOK_ACTIONS)
+WEBHOOK_PREFIX = "/webhooks/"
 MAX_BODY = 16 * 1024 * 1024
+
+
+def webhook_path(connector: str) -> str:
+    """The receiver's path for a connector's tool: ``/webhooks/label-studio`` for ``label_studio``."""
+    return WEBHOOK_PREFIX + connector.replace("_", "-")
 
 
 @dataclass
@@ -41,7 +45,12 @@ class Target:
     name: str
     wake: Callable[[str], None]
     """Called with the reason (e.g. "webhook ANNOTATION_CREATED"); must return at once."""
-    ls_project_id: int | None = None
+    source: WebhookSource | None = None
+    """The project's connector, which reads the tool's events (None: it sends none)."""
+    connector: str = ""
+    """The connector's registered name (the path the tool calls is :func:`webhook_path` of it)."""
+    tool_project: str | None = None
+    """The tool's id of the project, for events whose URL names no project."""
 
 
 def _client(request: Request) -> str:
@@ -60,7 +69,7 @@ def create_app(
 
     key = (secret or "").encode("utf-8")
 
-    async def label_studio(request: Request) -> JSONResponse:
+    async def receive(request: Request) -> JSONResponse:
         given = request.headers.get(SECRET_HEADER)
         if given is None or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), key):
             logger.warning("Webhook from %s refused: %s %s header", _client(request),
@@ -77,42 +86,37 @@ def create_app(
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             logger.warning("Webhook from %s refused: the body is not JSON (%s)", _client(request), exc)
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        action = payload.get("action") if isinstance(payload, dict) else None
-        if not isinstance(action, str):
-            logger.warning("Webhook from %s refused: expected a JSON object with an \"action\"", _client(request))
+        tool = request.path_params["tool"].replace("-", "_")
+        named = request.query_params.get("project")
+        candidates = [t for t in targets.values() if t.source is not None and t.connector == tool]
+        if named is not None:
+            candidates = [t for t in candidates if t.name == named]
+        events = [(t, t.source.webhook_event(payload)) for t in candidates]  # type: ignore[union-attr]
+        if candidates and all(ev is None for _, ev in events):
+            logger.warning("Webhook from %s refused: not a %s event (expected a JSON object with an \"action\")",
+                           _client(request), tool)
             return JSONResponse({"error": "expected a JSON object with an \"action\" string"}, status_code=400)
-        target = _find(payload, request.query_params.get("project"))
-        if target is None:
-            logger.warning("Webhook %s from %s for a project this server does not drive (project=%r, Label Studio "
-                           "project %r)", action, _client(request), request.query_params.get("project"),
-                           _ls_project(payload))
+        found = _find(events, named)
+        if found is None:
+            ev = next((e for _, e in events if e is not None), None)
+            logger.warning("Webhook %s from %s for a project this server does not drive (project=%r, %s project %r)",
+                           ev.action if ev else "?", _client(request), named, tool, ev.tool_project if ev else None)
             return JSONResponse({"error": "unknown project", "serving": sorted(targets)}, status_code=404)
-        if action not in WAKING_ACTIONS:
-            logger.debug("Webhook %s for %s ignored", action, target.name)
-            return JSONResponse({"project": target.name, "action": action, "woken": False})
-        target.wake(f"webhook {action}")
-        return JSONResponse({"project": target.name, "action": action, "woken": True}, status_code=202)
+        target, event = found
+        if not event.wakes:
+            logger.debug("Webhook %s for %s ignored", event.action, target.name)
+            return JSONResponse({"project": target.name, "action": event.action, "woken": False})
+        target.wake(f"webhook {event.action}")
+        return JSONResponse({"project": target.name, "action": event.action, "woken": True}, status_code=202)
 
-    def _find(payload: dict[str, Any], name: str | None) -> Target | None:
-        if name is not None:
-            return targets.get(name)
-        ls_id = _ls_project(payload)
-        return next((t for t in targets.values() if ls_id is not None and t.ls_project_id == ls_id), None)
+    def _find(events: list[tuple[Target, WebhookEvent | None]], named: str | None) -> tuple[Target, WebhookEvent] | None:
+        for target, event in events:
+            if event is not None and (named is not None or (event.tool_project is not None
+                                                           and event.tool_project == target.tool_project)):
+                return target, event
+        return None
 
     routes = [Route("/healthz", healthz, methods=["GET"])]
     if secret:  # an empty secret would let anyone in: no receiver then
-        routes.append(Route(WEBHOOK_PATH, label_studio, methods=["POST"]))
+        routes.append(Route(WEBHOOK_PREFIX + "{tool}", receive, methods=["POST"]))
     return Starlette(routes=routes)
-
-
-def _ls_project(payload: dict[str, Any]) -> int | None:
-    """The Label Studio project id of an event: ``project.id``, else the annotation's ``project``."""
-    project = payload.get("project")
-    if isinstance(project, dict):
-        project = project.get("id")
-    if project is None and isinstance(payload.get("annotation"), dict):
-        project = payload["annotation"].get("project")
-    try:
-        return int(project) if project is not None else None
-    except (TypeError, ValueError):
-        return None

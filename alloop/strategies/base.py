@@ -12,14 +12,18 @@ controller alone turns positions into database ids.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import Self
 
 from alloop.checks import check_int
 from alloop.errors import ConfigError, EmptyPoolError, InvalidInputError, PoolExhaustedError
+from alloop.params import parse_params
+from alloop.protocols.context import PluginContext
 
 #: The arrays a strategy may ask for.
 KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "objects"})
@@ -137,9 +141,9 @@ class Strategy(BaseModel):
     requires: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None = None) -> "Strategy":
-        from alloop.config import parse_params
-
+    def from_params(cls, params: Mapping[str, Any] | None = None, *,
+                    context: PluginContext | None = None) -> Self:
+        """Build from the ``[strategy] params`` of a project file (strategies need no context)."""
         return parse_params(cls, params, f"parameters of strategy {cls.name!r}")
 
     def select(self, ctx: SelectionContext, k: int) -> Selection:

@@ -1,9 +1,4 @@
-"""Teachers: probability sources a student learns from (knowledge distillation).
-
-A teacher maps samples to class probabilities over the project's label set, without seeing
-any label: a CLIP zero-shot classifier, a few-shot adapted model, or any model's predictions
-read from a file. Teachers are registered in the ``alloop.teachers`` entry-point group and
-built with ``Cls.from_params(params, context=TeacherContext(...))``.
+"""Teacher outputs through the feature cache (the protocol: :class:`alloop.protocols.Teacher`).
 
 Teacher probabilities are cached per pool like features: :class:`TeacherEncoder` makes a teacher
 look like an encoder (fingerprint = teacher fingerprint + label set), so the on-disk feature
@@ -15,39 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from alloop.features.base import SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.progress import NULL_PROGRESS, Progress
-
-
-@dataclass(frozen=True)
-class TeacherContext:
-    """What a teacher may use: the project's labels, work dir and feature cache."""
-
-    labels: tuple[str, ...]
-    work_dir: Path
-    cache: FeatureCache
-
-
-@runtime_checkable
-class Teacher(Protocol):
-    def fingerprint(self) -> str:
-        """Changes whenever the probabilities for the same content could change."""
-        ...
-
-    def predict_proba(self, samples: Sequence[SampleRef], progress: Progress = NULL_PROGRESS) -> np.ndarray:
-        """Class probabilities of shape (len(samples), n_labels), rows summing to 1.
-
-        Columns follow the project's label set (``TeacherContext.labels``).
-        Raises :class:`alloop.errors.SampleDecodeError` for an unreadable sample.
-        """
-        ...
+from alloop.protocols import SampleRef, Teacher
 
 
 class TeacherEncoder:

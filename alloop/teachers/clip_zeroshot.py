@@ -26,12 +26,12 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from alloop.config import parse_params
+from alloop.params import parse_params
 from alloop.errors import ConfigError, SampleDecodeError, format_list
-from alloop.features.base import SampleRef
+from alloop.protocols import SampleRef
 from alloop.features.open_clip import OpenClipImageEncoder
 from alloop.progress import NULL_PROGRESS, Progress
-from alloop.teachers.base import TeacherContext
+from alloop.protocols import TeacherContext
 
 __all__ = ["DEFAULT_TEMPLATES", "ClipZeroShotParams", "ClipZeroShotTeacher"]
 

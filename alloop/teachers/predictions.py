@@ -32,9 +32,9 @@ from pydantic import BaseModel, ConfigDict
 
 from alloop.errors import ConfigError, format_list
 from alloop.files import iter_jsonl
-from alloop.features.base import SampleRef
+from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
-from alloop.teachers.base import TeacherContext
+from alloop.protocols import TeacherContext
 
 
 class PredictionsParams(BaseModel):
@@ -60,7 +60,7 @@ class PredictionsTeacher:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, *, context: TeacherContext) -> "PredictionsTeacher":
-        from alloop.config import parse_params
+        from alloop.params import parse_params
 
         return cls(context, parse_params(PredictionsParams, params, "predictions teacher parameters"))
 

@@ -96,7 +96,7 @@ def write_pngs(folder: Path, keys: list[str], images: np.ndarray) -> list[Any]:
     """Each image as ``png/<key>.png`` (kept if present); SampleRefs hashed by PNG bytes."""
     from PIL import Image
 
-    from alloop.features.base import SampleRef
+    from alloop.protocols import SampleRef
 
     (folder / "png").mkdir(parents=True, exist_ok=True)
     refs = []

@@ -16,10 +16,12 @@ The API token comes only from the environment variable named by ``token_env``
 - Annotations are read through the export API (about 5x cheaper than paging tasks).
 - Unreachable server, time-outs and 5xx answers are retried with exponential backoff, then
   raised as :class:`ConnectorUnavailableError` (the round waits; the next run continues).
-- The export lists every annotation of the pulled tasks (``pull_is_complete``): one that
-  vanished from it was deleted in Label Studio, and alloop marks it so (never trained on again).
-- :meth:`ensure_webhook` registers ``alloop serve``'s receiver for the project (idempotent); the
-  webhook only wakes the loop, the export stays the source of truth.
+- The export lists every annotation of the pulled tasks (:meth:`pull_complete`, the
+  :class:`~alloop.protocols.CompletePull` capability): one that vanished from it was deleted in
+  Label Studio, and alloop marks it so (never trained on again).
+- :meth:`ensure_webhook` registers ``alloop serve``'s receiver for the project (idempotent) and
+  :meth:`webhook_event` reads its calls (the :class:`~alloop.protocols.WebhookSource`
+  capability); the webhook only wakes the loop, the export stays the source of truth.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -37,10 +39,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from alloop.errors import (
     ConnectorAuthError,
     ConnectorDataError,
-    ConnectorError,
     ConnectorUnavailableError,
 )
-from connectors.base import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
+from alloop.protocols import (
+    SECRET_HEADER,
+    AnnotationRecord,
+    ConnectorContext,
+    TaskPayload,
+    TaskRef,
+    WebhookEvent,
+)
 from connectors.label_studio.labeling_config import ConfigInfo, generate, inspect
 from connectors.label_studio.results import (
     image_reference,
@@ -53,8 +61,6 @@ T = TypeVar("T")
 
 #: the Label Studio events that change a project's annotations (and wake ``alloop serve``)
 WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
-#: the header carrying the shared secret of the webhook
-SECRET_HEADER = "X-Alloop-Secret"
 
 
 class LabelStudioParams(BaseModel):
@@ -91,8 +97,6 @@ class LabelStudioConnector:
     """Runs alloop rounds in a Label Studio project."""
 
     name = "label_studio"
-    #: :meth:`pull` returns every annotation Label Studio holds for the pulled tasks
-    pull_is_complete = True
 
     def __init__(self, context: ConnectorContext, params: LabelStudioParams) -> None:
         self.context = context
@@ -107,8 +111,8 @@ class LabelStudioConnector:
         self._storages: set[str] = set()
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None, *, context: ConnectorContext) -> "LabelStudioConnector":
-        from alloop.config import parse_params
+    def from_params(cls, params: Mapping[str, Any] | None, *, context: ConnectorContext) -> LabelStudioConnector:
+        from alloop.params import parse_params
 
         return cls(context, parse_params(LabelStudioParams, params, "label_studio connector parameters"))
 
@@ -227,7 +231,7 @@ class LabelStudioConnector:
         elif t.kind == "image":
             path = Path(t.data["path"])
             if self.params.images == "local-files":
-                root = self.context.extras.get("pool_root")
+                root = self.context.pool_root
                 inside = root is not None and Path(root).resolve() in path.resolve().parents
                 self._ensure_storage(Path(root) if inside else path.parent)
             data[info.data_key] = image_reference(path, self.params.images, document_root=self.document_root,
@@ -358,8 +362,12 @@ class LabelStudioConnector:
                 out.append(parse_annotation(task, ann, self._info, users))  # type: ignore[arg-type]
         return out
 
+    def pull_complete(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
+        """:meth:`pull`: the export lists every annotation Label Studio holds for these tasks."""
+        return self.pull(tasks)
+
     # -- webhook -------------------------------------------------------------------------------
-    def ensure_webhook(self, url: str, secret: str, *, match: Callable[[str], bool] | None = None) -> int:
+    def ensure_webhook(self, url: str, secret: str, *, match: Callable[[str], bool] | None = None) -> str:
         """Make Label Studio call ``url`` on annotation changes in this project; return the webhook id.
 
         Idempotent: a webhook of the project with this ``url`` (or one ``match`` accepts, e.g. the
@@ -382,10 +390,28 @@ class LabelStudioConnector:
             if current != {**wanted, "actions": sorted(WEBHOOK_ACTIONS)}:
                 self._call("update the webhook", lambda: self.client.webhooks.update(hook.id, **wanted))
                 logger.info("Updated Label Studio webhook %s of project %s -> %s", hook.id, pid, url)
-            return int(hook.id)
+            return str(hook.id)
         hook = self._call("create the webhook", lambda: self.client.webhooks.create(project=pid, **wanted))
         logger.info("Registered Label Studio webhook %s of project %s -> %s", hook.id, pid, url)
-        return int(hook.id)
+        return str(hook.id)
+
+    def webhook_event(self, payload: Any) -> WebhookEvent | None:
+        """A Label Studio webhook body: ``action`` and the project (``project.id``, else the
+        annotation's ``project``); ``None`` when the body has no ``action`` string."""
+        action = payload.get("action") if isinstance(payload, dict) else None
+        if not isinstance(action, str):
+            return None
+        project = payload.get("project")
+        if isinstance(project, dict):
+            project = project.get("id")
+        if project is None and isinstance(payload.get("annotation"), dict):
+            project = payload["annotation"].get("project")
+        tool_project = str(project) if isinstance(project, (int, str)) and not isinstance(project, bool) else None
+        return WebhookEvent(action=action, wakes=action in WEBHOOK_ACTIONS, tool_project=tool_project)
+
+    def webhook_project(self) -> str | None:
+        """The Label Studio project id (found or created on first use)."""
+        return str(self.project_id)
 
     def close(self) -> None:
         if self._client is not None:
@@ -396,4 +422,4 @@ class LabelStudioConnector:
             self._client = None
 
 
-__all__ = ["LabelStudioConnector", "LabelStudioParams", "ConnectorError"]
+__all__ = ["WEBHOOK_ACTIONS", "LabelStudioConnector", "LabelStudioParams"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alloop.errors import ConnectorDataError
-from connectors.base import AnnotationRecord, Prediction
+from alloop.protocols import AnnotationRecord, Prediction
 from connectors.label_studio.labeling_config import ConfigInfo
 
 

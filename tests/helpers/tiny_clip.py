@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alloop.features.base import SampleRef
+from alloop.protocols import SampleRef
 
 #: open_clip names a config by its file's stem: this name is the file ``alloop-tiny-clip.json``.
 TINY_CLIP_NAME = "alloop-tiny-clip"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import select
 
-from alloop.features.base import SampleRef
+from alloop.protocols import SampleRef
 from alloop.features.text_transformers import TransformersTextEncoder
 from alloop.loop.controller import Controller
 from alloop.rng import derive_rng

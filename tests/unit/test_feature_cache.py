@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from alloop.errors import SampleDecodeError
-from alloop.features.base import SampleRef
+from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
 
 

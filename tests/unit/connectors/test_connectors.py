@@ -8,7 +8,7 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, ConnectorDataError
-from connectors.base import Connector, ConnectorContext, TaskPayload, TaskRef
+from alloop.protocols import Connector, ConnectorContext, TaskPayload, TaskRef
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 LABELS = ("cat", "dog", "eel")
@@ -110,7 +110,7 @@ BOXES = {f"img{i}": {"boxes": [{"x": 10.0 * j, "y": 5.0, "width": 8.0, "height":
 
 def detection_oracle(tmp_path, **params):
     context = ConnectorContext(project="p", task="detection", labels=LABELS, work_dir=tmp_path, seed=7,
-                               extras={"reference_boxes": lambda keys: {k: BOXES.get(k) for k in keys}})
+                               reference_boxes=lambda keys: {k: BOXES.get(k) for k in keys})
     return registry.load("connector", "oracle").from_params(params, context=context)
 
 
@@ -137,7 +137,7 @@ def test_oracle_detection_noise_relabels_boxes_and_refuses_images_without_truth(
 
 
 def test_jsonl_detection_writes_and_reads_pixel_boxes(tmp_path):
-    from connectors.base import Prediction
+    from alloop.protocols import Prediction
 
     context = ConnectorContext(project="p", task="detection", labels=LABELS, work_dir=tmp_path, seed=0)
     conn = registry.load("connector", "jsonl").from_params({}, context=context)

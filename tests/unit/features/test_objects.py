@@ -184,7 +184,7 @@ def test_tiny_open_clip_crops_then_ofds(tmp_path):
     # the same as encoding the crops by hand
     (tmp_path / "manual").mkdir()
     refs = []
-    from alloop.features.base import SampleRef
+    from alloop.protocols import SampleRef
 
     for n, (key, box) in enumerate(zip(keys[:3], boxes[:3])):
         crop = Image.open(tmp_path / images[key][0]).convert("RGB").crop(crop_box(box, 4))

@@ -18,7 +18,7 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.features.base import Encoder, SampleRef
+from alloop.protocols import Encoder, SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.text_transformers import (
     TransformersTextEncoder,

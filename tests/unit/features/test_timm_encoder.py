@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.features.base import Encoder, SampleRef
+from alloop.protocols import Encoder, SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features._io import file_sha256
 from alloop.features.timm_encoder import TimmImageEncoder

@@ -21,6 +21,7 @@ from alloop import registry
 from alloop.detection.boxes import box_iou
 from alloop.errors import ConfigError, LearnerError
 from alloop.learners.command import CommandLearner, CommandParams, ExportItem
+from alloop.protocols import ExternalLearner
 from tests.helpers.images import write_digit_folders
 
 PY = sys.executable
@@ -531,7 +532,7 @@ def test_metrics_must_be_numbers(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 def test_registered_and_external() -> None:
     lrn = registry.create("learner", "command", {"command": "python train.py {train}"})
-    assert isinstance(lrn, CommandLearner) and lrn.external is True and lrn.name == "command"
+    assert isinstance(lrn, CommandLearner) and isinstance(lrn, ExternalLearner) and lrn.name == "command"
     assert lrn.params == CommandParams(command="python train.py {train}")
 
 

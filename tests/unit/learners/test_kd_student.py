@@ -81,7 +81,7 @@ def test_seeded_reinitialized_and_save_load(tmp_path):
 def test_without_kd_needs_no_teacher_and_errors():
     X, y = blobs(n=60)
     plain = registry.create("learner", "kd_student", {"kd_weight": 0, "alpha": 0, "epochs": 5})
-    assert not plain.requires_teacher
+    assert "teacher" not in plain.requires and "pool" in plain.requires
     plain.fit(X[:12], y[:12], n_classes=3, seed=0, X_pool=X)
     assert (plain.predict_proba(X).argmax(1) == y).mean() > 0.8
     with pytest.raises(LearnerError, match=r"\[teacher\]"):

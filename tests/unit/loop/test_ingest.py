@@ -10,7 +10,7 @@ from alloop.loop.ingest import ingest
 from alloop.store.engine import open_store, session_scope
 from alloop.store.models import Annotation, Project, Round, Sample, Task
 from alloop.store.queries import training_labels
-from connectors.base import AnnotationRecord
+from alloop.protocols import AnnotationRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

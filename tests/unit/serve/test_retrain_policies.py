@@ -18,7 +18,7 @@ from alloop.loop.policies import close_reason
 from alloop.store.engine import session_scope
 from alloop.store.models import Annotation, Round, Sample, Task
 from alloop.store.queries import get_project, training_labels
-from connectors.base import AnnotationRecord
+from alloop.protocols import AnnotationRecord
 from tests.conftest import open_workspace, write_project
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

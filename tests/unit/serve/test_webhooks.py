@@ -15,15 +15,25 @@ from alloop.errors import LockedError
 from alloop.loop.lock import ProjectLease
 from alloop.report import project_status
 from alloop.serve.service import ProjectRunner, webhook_url
-from alloop.serve.webhooks import WEBHOOK_PATH, Target, create_app
+from alloop.protocols import ConnectorContext, WebhookSource
+from alloop.serve.webhooks import Target, create_app, webhook_path
 from alloop.store.engine import session_scope
 from alloop.store.models import Project
 from tests.conftest import open_workspace, write_project
+from connectors.label_studio.connector import LabelStudioConnector
 from tests.integration.snapshot import snapshot
 
 SECRET = "s3cret-" + "x" * 30
+WEBHOOK_PATH = webhook_path("label_studio")
 EVENT = {"action": "ANNOTATION_CREATED", "annotation": {"id": 7, "task": 3, "project": 12},
          "project": {"id": 12, "title": "alloop: cats"}, "task": {"id": 3, "data": {"sample_id": "a.png"}}}
+
+
+def _events() -> WebhookSource:
+    """The Label Studio connector reads the events (it reaches no server for that)."""
+    conn = LabelStudioConnector.from_params({}, context=ConnectorContext(project="p"))
+    assert isinstance(conn, WebhookSource)
+    return conn
 
 
 @pytest.fixture
@@ -37,7 +47,8 @@ def app():
             events[name].set()
         return wake
 
-    targets = {"cats": Target("cats", waker("cats"), ls_project_id=12), "dogs": Target("dogs", waker("dogs"), None)}
+    targets = {"cats": Target("cats", waker("cats"), _events(), "label_studio", tool_project="12"),
+               "dogs": Target("dogs", waker("dogs"), _events(), "label_studio")}
     health = {"status": "ok", "projects": {"cats": {"state": "COLLECTING", "round": 1}}}
     client = TestClient(create_app(targets, SECRET, lambda: health))
     return client, woken, events
@@ -103,8 +114,15 @@ def test_healthz_and_webhooks_off():
     assert client.post(WEBHOOK_PATH, content=json.dumps(EVENT), headers={"X-Alloop-Secret": SECRET}).status_code == 404
 
 
-def test_webhook_url_names_the_project():
-    assert webhook_url("http://alloop:8765/", "my.proj") == "http://alloop:8765/webhooks/label-studio?project=my.proj"
+def test_webhook_url_names_the_project_and_the_tool():
+    assert webhook_url("http://alloop:8765/", "my.proj", "label_studio") == \
+        "http://alloop:8765/webhooks/label-studio?project=my.proj"
+
+
+def test_a_tool_without_webhooks_is_not_served(app):
+    client, woken, _ = app
+    r = client.post("/webhooks/jsonl?project=cats", content=json.dumps(EVENT), headers={"X-Alloop-Secret": SECRET})
+    assert r.status_code == 404 and woken == {"cats": [], "dogs": []}
 
 
 # --- a real runner: woken by the app, ticking a real project --------------------------------------
@@ -119,7 +137,8 @@ def test_runner_woken_by_webhooks_ticks_and_repeated_events_change_nothing(tmp_p
     ws = _jsonl_project(tmp_path)
     stop = threading.Event()
     runner = ProjectRunner(ws, stop, "host:1")
-    client = TestClient(create_app({ws.name: Target(ws.name, runner.wake)}, SECRET, lambda: {}))
+    client = TestClient(create_app({ws.name: Target(ws.name, runner.wake, _events(), "label_studio")}, SECRET,
+                                   lambda: {}))
     assert _post(client, EVENT, project=ws.name).status_code == 202
     results = runner.run_once("webhook ANNOTATION_CREATED")
     assert results[-1].waiting and runner.status.state == "COLLECTING" and runner.status.round == 0

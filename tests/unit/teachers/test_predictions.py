@@ -7,9 +7,10 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError
-from alloop.features.base import SampleRef
+from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
-from alloop.teachers.base import TeacherContext, teacher_proba
+from alloop.teachers.base import teacher_proba
+from alloop.protocols import TeacherContext
 
 
 def ctx(tmp_path):

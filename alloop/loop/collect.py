@@ -1,0 +1,78 @@
+"""PUSHED/COLLECTING -> COLLECTING/CLOSED: labels come in; the round closes when a rule fires.
+
+Every annotation of every task of the project is ingested (late labels of closed rounds too),
+upserted by the tool's annotation id, so pulling twice counts nothing twice. A connector with
+a complete pull (:class:`~alloop.protocols.CompletePull`) also tells what was deleted in the tool.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import Session, select
+
+from alloop.loop import _faults
+from alloop.loop.env import StepEnv, result
+from alloop.loop.ingest import ingest, new_labels_since, resolved_tasks
+from alloop.loop.policies import close_reason
+from alloop.loop.result import TickResult
+from alloop.loop.states import RoundState
+from alloop.protocols import CompletePull, TaskRef
+from alloop.store.engine import session_scope
+from alloop.store.models import ModelVersion, Round, Sample, Task, utcnow
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["collect"]
+
+
+def collect(env: StepEnv, rnd: Round) -> TickResult:
+    """Ingest every annotation of the project's tasks, then close the round when a rule of
+    :func:`~alloop.loop.policies.close_reason` fires."""
+    ws = env.ws
+    project = ws.project()
+    conn = ws.connector
+    loop = ws.config.loop
+    with session_scope(ws.engine) as s:
+        rows = s.exec(
+            select(Task, Sample.key, Round.number).join(Sample, Sample.id == Task.sample_id)  # type: ignore[arg-type]
+            .join(Round, Round.id == Task.round_id)  # type: ignore[arg-type]
+            .where(Task.project_id == project.id, Task.connector == conn.name).order_by(Task.id)  # type: ignore[arg-type]
+        ).all()
+        model_at = None
+        if loop.retrain_after_labels is not None or loop.retrain_after_s is not None:
+            mv = s.get(ModelVersion, rnd.model_version_id) if rnd.model_version_id is not None else None
+            model_at = mv.created_at if mv is not None else rnd.created_at
+    tasks_by_key = {key: t for t, key, _ in rows}
+    refs = [TaskRef(key, t.external_id, number, t.pushed_at) for t, key, number in rows]
+    if isinstance(conn, CompletePull):  # every annotation the tool holds: a missing one was deleted there
+        records, complete = conn.pull_complete(refs), [t.id for t, _, _ in rows]
+    else:
+        records, complete = conn.pull(refs), None
+    with Session(ws.engine, expire_on_commit=False) as s:
+        stats = ingest(s, project_id=project.id, connector=conn.name, labels=project.labels,  # type: ignore[arg-type]
+                       records=records, tasks_by_key=tasks_by_key, complete_tasks=complete)
+        s.flush()
+        n_tasks = sum(1 for *_, number in rows if number == rnd.number)
+        n_done = resolved_tasks(s, rnd.id)  # type: ignore[arg-type]
+        progress = f"{n_done}/{n_tasks} tasks resolved"
+        if stats.changed:
+            progress += f", {stats.new} new and {stats.updated} updated annotations"
+            if stats.deleted:
+                progress += f", {stats.deleted} deleted in {conn.name}"
+        if rnd.state == RoundState.PUSHED:
+            env.transition(s, rnd, RoundState.COLLECTING)
+            return result("collecting", rnd, RoundState.COLLECTING, f"round {rnd.number}: collecting, {progress}")
+        new_labels = new_labels_since(s, project.id, model_at) if model_at is not None else 0  # type: ignore[arg-type]
+        reason = close_reason(loop, n_tasks=n_tasks, n_resolved=n_done, pushed_at=rnd.pushed_at,
+                              model_at=model_at, new_labels=new_labels)
+        if reason is not None:
+            why = "" if reason == "complete" else f" early: {reason}"
+            env.transition(s, rnd, RoundState.CLOSED, completed_at=utcnow(), note=why.strip() or None)
+            return result("closed", rnd, RoundState.CLOSED, f"round {rnd.number}: closed{why}, {progress}")
+        s.commit()
+        _faults.crash_point(rnd.number, "after_ingest")
+    return result(
+        "waiting", rnd, RoundState.COLLECTING, f"round {rnd.number}: waiting for labels, {progress}",
+        progressed=stats.changed > 0, waiting=True,
+    )

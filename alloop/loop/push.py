@@ -1,0 +1,119 @@
+"""SELECTED -> PUSHED: the round's picks become tasks in the labeling tool, pre-annotated.
+
+Samples are pushed once: tasks already recorded are skipped, and tasks the tool has but the
+database lacks (a crash between the push and its commit) are found by sample key and adopted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert
+from sqlmodel import Session, select
+
+from alloop.errors import ConnectorDataError
+from alloop.loop import _faults
+from alloop.loop.artifacts import RoundScores, scores_path
+from alloop.loop.env import StepEnv, result
+from alloop.loop.result import TickResult
+from alloop.loop.states import RoundState
+from alloop.protocols import Prediction, TaskPayload
+from alloop.store.engine import session_scope
+from alloop.store.models import Project, Round, Sample, Selection, Task, utcnow
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["payloads", "push"]
+
+
+def push(env: StepEnv, rnd: Round) -> TickResult:
+    """Create the tasks of the round's selections not pushed yet, and record them with the state change."""
+    ws = env.ws
+    project = ws.project()
+    conn = ws.connector
+    with session_scope(ws.engine) as s:
+        picked = s.exec(
+            select(Sample).join(Selection, Selection.sample_id == Sample.id)  # type: ignore[arg-type]
+            .where(Selection.round_id == rnd.id).order_by(Selection.rank)  # type: ignore[arg-type]
+        ).all()
+        done = set(s.exec(select(Task.sample_id).where(Task.project_id == project.id, Task.connector == conn.name)).all())
+    todo = [smp for smp in picked if smp.id not in done]
+    conn.ensure_project()
+    keys = [smp.key for smp in todo]
+    adopted = conn.find_tasks(keys, round_number=rnd.number) if todo else {}
+    fresh = [smp for smp in todo if smp.key not in adopted]
+    pushed = conn.push(payloads(env, rnd, project, fresh)) if fresh else {}
+    _faults.crash_point(rnd.number, "after_push")
+    ext = {**adopted, **pushed}
+    missing = [k for k in keys if k not in ext]
+    if missing:
+        raise ConnectorDataError(
+            f"The labeling tool returned no task id for {len(missing)} pushed samples (e.g. {missing[0]!r})."
+        )
+    now = utcnow()
+    rows = [dict(project_id=project.id, round_id=rnd.id, sample_id=smp.id, connector=conn.name,
+                 external_id=str(ext[smp.key]), pushed_at=now) for smp in todo]
+    with Session(ws.engine, expire_on_commit=False) as s:
+        if rows:
+            s.execute(insert(Task), rows)
+        env.transition(s, rnd, RoundState.PUSHED, pushed_at=now)
+    msg = f"round {rnd.number}: pushed {len(fresh)} tasks to {conn.name}"
+    if adopted:
+        msg += f" (adopted {len(adopted)} already there)"
+    return result("pushed", rnd, RoundState.PUSHED, msg)
+
+
+def _scores(env: StepEnv, rnd: Round) -> RoundScores | None:
+    path = scores_path(env.ws.work_dir, rnd.number)
+    return RoundScores.load(path) if path.exists() else None
+
+
+def payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Sample]) -> list[TaskPayload]:
+    """The tasks of ``samples``, with the round's model's prediction as pre-annotation when there is one."""
+    if project.task == "detection":
+        return _box_payloads(env, rnd, project, samples)
+    scores = _scores(env, rnd)
+    proba: dict[int, np.ndarray] = {}
+    if scores is not None and scores.proba is not None:
+        proba = dict(zip(scores.sample_ids.tolist(), scores.proba))
+    out = []
+    for smp in samples:
+        pred = None
+        p = proba.get(smp.id)  # type: ignore[arg-type]
+        if p is not None:
+            top = int(np.argmax(p))
+            pred = Prediction(
+                label=project.labels[top],
+                score=float(p[top]),
+                model_version=f"{project.name}-round-{rnd.number}",
+                proba={lb: float(v) for lb, v in zip(project.labels, p)},
+            )
+        out.append(TaskPayload(smp.key, smp.kind, smp.data, rnd.number, pred))
+    return out
+
+
+def _box_payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Sample]) -> list[TaskPayload]:
+    """Detection tasks, pre-annotated with the proposals of each image (when there are any)."""
+    from alloop.detection.annotations import image_size, percent_boxes
+
+    boxes: dict[int, list[dict[str, Any]]] = {}
+    scores = _scores(env, rnd)
+    if scores is not None and scores.objects is not None:
+        o, ids = scores.objects, scores.sample_ids
+        for pos, lab, score, box in zip(o.image, o.label, o.score, o.box):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            boxes.setdefault(int(ids[pos]), []).append(
+                {"bbox": [x0, y0, x1 - x0, y1 - y0], "label": project.labels[int(lab)], "score": float(score)})
+    out = []
+    for smp in samples:
+        pred = None
+        mine = boxes.get(smp.id)  # type: ignore[arg-type]
+        if mine:
+            best = max(mine, key=lambda b: b["score"])
+            pred = Prediction(label=best["label"], score=float(np.mean([b["score"] for b in mine])),
+                              model_version=f"{project.name}-round-{rnd.number}",
+                              value={"boxes": percent_boxes(mine, image_size(smp.data, smp.key))})
+        out.append(TaskPayload(smp.key, smp.kind, smp.data, rnd.number, pred))
+    return out

@@ -1,0 +1,56 @@
+"""The contracts between alloop's core and its plugins.
+
+The loop, the workspace and ``alloop serve`` speak only these protocols; strategies, learners,
+encoders, teachers and connectors (built-in or third-party, found through entry points)
+implement them and are built one way: ``Cls.from_params(params, context=...)``.
+Optional capabilities are small protocols checked with ``isinstance``
+(:class:`CompletePull`, :class:`WebhookSource`, :class:`FeatureLearner`, :class:`ExternalLearner`).
+"""
+
+from alloop.protocols.connector import (
+    SECRET_HEADER,
+    AnnotationRecord,
+    CompletePull,
+    Connector,
+    ConnectorContext,
+    Prediction,
+    TaskPayload,
+    TaskRef,
+    WebhookEvent,
+    WebhookSource,
+)
+from alloop.protocols.context import PluginContext
+from alloop.protocols.encoder import Encoder, SampleRef
+from alloop.protocols.learner import (
+    LEARNER_INPUTS,
+    ExportItem,
+    ExternalLearner,
+    ExternalResult,
+    FeatureLearner,
+    Learner,
+)
+from alloop.protocols.teacher import Teacher, TeacherContext
+
+__all__ = [
+    "LEARNER_INPUTS",
+    "SECRET_HEADER",
+    "AnnotationRecord",
+    "CompletePull",
+    "Connector",
+    "ConnectorContext",
+    "Encoder",
+    "ExportItem",
+    "ExternalLearner",
+    "ExternalResult",
+    "FeatureLearner",
+    "Learner",
+    "PluginContext",
+    "Prediction",
+    "SampleRef",
+    "TaskPayload",
+    "TaskRef",
+    "Teacher",
+    "TeacherContext",
+    "WebhookEvent",
+    "WebhookSource",
+]

@@ -1,0 +1,195 @@
+"""The Connector protocol: how alloop talks to a labeling tool, and what it exchanges.
+
+A connector sets up the tool's project, pushes tasks (with optional model pre-annotations),
+finds tasks already pushed (to heal a crash between push and commit) and pulls annotations.
+Everything is keyed by the stable sample key and the tool's own task id - never by position.
+
+Connectors are registered in the ``alloop.connectors`` entry-point group and built with
+``Cls.from_params(params, context=ConnectorContext(...))``. Foreign errors (SDK, HTTP, I/O)
+are translated into :class:`alloop.errors.ConnectorError` subclasses with ``raise ... from``.
+
+Optional capabilities are small protocols of their own, checked with ``isinstance``:
+
+- :class:`CompletePull`: the pull lists *every* annotation the tool holds for the pulled tasks,
+  so one that is missing was deleted there (the loop then marks it invalid);
+- :class:`WebhookSource`: the tool can call ``alloop serve`` when annotations change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from alloop.protocols.context import PluginContext
+
+__all__ = [
+    "SECRET_HEADER",
+    "AnnotationRecord",
+    "CompletePull",
+    "Connector",
+    "ConnectorContext",
+    "Prediction",
+    "TaskPayload",
+    "TaskRef",
+    "WebhookEvent",
+    "WebhookSource",
+]
+
+#: the HTTP header carrying ``alloop serve``'s webhook secret (compared in constant time)
+SECRET_HEADER = "X-Alloop-Secret"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model's pre-annotation for a task."""
+
+    label: str
+    score: float
+    model_version: str
+    #: full distribution over the label set, when available
+    proba: Mapping[str, float] | None = None
+    #: task-specific payload (e.g. boxes for detection)
+    value: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TaskPayload:
+    """One sample to put in front of annotators."""
+
+    sample_key: str
+    kind: str
+    data: Mapping[str, Any]
+    round_number: int
+    prediction: Prediction | None = None
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A task alloop knows it pushed."""
+
+    sample_key: str
+    external_id: str
+    round_number: int
+    pushed_at: datetime
+
+
+@dataclass(frozen=True)
+class AnnotationRecord:
+    """One annotation as the tool reports it. ``source_id`` is unique within the tool."""
+
+    sample_key: str
+    external_task_id: str
+    source_id: str
+    annotator: str
+    label: str | None
+    cancelled: bool
+    created_at: datetime
+    updated_at: datetime
+    value: Mapping[str, Any] | None = None
+    lead_time: float | None = None
+
+
+@dataclass(frozen=True)
+class ConnectorContext(PluginContext):
+    """What a connector may know about the project it serves.
+
+    Attributes
+    ----------
+    reference_labels : callable, optional
+        Known labels by sample key (the simulated annotator answers from them).
+    reference_boxes : callable, optional
+        Known boxes by sample key, in percent of the image (the simulated annotator, detection).
+    pool_root : Path, optional
+        The folder holding the pool's files (images), for tools that serve them from disk.
+    """
+
+    reference_labels: Callable[[Sequence[str]], Mapping[str, str | None]] | None = None
+    reference_boxes: Callable[[Sequence[str]], Mapping[str, Mapping[str, Any] | None]] | None = None
+    pool_root: Path | None = None
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A labeling tool, as the loop drives it."""
+
+    name: str
+
+    def ensure_project(self) -> None:
+        """Create or adopt the tool's project and its label set (idempotent)."""
+        ...
+
+    def find_tasks(self, keys: Sequence[str], round_number: int | None = None) -> dict[str, str]:
+        """External task ids of already-pushed samples, by sample key (pushed in ``round_number``)."""
+        ...
+
+    def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:
+        """Create tasks; return the tool's task id for each sample key."""
+        ...
+
+    def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
+        """The annotations currently present for these tasks (including cancelled ones).
+
+        Raises :class:`~alloop.errors.ConnectorDataError` for a task id the tool does not know.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class CompletePull(Protocol):
+    """A connector that can list every annotation the tool holds for some tasks."""
+
+    def pull_complete(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
+        """Every annotation of these tasks: one alloop has and this lacks was deleted in the tool."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """What ``alloop serve`` needs of a tool's webhook call.
+
+    Attributes
+    ----------
+    action : str
+        The tool's event name.
+    wakes : bool
+        Whether the event changes annotations (the project's loop is woken).
+    tool_project : str, optional
+        The tool's project id named by the event, when the call's URL does not name the alloop
+        project.
+    """
+
+    action: str
+    wakes: bool
+    tool_project: str | None = None
+
+
+@runtime_checkable
+class WebhookSource(Protocol):
+    """A connector whose tool calls ``alloop serve`` when annotations change.
+
+    The webhook only wakes the loop: the next pull stays the source of truth, so a lost,
+    repeated or reordered call changes nothing.
+    """
+
+    def ensure_webhook(self, url: str, secret: str, *, match: Callable[[str], bool] | None = None) -> str:
+        """Have the tool call ``url`` (with ``secret`` in :data:`SECRET_HEADER`) on annotation changes.
+
+        Idempotent; ``match`` accepts an older URL of the same receiver, updated in place.
+        Returns the tool's webhook id.
+        """
+        ...
+
+    def webhook_event(self, payload: Any) -> WebhookEvent | None:
+        """Read one call's JSON body; ``None`` when it is not an event of this tool."""
+        ...
+
+    def webhook_project(self) -> str | None:
+        """The tool's id of this project, to match events whose URL names no alloop project."""
+        ...
