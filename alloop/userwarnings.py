@@ -12,9 +12,9 @@ Warning filters still apply first: a warning turned into an error (``-W error``,
 ``filterwarnings``) raises as before, an ignored one stays ignored. Outside
 :func:`collecting`, warnings are shown the usual way.
 
-The hook is installed once per process (:func:`warnings.showwarning` is process-wide); which
-log receives a warning is a context variable, so the threads of ``alloop serve`` each report
-to their own project's log.
+The hook replaces :func:`warnings.showwarning` (process-wide) when a block starts; which log
+receives a warning is a context variable, so the threads of ``alloop serve`` each report to
+their own project's log.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ class WarningLog:
                 return False
             self._seen[warning.key] = warning
         if self.report:
-            logger.warning("%s: %s (from %s; first seen in %s; repeats of this warning are not shown)",
-                           warning.category, warning.message, warning.source, warning.where)
+            logger.warning("%s (first seen in %s; shown once): %s [%s]", warning.category, warning.where,
+                           " ".join(warning.message.split()), warning.source)
         return True
 
     def merge(self, warnings_: list[SeenWarning]) -> None:
@@ -103,10 +103,13 @@ def _showwarning(message: Warning | str, category: type[Warning], filename: str,
 
 
 def _install() -> None:
+    """Route warnings through :func:`_showwarning` (again, if a ``catch_warnings`` block that was
+    open when it was installed has since put the previous function back)."""
     global _original_showwarning
     with _install_lock:
-        if _original_showwarning is None:
-            _original_showwarning = warnings.showwarning
+        current = warnings.showwarning
+        if current is not _showwarning:
+            _original_showwarning = current
             warnings.showwarning = _showwarning
 
 

@@ -223,3 +223,21 @@ def test_object_level_strategy_in_a_project_is_refused_with_the_way_out(tmp_path
 
         assert s.exec(select(Selection)).all() == []
     ws.close()
+
+
+def test_a_warning_of_the_estimator_is_shown_once_per_run_with_its_round(tmp_path):
+    """LogisticRegression(max_iter=1) warns on every fit (ConvergenceWarning): once per run, not per round."""
+    lr = {"name": "sklearn", "params": {"estimator": "sklearn.linear_model.LogisticRegression",
+                                         "params": {"max_iter": 1}}}
+    pf = write_project(tmp_path / "p", learner=lr, loop={"initial_size": 20, "batch_size": 10, "max_rounds": 4})
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("ConvergenceWarning") == 1, r.stderr
+    assert "ConvergenceWarning (first seen in round 1, training; shown once): lbfgs failed" in " ".join(r.stderr.split())
+    r = run_cli("simulate", "-p", str(pf), "--strategies", "margin,random", "--seeds", "3", "--rounds", "4",
+                "--batch-size", "5", "--jobs", "2", "--estimator", "sklearn.linear_model.LogisticRegression",
+                "--estimator-params", '{"max_iter": 1}')
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("ConvergenceWarning") == 1, r.stderr
+    assert "ConvergenceWarning (first seen in run " in r.stderr and ", round 1, training" in " ".join(r.stderr.split())

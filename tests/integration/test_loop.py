@@ -145,3 +145,28 @@ def test_failed_step_is_recorded_then_failed_then_retried(tmp_path, db_url):
     ctl.retry()
     assert ctl.tick().action == "trained"
     fixed.close()
+
+
+def test_nan_probabilities_from_a_model_count_as_a_failed_attempt_not_a_user_error(tmp_path, db_url):
+    """Bad arrays handed to a kernel (InvalidInputError) are the model's failure: retried, then FAILED."""
+    from alloop.errors import ConfigError, InvalidInputError
+
+    nan = {"name": "sklearn", "params": {"estimator": "tests.helpers.estimators.NanProbaClassifier", "params": {}}}
+    ws = open_workspace(write_project(tmp_path / "p", database=db_url, learner=nan))
+    ctl = Controller(ws)
+    while (r := ctl.tick()).action != "scored" or r.round != 1:
+        pass
+    for attempt in (1, 2):
+        with pytest.raises(InvalidInputError, match="proba must be finite") as err:
+            ctl.tick()
+        assert not isinstance(err.value, ConfigError)
+        assert f"attempt {attempt} of 3" in " ".join(err.value.__notes__)
+        with session_scope(ws.engine) as s:
+            rnd = s.exec(select(Round).where(Round.number == 1)).one()
+        assert (rnd.state, rnd.attempt) == ("SCORED", attempt) and rnd.last_error.startswith("InvalidInputError")
+    with pytest.raises(InvalidInputError):
+        ctl.tick()
+    with session_scope(ws.engine) as s:
+        rnd = s.exec(select(Round).where(Round.number == 1)).one()
+    assert (rnd.state, rnd.failed_from, rnd.attempt) == ("FAILED", "SCORED", 3)
+    ws.close()
