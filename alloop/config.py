@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alloop.errors import ConfigError
-from alloop.params import format_validation_error, parse_params
+from alloop.params import format_validation_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -416,7 +415,3 @@ def dumps_toml(data: dict[str, Any]) -> str:
         return obj
 
     return tomli_w.dumps(clean(data))
-
-
-def config_from_json(text: str) -> ProjectConfig:
-    return ProjectConfig.model_validate(json.loads(text))

@@ -37,10 +37,6 @@ class AlloopError(Exception):
     """Root of every error raised by alloop."""
 
 
-class AlloopWarning(UserWarning):
-    """Behaviour the user should change (never raised, only warned)."""
-
-
 class ConfigError(AlloopError, ValueError):
     """A project file, CLI option or component parameter is invalid."""
 

@@ -155,6 +155,3 @@ class ProjectLock(SQLModel, table=True):
     owner: str | None = None
     acquired_at: datetime | None = None
     expires_at: datetime | None = None
-
-
-ALL_TABLES = [Project, Sample, Round, Selection, Task, Annotation, ModelVersion, ProjectLock]

@@ -15,7 +15,6 @@ from alloop.store.models import (
     Round,
     Sample,
     Selection,
-    Task,
 )
 
 
@@ -123,24 +122,9 @@ def training_labels(session: Session, project: Project, rule: str) -> dict[int, 
     return aggregate((Vote(*r) for r in rows), rule)
 
 
-def round_tasks(session: Session, round_id: int) -> list[Task]:
-    return list(session.exec(select(Task).where(Task.round_id == round_id).order_by(Task.id)).all())
-
-
 def model_versions(session: Session, project_id: int) -> list[ModelVersion]:
     return list(
         session.exec(select(ModelVersion).where(ModelVersion.project_id == project_id).order_by(ModelVersion.id)).all()
-    )
-
-
-def count_resolved(session: Session, round_id: int) -> int:
-    """Tasks of the round with at least one annotation (a label, an invalid label or a skip)."""
-    return int(
-        session.exec(
-            select(func.count(func.distinct(Annotation.task_id)))
-            .join(Task, Task.id == Annotation.task_id)
-            .where(Task.round_id == round_id)
-        ).one()
     )
 
 

@@ -29,13 +29,6 @@ from alloop.protocols.context import PluginContext
 KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "objects"})
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a)
-    if a.flags.writeable and a.base is None:
-        a.setflags(write=False)
-    return a
-
-
 @dataclass(frozen=True)
 class Selection:
     """What a strategy picked, in pick order.

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from sqlmodel import select
 
 from alloop.errors import ConfigError, ConnectorAuthError, ConnectorUnavailableError
