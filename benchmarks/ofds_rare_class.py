@@ -61,8 +61,9 @@ from alloop.pool.synthetic_detection import (
     make_detection_pool,
     write_autolabels_from_truth,
 )
+from alloop.strategies._objects import ObjectSet
 from alloop.strategies.kcenter import k_center_greedy
-from alloop.strategies.ofds import ObjectSet, ofds_select
+from alloop.strategies.ofds import ofds_select
 
 RESULTS = HERE / "results"
 CACHE = HERE / ".cache" / "ofds_rare_class"

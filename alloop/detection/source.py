@@ -137,7 +137,7 @@ def object_set(
     work_dir: Path,
     progress: Progress = NULL_PROGRESS,
 ) -> dict[str, np.ndarray]:
-    """Columns of an :class:`~alloop.strategies.ofds.ObjectSet` over the pool positions of ``samples``.
+    """Columns of an :class:`~alloop.strategies._objects.ObjectSet` over the pool positions of ``samples``.
 
     Returns ``obj_image`` (pool positions), ``obj_label`` (index in ``labels``), ``obj_score``,
     ``obj_box`` (x0, y0, x1, y1) and ``obj_features`` (the encoder on each padded crop; with

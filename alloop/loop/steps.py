@@ -64,7 +64,7 @@ def _result(action: str, rnd: Round, state: RoundState, message: str, **kw: Any)
 
 def _object_set(arrays: dict[str, np.ndarray], keep: np.ndarray) -> Any:
     """The ObjectSet of a round's scores, on the positions kept (images quarantined since are dropped)."""
-    from alloop.strategies.ofds import ObjectSet
+    from alloop.strategies._objects import ObjectSet
 
     new_pos = np.cumsum(keep) - 1
     mine = keep[arrays["obj_image"]] if len(arrays["obj_image"]) else np.zeros(0, bool)
