@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
 
 from _machine import machine_info as _machine_info
 
-from alloop.detection.proposals import read_autolabels
+from alloop.detection.autolabels import read_autolabels
 from alloop.features.base import SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.objects import object_features

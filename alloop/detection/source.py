@@ -37,7 +37,7 @@ def _file_digest(path: Path) -> str:
 
 
 def _from_file(path: Path, labels: Sequence[str], keys: set[str]) -> Proposals:
-    from alloop.detection.proposals import read_autolabels
+    from alloop.detection.autolabels import read_autolabels
 
     props = read_autolabels(path, labels=labels)
     if not len(props):
@@ -78,7 +78,7 @@ def _read_cache(cache: Path) -> dict[str, list[dict[str, Any]]]:
 def _from_onnx(cfg: ProposalsConfig, path: Path, labels: Sequence[str], samples: Sequence[Any],
                cache_dir: Path, progress: Progress) -> Proposals:
     """Run the ONNX detector on the pool images it has not seen (results cached per model file)."""
-    from alloop.detection.proposals import OnnxYoloDetector
+    from alloop.detection.onnx_yolo import OnnxYoloDetector
 
     classes = list(cfg.classes or labels)
     unknown = [c for c in classes if c not in labels]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from alloop.detection.boxes import box_iou, clip_boxes, invalid_boxes
-from alloop.detection.proposals import read_autolabels
+from alloop.detection.autolabels import read_autolabels
 from alloop.errors import ConfigError, format_list
 from alloop.rng import derive_rng
 
@@ -607,7 +607,7 @@ def write_autolabels_from_truth(
         :func:`make_detection_pool`).
     out_path : path-like
         The ``.jsonl`` file to write: ``{"image", "box", "label", "score"}`` per line, grouped
-        by image in COCO order; readable by :func:`~alloop.detection.proposals.read_autolabels`.
+        by image in COCO order; readable by :func:`~alloop.detection.autolabels.read_autolabels`.
     noise, miss_rate, false_positive_rate, label_confusion : float
         As above; the rates are in [0, 1], ``noise >= 0``.
     seed : int

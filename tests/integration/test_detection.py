@@ -349,7 +349,7 @@ def export_detector(path: Path) -> Path:
 
 
 def test_onnx_proposals_in_the_loop_are_cached(tmp_path: Path, pool_data: Path) -> None:
-    from alloop.detection.proposals import OnnxYoloDetector
+    from alloop.detection.onnx_yolo import OnnxYoloDetector
 
     min_score, iou = 0.25, 0.45
     proj = make_project(

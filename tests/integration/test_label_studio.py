@@ -106,7 +106,7 @@ def test_text_classification_rounds(label_studio, tmp_path):
 
 
 def test_detection_round_with_proposals_as_preannotations_and_boxes_back(label_studio, tmp_path):
-    from alloop.detection.proposals import read_autolabels
+    from alloop.detection.autolabels import read_autolabels
     from alloop.export import export_labels
     from alloop.pool.synthetic_detection import make_detection_pool, write_autolabels_from_truth
 

@@ -491,7 +491,8 @@ def test_program_not_found(tmp_path: Path) -> None:
     ("content", "expected"),
     [
         ('{"key": "p0", "label": "a"}\n{"key": "p1", "label": \n', r"line 2: invalid JSON"),
-        ('{"key": "p0", "label": "a"}\n["p1"]\n', r"line 2: expected a JSON object with a 'key'"),
+        ('{"key": "p0", "label": "a"}\n["p1"]\n', r"line 2: expected a JSON object, got a JSON list.*\"key\""),
+        ('{"key": "p0", "label": "a"}\n{"label": "a"}\n', r"line 2: expected a JSON object with a 'key'"),
         (
             '{"key": "p0", "label": "a"}\n{"key": "q1", "label": "a"}\n',
             r"line 2: key 'q1' is not one of the 3 samples.*Did you mean 'p1'",

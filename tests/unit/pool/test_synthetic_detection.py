@@ -14,7 +14,7 @@ from PIL import Image
 
 from alloop.config import FolderSource
 from alloop.detection.boxes import box_iou
-from alloop.detection.proposals import read_autolabels
+from alloop.detection.autolabels import read_autolabels
 from alloop.errors import ConfigError
 from alloop.pool.images import scan_folder
 from alloop.pool.synthetic_detection import (
