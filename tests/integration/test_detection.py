@@ -21,11 +21,9 @@ import pytest
 from sqlmodel import select
 
 from alloop.config import dumps_toml
+from alloop.datasets.detection import make_detection_pool
+from alloop.datasets.noisy_autolabels import write_autolabels_from_truth
 from alloop.pool.importer import in_test_split
-from alloop.pool.synthetic_detection import (
-    make_detection_pool,
-    write_autolabels_from_truth,
-)
 from alloop.store.engine import make_engine, session_scope
 from alloop.store.models import (
     Annotation,

@@ -235,7 +235,7 @@ def test_stale_predictions_and_metrics_are_removed_before_a_run(tmp_path: Path) 
 @pytest.fixture(scope="module")
 def digit_pool(tmp_path_factory: pytest.TempPathFactory):
     """80 canvases of MNIST digits (0-3 per image) and their exact truth."""
-    from alloop.pool.synthetic_detection import make_detection_pool
+    from alloop.datasets.detection import make_detection_pool
 
     pool = make_detection_pool(tmp_path_factory.mktemp("pool"), n_images=80, objects_per_image=(0, 3), seed=4)
     coco = json.loads(pool.path.read_text())
