@@ -42,7 +42,8 @@ def _format(path: Path, fmt: str | None, task: str) -> str:
 
 def export_labels(ws: Any, out: Path, fmt: str | None = None, *, absolute_paths: bool = False) -> dict[str, int]:
     """Write the project's aggregated labels to ``out``; returns counts (samples, boxes)."""
-    from alloop.detection.annotations import coco_document, image_size, pixel_boxes
+    from alloop.detection.annotations import image_size, pixel_boxes
+    from alloop.detection.coco import coco_document, write_coco
     from alloop.store.engine import session_scope
     from alloop.store.models import Sample
     from alloop.store.queries import get_project, training_boxes, training_labels
@@ -75,7 +76,7 @@ def export_labels(ws: Any, out: Path, fmt: str | None = None, *, absolute_paths:
             items.append((smp.key, data, pixel_boxes(labeled[sid], size)))
         doc = coco_document(items, project.labels)
         doc["info"] = {"description": f"alloop project {project.name}: labeled boxes", "labels": list(project.labels)}
-        atomic_write(out, json.dumps(doc, indent=1).encode("utf-8"))
+        write_coco(out, doc, indent=1)
         return {"samples": len(items), "boxes": len(doc["annotations"])}
     rows = []
     for sid in order:

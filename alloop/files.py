@@ -23,6 +23,7 @@ from typing import IO, Any
 __all__ = ["atomic_file", "atomic_write", "iter_jsonl", "read_jsonl", "write_jsonl"]
 
 ErrorFactory = Callable[[str], Exception]
+_BLANK = object()  # what a blank line parses to
 
 
 @contextmanager
@@ -63,6 +64,7 @@ def iter_jsonl(
     error: ErrorFactory = ValueError,
     expect: str = "one JSON object",
     partial_last_line: bool = False,
+    skip_bad_line: Callable[[int, str], None] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, object)`` for each non-blank line of a JSON-lines file.
 
@@ -76,6 +78,11 @@ def iter_jsonl(
     partial_last_line : bool
         Stop quietly at a last line that has no newline and is not valid JSON (a writer is
         still appending it) instead of raising.
+    skip_bad_line : callable, optional
+        For files where a bad line may be anywhere and is only lost work (a cache appended by
+        processes that can be killed mid-line): called with the line number and the message of
+        each line that is not valid UTF-8, not JSON or not an object, which is then skipped
+        instead of raising.
 
     Raises
     ------
@@ -88,29 +95,24 @@ def iter_jsonl(
                 raw = raw[3:]
             try:
                 line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
+                obj = json.loads(line) if line.strip() else _BLANK
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 if partial_last_line and not raw.endswith(b"\n"):
                     return
-                raise error(
-                    f"{path}, line {lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start}). Save the file as UTF-8."
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if partial_last_line and not line.endswith("\n"):
-                    return
-                raise error(
-                    f"{path}, line {lineno}: invalid JSON ({exc.msg} at column {exc.colno}). "
-                    f"Each line must be {expect}."
-                ) from None
-            if not isinstance(obj, dict):
-                raise error(
-                    f"{path}, line {lineno}: expected a JSON object, got a JSON {type(obj).__name__}. "
-                    f"Each line must be {expect}."
-                )
-            yield lineno, obj
+                if isinstance(exc, UnicodeDecodeError):
+                    message = f"not valid UTF-8 ({exc.reason} at byte {exc.start}). Save the file as UTF-8."
+                else:
+                    message = f"invalid JSON ({exc.msg} at column {exc.colno}). Each line must be {expect}."
+            else:
+                if obj is _BLANK:
+                    continue
+                if isinstance(obj, dict):
+                    yield lineno, obj
+                    continue
+                message = f"expected a JSON object, got a JSON {type(obj).__name__}. Each line must be {expect}."
+            if skip_bad_line is None:
+                raise error(f"{path}, line {lineno}: {message}")
+            skip_bad_line(lineno, message)
 
 
 def read_jsonl(
@@ -119,9 +121,11 @@ def read_jsonl(
     error: ErrorFactory = ValueError,
     expect: str = "one JSON object",
     partial_last_line: bool = False,
+    skip_bad_line: Callable[[int, str], None] | None = None,
 ) -> list[tuple[int, dict[str, Any]]]:
     """:func:`iter_jsonl` as a list."""
-    return list(iter_jsonl(path, error=error, expect=expect, partial_last_line=partial_last_line))
+    return list(iter_jsonl(path, error=error, expect=expect, partial_last_line=partial_last_line,
+                           skip_bad_line=skip_bad_line))
 
 
 def write_jsonl(

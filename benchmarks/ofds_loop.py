@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ofds_loop")
     args = ap.parse_args()
     sys.path.insert(0, str(EXAMPLE))
-    from alloop.pool.synthetic_detection import make_detection_pool, write_autolabels_from_truth
+    from alloop.datasets.detection import make_detection_pool
+    from alloop.datasets.noisy_autolabels import write_autolabels_from_truth
 
     info = machine_info()
     started = time.perf_counter()

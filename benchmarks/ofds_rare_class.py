@@ -1,6 +1,6 @@
 """OFDS on imbalanced detection pools: does the selection find the rare class?
 
-Per seed, a generated detection pool (``alloop.pool.synthetic_detection.make_detection_pool``:
+Per seed, a generated detection pool (``alloop.datasets.detection.make_detection_pool``:
 real MNIST digit crops pasted on noisy 128x128 canvases, exact boxes): 10 digit classes, one
 **rare** class with ``--rare-fraction`` of all objects (1% by default; the issue asks for <= 2%),
 the nine others with Zipf frequencies (weight 1/r for rank r = 1..9). Which digit is rare and
@@ -52,17 +52,16 @@ if str(ROOT) not in sys.path:
 
 from _machine import machine_info as _machine_info
 
-from alloop.detection.proposals import read_autolabels
+from alloop.datasets.crops import MNIST_CLASSES
+from alloop.datasets.detection import make_detection_pool
+from alloop.datasets.noisy_autolabels import write_autolabels_from_truth
+from alloop.detection.autolabels import read_autolabels
 from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.objects import object_features
-from alloop.pool.synthetic_detection import (
-    MNIST_CLASSES,
-    make_detection_pool,
-    write_autolabels_from_truth,
-)
+from alloop.strategies.objects import ObjectSet
 from alloop.strategies.kcenter import k_center_greedy
-from alloop.strategies.ofds import ObjectSet, ofds_select
+from alloop.strategies.ofds import ofds_select
 
 RESULTS = HERE / "results"
 CACHE = HERE / ".cache" / "ofds_rare_class"

@@ -2,11 +2,16 @@
 
 - :mod:`alloop.detection.boxes`: :class:`Proposals` (many objects, column by column) and box
   helpers (IoU, ``xywh`` <-> ``xyxy``, clipping, validation).
-- :mod:`alloop.detection.proposals`: proposal sources, i.e. :func:`read_autolabels` (COCO JSON
-  or JSON lines written by any detector) and :class:`OnnxYoloDetector` (a YOLOv8-style ONNX
-  model run with onnxruntime).
+- proposal sources: :func:`read_autolabels` (:mod:`alloop.detection.autolabels`: COCO JSON or
+  JSON lines written by any detector) and :class:`OnnxYoloDetector`
+  (:mod:`alloop.detection.onnx_yolo`: a YOLOv8-style ONNX model run with onnxruntime).
+- :mod:`alloop.detection.coco`: the one COCO writer (:func:`~alloop.detection.coco.coco_document`)
+  and reader (:func:`~alloop.detection.coco.read_coco`).
+- :mod:`alloop.detection.annotations`: pixel <-> percent boxes, image sizes, ground truth;
+  :mod:`alloop.detection.source`: a project's proposals over its pool.
 """
 
+from alloop.detection.autolabels import read_autolabels
 from alloop.detection.boxes import (
     Proposals,
     as_boxes,
@@ -17,7 +22,7 @@ from alloop.detection.boxes import (
     xywh_to_xyxy,
     xyxy_to_xywh,
 )
-from alloop.detection.proposals import OnnxYoloDetector, read_autolabels
+from alloop.detection.onnx_yolo import OnnxYoloDetector
 
 __all__ = [
     "OnnxYoloDetector",

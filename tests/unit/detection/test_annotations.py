@@ -1,4 +1,4 @@
-"""Box conventions of detection projects: pixels <-> percent, COCO truth, COCO documents, mAP."""
+"""Box conventions of detection projects: pixels <-> percent, image sizes, COCO truth, mAP."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from alloop.detection.annotations import coco_document, image_size, percent_boxes, pixel_boxes, read_coco_truth
+from alloop.detection.annotations import image_size, percent_boxes, pixel_boxes
+from alloop.detection.truth import read_coco_truth
 from alloop.detection.boxes import Proposals
 from alloop.detection.metrics import coco_map
 from alloop.errors import PoolImportError, SampleDecodeError
@@ -69,6 +70,10 @@ def test_read_coco_truth(tmp_path):
         ({"categories": []}, "non-empty 'categories'"),
         ({"annotations": [{"id": 1, "image_id": 9, "category_id": 1, "bbox": [1, 2, 3, 4]}]}, r"annotations\[0\].*image_id 9"),
         ({"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, -3, 4]}]}, "non-positive width"),
+        ({"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [70, 2, 3, 4]}]},
+         r"annotations\[0\] \(id 1\): box .* lies outside its 64x32 image 'a.png'"),
+        ({"categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}]}, "categories repeat the name.*'cat'"),
+        ({"categories": [{"id": 1}]}, r"categories\[0\] \(id 1\): missing field\(s\) 'name'"),
     ],
 )
 def test_read_coco_truth_errors_name_the_entry(tmp_path, over, message):
@@ -81,17 +86,6 @@ def test_read_coco_truth_missing_file_and_wrong_suffix(tmp_path):
         read_coco_truth(tmp_path / "nope.json")
     with pytest.raises(PoolImportError, match="COCO .json"):
         read_coco_truth(tmp_path / "truth.jsonl")
-
-
-def test_coco_document_lists_images_boxes_and_categories():
-    doc = coco_document([("a", {"path": "/x/a.png", "width": 10, "height": 8}, [{"bbox": [1, 1, 2, 3], "label": "dog"}]),
-                         ("b", {"path": "/x/b.png", "width": 10, "height": 8}, [])], ["cat", "dog"])
-    assert [i["alloop_key"] for i in doc["images"]] == ["a", "b"] and doc["images"][0]["file_name"] == "/x/a.png"
-    assert doc["annotations"] == [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1.0, 1.0, 2.0, 3.0], "area": 6.0,
-                                   "iscrowd": 0}]
-    assert doc["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
-    with pytest.raises(PoolImportError, match="'bird'"):
-        coco_document([("a", {"width": 10, "height": 8}, [{"bbox": [1, 1, 2, 3], "label": "bird"}])], ["cat"])
 
 
 def _truth():

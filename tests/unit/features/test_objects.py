@@ -14,7 +14,8 @@ from alloop.features.cache import FeatureCache
 from alloop.features.objects import crop_box, crop_hash, object_features
 from alloop.features.open_clip import OpenClipImageEncoder
 from alloop.features.pixels import PixelEncoder
-from alloop.strategies.ofds import ObjectSet, ofds_select
+from alloop.strategies.objects import ObjectSet
+from alloop.strategies.ofds import ofds_select
 from tests.helpers.tiny_clip import TINY_CLIP_NAME, make_tiny_clip
 
 # -- fixtures ----------------------------------------------------------------------------------------

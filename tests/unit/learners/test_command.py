@@ -236,7 +236,7 @@ def test_stale_predictions_and_metrics_are_removed_before_a_run(tmp_path: Path) 
 @pytest.fixture(scope="module")
 def digit_pool(tmp_path_factory: pytest.TempPathFactory):
     """80 canvases of MNIST digits (0-3 per image) and their exact truth."""
-    from alloop.pool.synthetic_detection import make_detection_pool
+    from alloop.datasets.detection import make_detection_pool
 
     pool = make_detection_pool(tmp_path_factory.mktemp("pool"), n_images=80, objects_per_image=(0, 3), seed=4)
     coco = json.loads(pool.path.read_text())
@@ -492,7 +492,8 @@ def test_program_not_found(tmp_path: Path) -> None:
     ("content", "expected"),
     [
         ('{"key": "p0", "label": "a"}\n{"key": "p1", "label": \n', r"line 2: invalid JSON"),
-        ('{"key": "p0", "label": "a"}\n["p1"]\n', r"line 2: expected a JSON object with a 'key'"),
+        ('{"key": "p0", "label": "a"}\n["p1"]\n', r"line 2: expected a JSON object, got a JSON list.*\"key\""),
+        ('{"key": "p0", "label": "a"}\n{"label": "a"}\n', r"line 2: expected a JSON object with a 'key'"),
         (
             '{"key": "p0", "label": "a"}\n{"key": "q1", "label": "a"}\n',
             r"line 2: key 'q1' is not one of the 3 samples.*Did you mean 'p1'",

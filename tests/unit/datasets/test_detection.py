@@ -13,18 +13,15 @@ import pytest
 from PIL import Image
 
 from alloop.config import FolderSource
+from alloop.datasets.crops import FASHION_MNIST_CLASSES, load_crops
+from alloop.datasets.detection import INK_THRESHOLD, make_detection_pool
+from alloop.datasets.fashion_mnist import DatasetNotFoundError
+from alloop.datasets.idx import read_idx
+from alloop.datasets.noisy_autolabels import write_autolabels_from_truth
+from alloop.detection.autolabels import read_autolabels
 from alloop.detection.boxes import box_iou
-from alloop.detection.proposals import read_autolabels
 from alloop.errors import ConfigError
 from alloop.pool.images import scan_folder
-from alloop.pool.synthetic_detection import (
-    FASHION_MNIST_CLASSES,
-    INK_THRESHOLD,
-    load_crops,
-    make_detection_pool,
-    read_idx,
-    write_autolabels_from_truth,
-)
 
 
 def load(path: Path) -> dict:
@@ -191,6 +188,15 @@ def test_fashion_mnist_crops_from_the_idx_files(tmp_path: Path) -> None:
         bad = tmp_path / "bad.idx"
         bad.write_bytes(b"\x00\x00\x09\x01" + bytes(8))
         read_idx(bad)
+
+
+def test_fashion_mnist_crops_from_a_missing_folder_say_where_they_looked(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError) as exc:
+        make_detection_pool(tmp_path / "pool", n_images=2, source="fashion_mnist", crops_dir=tmp_path / "nowhere")
+    msg = str(exc.value)
+    assert f"{tmp_path / 'nowhere'} (the folder argument)" in msg and "t10k-images-idx3-ubyte.gz" in msg
+    assert "sudo apt-get install dataset-fashion-mnist" in msg and "Or use source='mnist'" in msg
+    assert isinstance(exc.value, ConfigError) and not (tmp_path / "pool" / "annotations.json").exists()
 
 
 def test_overwrite(tmp_path: Path) -> None:
