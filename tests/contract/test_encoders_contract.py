@@ -25,6 +25,7 @@ import pytest
 from alloop import registry
 from alloop.errors import SampleDecodeError
 from alloop.protocols import Encoder, PluginContext, SampleRef
+from tests.contract._tiny_models import TINY_CLIP_B_NAME, make_tiny_clip_b
 
 NAMES = registry.available("encoder")
 BUILTINS = {"pixels", "vector", "hashing", "open_clip", "timm", "transformers"}
@@ -96,32 +97,12 @@ def vector_samples(folder: Path) -> tuple[list[SampleRef], SampleRef]:
 # ---------------------------------------------------------------------------------------------
 # weights made here, offline
 # ---------------------------------------------------------------------------------------------
-def _tiny_clip_b(folder: Path) -> tuple[Path, Path]:
-    """A second tiny open_clip architecture (another name, 32-d embeddings) and its checkpoint."""
-    import open_clip
-    import torch
-
-    from tests.helpers.tiny_clip import TINY_CLIP_CONFIG
-
-    config = json.loads(json.dumps(TINY_CLIP_CONFIG))
-    config["embed_dim"] = 32
-    config["vision_cfg"]["layers"] = 1
-    path = folder / "alloop-tiny-clip-b.json"
-    path.write_text(json.dumps(config))
-    open_clip.add_model_config(path)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = open_clip.create_model("alloop-tiny-clip-b", pretrained=None)
-    torch.save(model.state_dict(), folder / "tiny-b.pt")
-    return path, folder / "tiny-b.pt"
-
-
 def _open_clip(root: Path) -> Harness:
     from tests.helpers.tiny_clip import TINY_CLIP_NAME, make_tiny_clip
 
     config, ckpt0 = make_tiny_clip(root / "clip", seed=0)
     _, ckpt1 = make_tiny_clip(root / "clip", seed=1)
-    config_b, ckpt_b = _tiny_clip_b(root / "clip")
+    config_b, ckpt_b = make_tiny_clip_b(root / "clip")
     live = root / "clip" / "live.pt"  # the checkpoint the harness rewrites in place
     shutil.copyfile(ckpt0, live)
     refs, bad = image_samples(root / "images")
@@ -130,7 +111,7 @@ def _open_clip(root: Path) -> Harness:
         variants=[
             Variant(frozenset({"pretrained"}), {"pretrained": str(ckpt1)}),
             Variant(frozenset({"model", "config_file"}),
-                    {"model": "alloop-tiny-clip-b", "pretrained": str(ckpt_b), "model_config": str(config_b)}),
+                    {"model": TINY_CLIP_B_NAME, "pretrained": str(ckpt_b), "model_config": str(config_b)}),
             Variant(frozenset({"normalize"}), {"normalize": False}),
         ],
         swap_weights=lambda other: shutil.copyfile(ckpt1 if other else ckpt0, live),
