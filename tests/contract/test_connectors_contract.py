@@ -37,7 +37,8 @@ from alloop.protocols import (
 NAMES = registry.available("connector")
 BUILTINS = {"oracle", "jsonl", "label_studio"}
 LABELS = ("cat", "dog", "eel")
-KINDS = ("classification", "text")  # image and text samples
+KINDS = ("classification", "text", "detection")  # images, texts, images with boxes
+W, H = 16, 12  # image size in pixels
 ROUND, OTHER_ROUND = 3, 4
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 WEBHOOK_PAYLOAD = Path("/work/shared/reference/label-studio-webhook-payload.json")
@@ -56,12 +57,33 @@ class Answer:
         return self.label is None
 
 
-def record_view(r: AnnotationRecord | Any) -> tuple:
-    return (r.sample_key, r.external_task_id, r.label, r.cancelled, r.annotator)
+def box_of(label: str) -> dict[str, Any]:
+    """The box an annotator draws for ``label`` (percent of the image; whole pixels of a WxH image)."""
+    i = LABELS.index(label)
+    return {"x": 25.0 * i, "y": 50.0, "width": 50.0, "height": 25.0, "rotation": 0, "label": label}
+
+
+def boxes_view(value: Any) -> tuple | None:
+    if not value or "boxes" not in value:
+        return None
+    return tuple(sorted((round(float(b["x"]), 4), round(float(b["y"]), 4), round(float(b["width"]), 4),
+                         round(float(b["height"]), 4), b["label"]) for b in value["boxes"]))
+
+
+def record_view(r: AnnotationRecord) -> tuple:
+    return (r.sample_key, r.external_task_id, r.label, r.cancelled, r.annotator, boxes_view(r.value))
+
+
+def expect(a: Answer, ext: str, annotator: str, task: str) -> tuple:
+    """The record view a pull must give for answer ``a`` (a detection answer is one box of its label)."""
+    if task != "detection":
+        return (a.key, ext, a.label, a.cancelled, annotator, None)
+    return (a.key, ext, None, a.cancelled, annotator, None if a.cancelled else boxes_view({"boxes": [box_of(a.label)]}))
 
 
 #: what people do in a tool with a person at it: on the pushed samples k0..k4, ana labels k0,
-#: skips k1, ana and bob label k2; k3 and k4 stay unlabeled
+#: skips k1 (after choosing a label: a skip is no label all the same), ana and bob label k2;
+#: k3 and k4 stay unlabeled
 def plan(keys: list[str]) -> list[Answer]:
     return [Answer(keys[0], "ana", LABELS[0]), Answer(keys[1], "ana", None),
             Answer(keys[2], "ana", LABELS[1]), Answer(keys[2], "bob", LABELS[2])]
@@ -83,9 +105,12 @@ class Harness:
     truth: dict[str, str] = field(default_factory=dict)
 
     def context(self, task: str, project: str) -> ConnectorContext:
-        return ConnectorContext(project=project, task=task, labels=LABELS, work_dir=self.tmp_path / "work",
-                                seed=11, reference_labels=lambda keys: {k: self.truth.get(k) for k in keys},
-                                pool_root=self.sample_dir())
+        return ConnectorContext(
+            project=project, task=task, labels=LABELS, work_dir=self.tmp_path / "work", seed=11,
+            reference_labels=lambda keys: {k: self.truth.get(k) for k in keys},
+            reference_boxes=lambda keys: {k: {"boxes": [box_of(self.truth[k])]} if k in self.truth else None
+                                          for k in keys},
+            pool_root=self.sample_dir())
 
     def params(self) -> dict[str, Any]:
         return {}
@@ -136,7 +161,8 @@ class OracleHarness(Harness):
         for key, ext in ids.items():
             for a in range(2):
                 skipped = bool(derive_rng(11, "oracle", key, a).random() < 0.5)
-                out.append((key, ext, None if skipped else self.truth[key], skipped, f"oracle-{a}"))
+                answer = Answer(key, f"oracle-{a}", None if skipped else self.truth[key])
+                out.append(expect(answer, ext, answer.annotator, conn.context.task))
         return out
 
     def malformed_ids(self, key: str) -> list[str]:
@@ -151,12 +177,21 @@ class JsonlHarness(Harness):
         return len(lines)
 
     def label(self, conn: Any, ids: dict[str, str], answers: list[Answer]) -> list[tuple]:
+        task = conn.context.task
         with open(conn.labels_path, "a", encoding="utf-8") as fh:
             for a in answers:
-                row = {"key": a.key, "annotator": a.annotator}
-                row.update({"cancelled": True} if a.cancelled else {"label": a.label})
+                row: dict[str, Any] = {"key": a.key, "annotator": a.annotator}
+                drawn = a.label or LABELS[0]  # a skip after choosing: still no label
+                if task == "detection":  # pixels, [x, y, w, h]
+                    b = box_of(drawn)
+                    bbox = [b["x"] * W / 100, b["y"] * H / 100, b["width"] * W / 100, b["height"] * H / 100]
+                    row["boxes"] = [{"bbox": bbox, "label": drawn}]
+                else:
+                    row["label"] = drawn
+                if a.cancelled:
+                    row["cancelled"] = True
                 fh.write(json.dumps(row) + "\n")
-        return [(a.key, ids[a.key], a.label, a.cancelled, a.annotator) for a in answers]
+        return [expect(a, ids[a.key], a.annotator, task) for a in answers]
 
     def delete_task(self, conn: Any, key: str, external_id: str) -> None:
         for path in (conn.tasks_path, conn.labels_path):
@@ -188,12 +223,20 @@ class LabelStudioHarness(Harness):
 
     def label(self, conn: Any, ids: dict[str, str], answers: list[Answer]) -> list[tuple]:
         who = self.lss.users(self.ls, sorted({a.annotator for a in answers}))
-        to_name = "text" if conn.context.task == "text" else "image"
+        task = conn.context.task
+        to_name = "text" if task == "text" else "image"
         for a in answers:
-            result = [] if a.cancelled else self.lss.choice(a.label, to_name)
+            drawn = a.label or LABELS[0]  # a skip after choosing: still no label
+            if task == "detection":
+                box = {k: v for k, v in box_of(drawn).items() if k != "label"}
+                result = [{"from_name": "label", "to_name": "image", "type": "rectanglelabels",
+                           "original_width": W, "original_height": H,
+                           "value": {**box, "rectanglelabels": [drawn]}}]
+            else:
+                result = self.lss.choice(drawn, to_name)
             self.ls.annotations.create(int(ids[a.key]), result=result, completed_by=who[a.annotator],
                                        was_cancelled=a.cancelled, lead_time=1.0)
-        return [(a.key, ids[a.key], a.label, a.cancelled, f"{a.annotator}@alloop.local") for a in answers]
+        return [expect(a, ids[a.key], f"{a.annotator}@alloop.local", task) for a in answers]
 
     def delete_task(self, conn: Any, key: str, external_id: str) -> None:
         self.ls.tasks.delete(external_id)
@@ -248,10 +291,13 @@ def samples(h: Harness, kind: str, n: int = 5, round_number: int = ROUND) -> lis
             data: dict[str, Any] = {"text": f"sample text number {i}: a {LABELS[i % 3]}"}
         else:
             path = folder / f"{key}.png"
-            Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(path)
-            data = {"path": str(path), "width": 16, "height": 12}
+            Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(path)
+            data = {"path": str(path), "width": W, "height": H}
         pred = None
-        if i % 2 == 0:
+        if i % 2 == 0 and kind == "detection":  # a model's proposed box as pre-annotation
+            pred = Prediction(LABELS[i % 3], 0.7, "contract-round-3",
+                              value={"boxes": [{**box_of(LABELS[i % 3]), "score": 0.7}]})
+        elif i % 2 == 0:
             pred = Prediction(LABELS[i % 3], 0.7, "contract-round-3",
                               proba={lb: (0.7 if lb == LABELS[i % 3] else 0.15) for lb in LABELS})
         out.append(TaskPayload(key, "text" if kind == "text" else "image", data, round_number, pred))
@@ -338,13 +384,16 @@ def test_pull_returns_what_was_labeled_and_the_same_records_again(h, kind):
     keys = [p.sample_key for p in payloads]
     expected = h.label(conn, ids, plan(keys))
     # the harness's answers hold a label, a skip and a task with two annotators
-    assert any(e[3] for e in expected) and any(e[2] is not None for e in expected)
+    assert any(e[3] for e in expected) and any(not e[3] for e in expected)
     assert any(sum(e[0] == k for e in expected) >= 2 for k in keys)
     records = conn.pull(refs(ids))
     assert all(isinstance(r, AnnotationRecord) for r in records)
     assert sorted(map(record_view, records), key=repr) == sorted(expected, key=repr)
-    assert all(r.label is None for r in records if r.cancelled)
-    assert all(r.label in LABELS for r in records if not r.cancelled)
+    assert all(r.label is None and r.value is None for r in records if r.cancelled)  # a skip is no label
+    if kind == "detection":  # boxes in percent of the image, no label of the whole image
+        assert all(r.label is None and (r.value is None) == r.cancelled for r in records)
+    else:
+        assert all(r.label in LABELS for r in records if not r.cancelled)
     assert len({r.source_id for r in records}) == len(records)
     if not h.answers_every_task:
         assert not {keys[3], keys[4]} & {r.sample_key for r in records}  # unlabeled: nothing
