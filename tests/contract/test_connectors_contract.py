@@ -469,7 +469,7 @@ def test_close_is_idempotent(h, kind):
     fresh = h.make(kind)
     fresh.close()
     fresh.close()
-    conn, payloads, ids = pushed(h, kind, 2)
+    conn, _, _ = pushed(h, kind, 2)
     conn.close()
     conn.close()
     # closing released connections only: the tool still holds what was pushed

@@ -11,7 +11,6 @@ other, so a new parameter cannot slip out of the cache key.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Callable

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ class Config:
     """One way to build a learner: its registry name, its params, whether seeds change it."""
 
     name: str
-    params: dict[str, Any] = field(default_factory=dict)
+    #: the params, or a function of a scratch folder giving them (a script written there)
+    params: dict[str, Any] | Callable[[Path | None], dict[str, Any]] = field(default_factory=dict)
     stochastic: bool = False
     id: str = ""
 

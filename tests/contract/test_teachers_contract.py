@@ -134,7 +134,8 @@ def _predictions(root: Path, suffix: str) -> Harness:
 #: per registered teacher, its configurations: (id, builder)
 HARNESSES: dict[str, list[tuple[str, Callable[[Path], Harness]]]] = {
     "clip_zeroshot": [("tiny-clip", _clip)],
-    "predictions": [("npz", lambda root: _predictions(root, ".npz")), ("jsonl", lambda root: _predictions(root, ".jsonl"))],
+    "predictions": [("npz", lambda root: _predictions(root, ".npz")),
+                    ("jsonl", lambda root: _predictions(root, ".jsonl"))],
 }
 CASES = [(n, cid, build) for n in NAMES for cid, build in HARNESSES.get(n, [("no-harness", None)])]
 
