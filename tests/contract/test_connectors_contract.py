@@ -41,7 +41,8 @@ KINDS = ("classification", "text", "detection")  # images, texts, images with bo
 W, H = 16, 12  # image size in pixels
 ROUND, OTHER_ROUND = 3, 4
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-WEBHOOK_PAYLOAD = Path("/work/shared/reference/label-studio-webhook-payload.json")
+#: a webhook call recorded from a real Label Studio 1.23 (its project invite token redacted)
+WEBHOOK_PAYLOAD = Path(__file__).with_name("data") / "label_studio_webhook_annotation_created.json"
 
 
 @dataclass(frozen=True)
