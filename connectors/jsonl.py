@@ -5,6 +5,9 @@ Push appends one JSON object per task to ``tasks_path``::
     {"key": "3/0042.png", "round": 2, "data": {"path": "/abs/3/0042.png"},
      "prediction": {"label": "3", "score": 0.91, "model_version": "round-2"}}
 
+A task's id is its sample key. A sample whose key is already in the file is not written again:
+pushing twice leaves one line per key.
+
 Pull reads ``labels_path`` (written by the team's tool or script), one object per line::
 
     {"key": "3/0042.png", "label": "3", "annotator": "ana"}      # required: key, label
@@ -85,13 +88,36 @@ class JsonlConnector:
         return read_jsonl(path, error=ConnectorDataError, partial_last_line=True)
 
     def find_tasks(self, keys: Sequence[str], round_number: int | None = None) -> dict[str, str]:
+        """The keys in the tasks file (written for ``round_number`` if given)."""
         wanted = set(keys)
-        return {o["key"]: o["key"] for _, o in self._read_jsonl(self.tasks_path) if o.get("key") in wanted}
+        return {o["key"]: o["key"] for _, o in self._read_jsonl(self.tasks_path)
+                if o.get("key") in wanted and (round_number is None or o.get("round") == round_number)}
+
+    def _drop_partial_line(self) -> None:
+        """Cut a last line without its newline (a push killed mid-write) before appending."""
+        if not self.tasks_path.exists():
+            return
+        with open(self.tasks_path, "rb+") as fh:
+            size = fh.seek(0, 2)
+            if size == 0:
+                return
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            fh.seek(0)
+            data = fh.read()
+            fh.truncate(data.rfind(b"\n") + 1)
 
     def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:
+        """Append the tasks whose keys are not in the tasks file yet; the id of a task is its key."""
         self.ensure_project()
+        self._drop_partial_line()
+        written = {o.get("key") for _, o in self._read_jsonl(self.tasks_path)}
         lines: list[dict[str, Any]] = []
         for t in tasks:
+            if t.sample_key in written:
+                continue
+            written.add(t.sample_key)
             obj: dict[str, Any] = {"key": t.sample_key, "round": t.round_number, "kind": t.kind, "data": dict(t.data)}
             if t.prediction is not None and self.detection:
                 from alloop.detection.annotations import image_size, pixel_boxes
@@ -109,10 +135,17 @@ class JsonlConnector:
                     "model_version": t.prediction.model_version,
                 }
             lines.append(obj)
-        write_jsonl(self.tasks_path, lines, append=True, sort_keys=True)
+        if lines:
+            write_jsonl(self.tasks_path, lines, append=True, sort_keys=True)
         return {t.sample_key: t.sample_key for t in tasks}
 
     def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
+        for t in tasks:
+            if t.external_id != t.sample_key:
+                raise ConnectorDataError(
+                    f"The jsonl connector never issued the task id {t.external_id!r} (sample {t.sample_key!r}): "
+                    "its task ids are the sample keys. The task was recorded for another connector."
+                )
         by_key = {t.sample_key: t for t in tasks}
         latest: dict[str, AnnotationRecord] = {}
         sizes: dict[str, Any] = {}

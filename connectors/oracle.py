@@ -7,6 +7,11 @@ It is a first-class connector: demos, simulations and benchmarks use it exactly 
 labeling tool. Answers are a pure function of (project seed, sample key, annotator), so a
 re-pull returns identical annotations (same source ids, same timestamps): ingesting twice
 changes nothing, and a resumed run sees the same labels as an uninterrupted one.
+
+Task ids are ``oracle:<sample key>``: pushing a sample again gives the same id and creates
+nothing. The oracle answers every task it is asked about (it has no task to delete); the tasks
+pushed through an instance are remembered in memory for :meth:`OracleConnector.find_tasks`
+(a restarted process starts with none, and pushing again is free).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class OracleConnector:
             raise ConfigError("The oracle connector needs the pool's known labels (reference_labels).")
         self.context = context
         self.params = params
+        #: sample key -> round it was pushed in (this instance's tasks, for find_tasks)
+        self._pushed: dict[str, int] = {}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, *, context: ConnectorContext) -> OracleConnector:
@@ -56,9 +63,15 @@ class OracleConnector:
     def ensure_project(self) -> None:
         return None
 
+    @staticmethod
+    def task_id(key: str) -> str:
+        """The oracle's task id of a sample: ``oracle:<key>``."""
+        return f"oracle:{key}"
+
     def find_tasks(self, keys: Sequence[str], round_number: int | None = None) -> dict[str, str]:
-        # The oracle keeps no state: a task "exists" once alloop recorded it.
-        return {}
+        """The tasks pushed through this instance (of ``round_number`` if given)."""
+        return {k: self.task_id(k) for k in keys
+                if k in self._pushed and (round_number is None or self._pushed[k] == round_number)}
 
     def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:
         missing = self._known(t.sample_key for t in tasks)
@@ -70,7 +83,9 @@ class OracleConnector:
                 f"The simulated annotator cannot label {len(unknown)} samples without {what[0]} "
                 f"(e.g. {unknown[0]!r}). Give the pool its truth ({what[1]}) or use a real labeling connector."
             )
-        return {t.sample_key: f"oracle:{t.sample_key}" for t in tasks}
+        for t in tasks:
+            self._pushed.setdefault(t.sample_key, t.round_number)
+        return {t.sample_key: self.task_id(t.sample_key) for t in tasks}
 
     def _known(self, keys: Any) -> dict[str, Any]:
         keys = list(keys)
@@ -85,6 +100,13 @@ class OracleConnector:
         return others[int(rng.integers(len(others)))] if others else truth
 
     def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
+        for t in tasks:
+            if t.external_id != self.task_id(t.sample_key):
+                raise ConnectorDataError(
+                    f"The simulated annotator never issued the task id {t.external_id!r} (sample "
+                    f"{t.sample_key!r}): its task ids are 'oracle:<sample key>', here "
+                    f"{self.task_id(t.sample_key)!r}. The task was recorded for another connector."
+                )
         known = self._known(t.sample_key for t in tasks)
         out: list[AnnotationRecord] = []
         for t in tasks:

@@ -12,6 +12,10 @@ Vision-Language Models" (ActiveKD), on frozen image features:
 - prediction ``p = (1 - alpha) * softmax(ce) + alpha * softmax(kd / beta)``, ``alpha = 0.5``,
   ``beta = 1``.
 
+The CE head scores only the classes that have training labels (the others' logits are masked
+out in training and prediction): a class nobody labeled yet gets its probability from the
+teacher alone - 0 without one, as the learner protocol asks.
+
 With ``kd_weight = 0`` and ``alpha = 0`` it is a plain linear classifier (the "without KD"
 baseline) and needs no teacher.
 
@@ -141,6 +145,10 @@ class KDStudentLearner:
         gen = torch.Generator().manual_seed(seed)
         d = X.shape[1]
         ce_head, kd_head = torch.nn.Linear(d, n_classes), torch.nn.Linear(d, n_classes)
+        if y.min() < 0 or y.max() >= n_classes:
+            raise LearnerError(f"kd_student: class indices must lie in 0..{n_classes - 1}; got {y.min()}..{y.max()}.")
+        unseen = torch.ones(n_classes, dtype=torch.bool)
+        unseen[torch.as_tensor(np.unique(y))] = False
         opt = torch.optim.AdamW([*ce_head.parameters(), *kd_head.parameters()], lr=p.lr, weight_decay=p.weight_decay)
         xl = torch.as_tensor((X - mean) / std, dtype=torch.float32)
         yl = torch.as_tensor(y)
@@ -154,7 +162,8 @@ class KDStudentLearner:
             for step in range(steps_per_epoch):
                 ub = order[step * p.batch_size : (step + 1) * p.batch_size]
                 lb = torch.randint(len(xl), (min(p.batch_size, len(xl)),), generator=gen)
-                loss = p.ce_weight * torch.nn.functional.cross_entropy(ce_head(xl[lb]), yl[lb])
+                ce_logits = ce_head(xl[lb]).masked_fill(unseen, float("-inf"))
+                loss = p.ce_weight * torch.nn.functional.cross_entropy(ce_logits, yl[lb])
                 if p.kd_weight > 0 and tl is not None and tu is not None:
                     kd = kd_loss(kd_head(xl[lb]), tl[lb], p.temperature) + kd_loss(kd_head(xu[ub]), tu[ub], p.temperature)
                     loss = loss + p.kd_weight * kd
@@ -167,6 +176,7 @@ class KDStudentLearner:
             "mean": mean.astype(np.float32),
             "std": std.astype(np.float32),
             "n_classes": n_classes,
+            "unseen": unseen.clone(),
             "params": p.model_dump(),
         }
         return self
@@ -181,6 +191,8 @@ class KDStudentLearner:
         x = torch.as_tensor((X - st["mean"]) / st["std"], dtype=torch.float32)
         with torch.inference_mode():
             ce = torch.nn.functional.linear(x, st["ce"]["weight"], st["ce"]["bias"])
+            if "unseen" in st:  # models saved before the mask score every class
+                ce = ce.masked_fill(st["unseen"], float("-inf"))
             kd = torch.nn.functional.linear(x, st["kd"]["weight"], st["kd"]["bias"])
             out = (1 - p.alpha) * torch.softmax(ce, dim=1) + p.alpha * torch.softmax(kd / p.beta, dim=1)
         return out.numpy().astype(np.float64)

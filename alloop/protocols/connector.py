@@ -126,13 +126,21 @@ class Connector(Protocol):
         ...
 
     def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:
-        """Create tasks; return the tool's task id for each sample key."""
+        """Create tasks; return the tool's task id for each sample key.
+
+        Idempotent by key within a round: a sample the tool already holds a task for in the
+        task's round (pushed before, e.g. by a push whose answer was lost) is adopted, not
+        created again. Pushing the same payloads twice returns the same id per key and leaves
+        one task per key in the tool.
+        """
         ...
 
     def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
         """The annotations currently present for these tasks (including cancelled ones).
 
-        Raises :class:`~alloop.errors.ConnectorDataError` for a task id the tool does not know.
+        Raises :class:`~alloop.errors.ConnectorDataError`, naming it, for a task id the tool
+        never issues (malformed for that tool). A task deleted in the tool - a valid id that is
+        gone - yields no annotations and no error: the loop keeps collecting the others.
         """
         ...
 

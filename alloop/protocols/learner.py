@@ -6,7 +6,8 @@ and declares in ``requires`` what its training needs besides the labeled samples
 - a :class:`FeatureLearner` trains in the process on feature rows (scikit-learn models, the
   KD student). Labels are class indices into the project's label set (``0 .. n_classes-1``);
   ``predict_proba`` returns one column per class of the label set, in that order, even for
-  classes the learner has not seen yet (probability 0). ``requires`` may hold ``"pool"`` (it
+  classes the learner has not seen yet (probability 0; a learner that distills from a teacher
+  may give them the probability its teacher gives). ``requires`` may hold ``"pool"`` (it
   also gets the pool's features: semi-supervised) and ``"teacher"`` (it also gets a teacher's
   probabilities: knowledge distillation).
 - an :class:`ExternalLearner` trains outside the process on exported samples (the ``command``

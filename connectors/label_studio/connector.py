@@ -12,7 +12,10 @@ The API token comes only from the environment variable named by ``token_env``
 - Tasks carry the stable alloop sample key (``data.sample_id``) and the round
   (``data.alloop_round``); task ids come from the import response.
 - A crash between the import and alloop's commit is healed by :meth:`find_tasks`, which lists
-  the round's tasks by ``data.alloop_round`` and adopts them by key.
+  the round's tasks by ``data.alloop_round`` and adopts them by key. :meth:`push` does the same
+  before importing: pushing a round's samples twice creates each task once.
+- Task ids are Label Studio's integer ids; :meth:`pull` refuses any other id. A task deleted in
+  Label Studio just has no annotations any more.
 - Annotations are read through the export API (about 5x cheaper than paging tasks).
 - Unreachable server, time-outs and 5xx answers are retried with exponential backoff, then
   raised as :class:`ConnectorUnavailableError` (the round waits; the next run continues).
@@ -29,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -58,6 +62,8 @@ from connectors.label_studio.results import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+_TASK_ID = re.compile(r"[1-9][0-9]*")
 
 #: the Label Studio events that change a project's annotations (and wake ``alloop serve``)
 WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
@@ -284,11 +290,27 @@ class LabelStudioConnector:
         return out  # pragma: no cover
 
     def push(self, tasks: Sequence[TaskPayload]) -> dict[str, str]:
+        """Import the tasks Label Studio lacks; adopt those of the same round it already holds.
+
+        One listing of each round's tasks first (empty, hence cheap, for a fresh round): a
+        sample already pushed in its round keeps its task and id.
+        """
         self.ensure_project()
+        rounds: dict[int, list[str]] = {}
+        for t in tasks:
+            rounds.setdefault(t.round_number, []).append(t.sample_key)
         out: dict[str, str] = {}
+        for number, keys in rounds.items():
+            out.update(self.find_tasks(keys, round_number=number))
+        fresh: list[TaskPayload] = []
+        taken = set(out)
+        for t in tasks:
+            if t.sample_key not in taken:  # a key given twice is imported once
+                taken.add(t.sample_key)
+                fresh.append(t)
         versions = {t.prediction.model_version for t in tasks if t.prediction is not None}
-        for i in range(0, len(tasks), self.params.batch_size):
-            out.update(self._push_batch(tasks[i : i + self.params.batch_size]))
+        for i in range(0, len(fresh), self.params.batch_size):
+            out.update(self._push_batch(fresh[i : i + self.params.batch_size]))
         if versions:  # the UI pre-fills the predictions of the project's model version
             version = sorted(versions)[-1]
             self._call("set the model version", lambda: self.client.projects.update(
@@ -339,6 +361,12 @@ class LabelStudioConnector:
 
         Up to 500 tasks are exported by id; more are read with one whole-project export.
         """
+        for t in tasks:
+            if not _TASK_ID.fullmatch(str(t.external_id)):
+                raise ConnectorDataError(
+                    f"Label Studio never issued the task id {t.external_id!r} (sample {t.sample_key!r}): its "
+                    "task ids are positive integers. The task was recorded for another connector."
+                )
         if not tasks:
             return []
         self.ensure_project()

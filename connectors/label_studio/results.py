@@ -68,9 +68,11 @@ def parse_annotation(task: dict[str, Any], ann: dict[str, Any], info: ConfigInfo
 
     Classification: the label is the chosen choice (none chosen -> label None: an *empty*
     annotation, stored as invalid; a skip is ``was_cancelled``). Detection: the label is None
-    and ``value = {"boxes": [...]}`` in percent coordinates.
+    and ``value = {"boxes": [...]}`` in percent coordinates. A skip carries neither label nor
+    value, whatever the annotator chose before skipping.
     """
-    mine = [r for r in ann.get("result") or [] if r.get("from_name") == info.from_name]
+    cancelled = bool(ann.get("was_cancelled"))
+    mine = [] if cancelled else [r for r in ann.get("result") or [] if r.get("from_name") == info.from_name]
     label: str | None = None
     value: dict[str, Any] | None = None
     if info.result_type == "choices":
@@ -78,7 +80,7 @@ def parse_annotation(task: dict[str, Any], ann: dict[str, Any], info: ConfigInfo
         label = choices[0] if len(choices) == 1 else None
         if len(choices) > 1:
             value = {"choices": choices}
-    else:
+    elif not cancelled:
         boxes = []
         for r in mine:
             v = r.get("value") or {}
@@ -96,7 +98,7 @@ def parse_annotation(task: dict[str, Any], ann: dict[str, Any], info: ConfigInfo
         source_id=str(ann["id"]),
         annotator=annotator,
         label=label,
-        cancelled=bool(ann.get("was_cancelled")),
+        cancelled=cancelled,
         created_at=_time(ann.get("created_at")),
         updated_at=_time(ann.get("updated_at") or ann.get("created_at")),
         value=value,

@@ -161,3 +161,15 @@ def test_jsonl_detection_writes_and_reads_pixel_boxes(tmp_path):
         conn.pull([TaskRef("a.png", "a.png", 1, T0)])
     with pytest.raises(ConnectorDataError, match=r"labels.jsonl:2: boxes\[0\] must be .* w, h > 0"):
         conn.pull([TaskRef("b.png", "b.png", 1, T0)])
+
+
+def test_jsonl_push_after_a_push_killed_mid_line_rewrites_that_task_once(tmp_path):
+    j = make("jsonl", tmp_path)
+    j.push([TaskPayload("s1", "text", {"text": "one"}, 0)])
+    with open(j.tasks_path, "a") as fh:
+        fh.write('{"data": {"text": "tw')  # the process died while appending s2's line
+    ids = j.push([TaskPayload("s1", "text", {"text": "one"}, 0), TaskPayload("s2", "text", {"text": "two"}, 0)])
+    assert ids == {"s1": "s1", "s2": "s2"}
+    lines = [json.loads(x) for x in j.tasks_path.read_text().splitlines()]
+    assert [x["key"] for x in lines] == ["s1", "s2"] and lines[1]["data"] == {"text": "two"}
+    assert j.find_tasks(["s1", "s2"], round_number=0) == ids and j.find_tasks(["s1"], round_number=1) == {}
