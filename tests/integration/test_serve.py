@@ -113,7 +113,7 @@ def _joining(proc: subprocess.Popen, answers: Path, log: Path) -> list[str]:
 
 def _health(port: int) -> dict[str, Any] | None:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=SAFETY_NET_S).json()
     except httpx.HTTPError:
         return None
 
@@ -178,8 +178,8 @@ def test_serve_drives_label_studio_rounds_from_webhooks(label_studio, tmp_path):
         # a call with a wrong or missing secret is refused and changes nothing
         before = snapshot(db)
         event = {"action": "ANNOTATION_CREATED", "project": {"id": pid}, "annotation": {"id": 1, "project": pid}}
-        assert httpx.post(hook_url, json=event, headers={"X-Alloop-Secret": "wrong"}).status_code == 401
-        assert httpx.post(hook_url, json=event).status_code == 401
+        assert httpx.post(hook_url, json=event, headers={"X-Alloop-Secret": "wrong"}, timeout=SAFETY_NET_S).status_code == 401
+        assert httpx.post(hook_url, json=event, timeout=SAFETY_NET_S).status_code == 401
         # refused before any wake (the receiver's unit tests check no wake is called); the refusal is
         # logged before the 401 is answered
         assert snapshot(db) == before and "Webhook from 127.0.0.1 refused: wrong X-Alloop-Secret header" in log.read_text()
