@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
-import pytest
 from sqlmodel import select
 
 from alloop.config import load_config
