@@ -5,6 +5,9 @@ It forwards every request to the real server, except when told to:
 - ``fail_after_forward = n``: forward the next n requests (the server *does* the work) but
   answer ``status`` (a lost answer: the classic cause of duplicated imports);
 - ``delay``: wait this long before answering (a slow server; clients time out);
+- ``stall = True``: hold each request, unanswered, until ``release`` is set, then answer
+  ``status`` without forwarding it (a server that does not answer: any client time-out fires,
+  however late, and nothing reaches the server after the client gave up);
 - ``only``: misbehave only for request paths containing this text.
 """
 
@@ -16,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from tests.helpers.waiting import SAFETY_NET_S
+
 
 class FlakyProxy:
     def __init__(self, upstream: str) -> None:
@@ -24,6 +29,8 @@ class FlakyProxy:
         self.fail_after_forward = 0
         self.status = 500
         self.delay = 0.0
+        self.stall = False
+        self.release = threading.Event()
         self.only: str | None = None
         self.seen: list[tuple[str, str, int]] = []  # (method, path, status answered)
         self._lock = threading.Lock()
@@ -41,6 +48,10 @@ class FlakyProxy:
                     lose = targeted and not drop and proxy.fail_after_forward > 0
                     proxy.fail_after_forward -= lose
                     delay = proxy.delay
+                    stall = proxy.stall
+                    drop = drop or stall
+                if stall:
+                    proxy.release.wait(SAFETY_NET_S)
                 if delay:
                     time.sleep(delay)
                 if not drop:
@@ -68,5 +79,6 @@ class FlakyProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()

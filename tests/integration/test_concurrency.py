@@ -2,18 +2,26 @@
 
 Real processes race on one project (PostgreSQL, and SQLite for comparison): two Python
 processes tick the same project's controller in tight loops, and pairs of real `alloop run`
-processes start at the same instant. The project must end exactly like an uninterrupted run:
-every round transition happened once and in order, nothing selected, pushed or annotated
-twice; a process that lost the race said so ("another process") and exited with status 2.
+processes start together. The project must end exactly like an uninterrupted run: every round
+transition happened once and in order, nothing selected, pushed or annotated twice; a process
+that lost the race said so ("another process") and exited with status 2.
+
+The collisions are not hoped for: handshakes make them happen. The tickers report on stdout and
+take their go-ahead on stdin, so the test holds each of them in turn on the lease until the other
+was refused; an `alloop run` is held inside a transition (ALLOOP_TEST_HOLD_AT) until its partner
+was refused and exited.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -23,6 +31,7 @@ from alloop.loop.lock import ProjectLease
 from alloop.store.engine import make_engine, session_scope
 from alloop.store.models import Project, Round
 from tests.conftest import ALLOOP, open_workspace, write_project
+from tests.helpers.waiting import SAFETY_NET_S, wait_until
 from tests.integration.snapshot import assert_no_duplicates, snapshot
 
 SECTIONS = dict(
@@ -31,7 +40,10 @@ SECTIONS = dict(
     loop={"initial_size": 15, "batch_size": 8, "max_rounds": 4},
 )
 
-# one process: tick until the project is finished, one JSON line per attempt
+# One process: tick until the project is finished, one JSON line per attempt. A tick runs under the
+# lease, held until its line is printed, so the lines' `seq` (the host's monotonic clock) orders the
+# ticks of both processes. Handshake with the test: "ready", then wait for "go"; at its first
+# progress, keep the lease ("holding") until told "release", then wait for "continue".
 TICKER = r"""
 import json, os, random, sys, time
 from pathlib import Path
@@ -40,25 +52,100 @@ from alloop.errors import LockedError
 from alloop.loop.controller import Controller
 from alloop.workspace import Workspace
 
+
+def say(**line):
+    print(json.dumps(line), flush=True)
+
+
+def hear(word):
+    got = sys.stdin.readline().strip()
+    if got != word:
+        sys.exit(f"expected {word!r} on stdin, got {got!r}")
+
+
 cfg, _ = load_config(Path(sys.argv[1]))
 ctl = Controller(Workspace(cfg))
 ctl.ws.project()  # connected and migrated before the start signal
-go = sys.argv[2]
+say(ready=os.getpid())
+hear("go")
 rng = random.Random(os.getpid())
-while not os.path.exists(go):
-    time.sleep(0.002)
-deadline = time.monotonic() + 180
-while time.monotonic() < deadline:
+held = False
+while True:
+    released = False
     try:
-        r = ctl.tick()
+        with ctl:
+            r = ctl.tick()
+            say(seq=time.monotonic_ns(), action=r.action, round=r.round, progressed=r.progressed)
+            if r.progressed and not held:
+                held = released = True
+                say(holding=os.getpid())
+                hear("release")
     except LockedError as exc:
-        print(json.dumps({"locked": str(exc)}), flush=True)
+        say(locked=str(exc), holder=exc.owner)
     else:
-        print(json.dumps({"t": time.time(), "action": r.action, "round": r.round, "progressed": r.progressed}), flush=True)
+        if released:
+            say(released=os.getpid())
+            hear("continue")
         if r.finished:
             break
-    time.sleep(rng.uniform(0.0, 0.01))
+    time.sleep(rng.uniform(0.0, 0.01))  # jitter: the other process gets its chances at the lease
 """
+
+
+class Tickers:
+    """The TICKER processes, their stdout lines (all kept), and one queue of (process, line) events."""
+
+    def __init__(self, pf: Path, n: int, logs: Path) -> None:
+        env = {**os.environ, "ALLOOP_DISABLE_PROGRESS_BARS": "1"}
+        self.errs = [logs / f"ticker-{i}.err" for i in range(n)]
+        self.procs = []
+        for err in self.errs:
+            with open(err, "w") as fh:
+                self.procs.append(subprocess.Popen([sys.executable, "-c", TICKER, str(pf)], stdin=subprocess.PIPE,
+                                                   stdout=subprocess.PIPE, stderr=fh, text=True, env=env))
+        self.lines: list[list[dict]] = [[] for _ in range(n)]
+        self.events: queue.Queue = queue.Queue()
+        self.readers = [threading.Thread(target=self._read, args=(i,), daemon=True) for i in range(n)]
+        for t in self.readers:
+            t.start()
+
+    def _read(self, i: int) -> None:
+        for raw in self.procs[i].stdout:
+            line = json.loads(raw)
+            self.lines[i].append(line)
+            self.events.put((i, line))
+        self.events.put((i, None))
+
+    def expect(self, what: str, match) -> tuple[int, dict]:
+        """The next event ``match(i, line)`` accepts (the others are skipped, still kept in ``lines``)."""
+        deadline = time.monotonic() + SAFETY_NET_S
+        while True:
+            try:
+                i, line = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"{what} did not happen within the {SAFETY_NET_S:g} s safety net")
+            if line is None:
+                self.procs[i].wait(SAFETY_NET_S)
+                pytest.fail(f"ticker {i} exited ({self.procs[i].returncode}) while waiting for {what}:\n"
+                            f"{self.errs[i].read_text()[-3000:]}")
+            if match(i, line):
+                return i, line
+
+    def send(self, i: int, word: str) -> None:
+        self.procs[i].stdin.write(word + "\n")
+        self.procs[i].stdin.flush()
+
+    def finish(self) -> None:
+        for i, p in enumerate(self.procs):
+            assert p.wait(SAFETY_NET_S) == 0, self.errs[i].read_text()  # never "changed state while ... worked on it"
+        for t in self.readers:
+            t.join(SAFETY_NET_S)
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 @pytest.fixture(scope="module")
@@ -93,28 +180,49 @@ def _assert_rounds_in_order(db_url: str) -> None:
 def test_two_processes_ticking_one_project_take_turns(tmp_path, db_url, uninterrupted):
     expected_ticks, expected_snap = uninterrupted
     pf = _project(tmp_path, db_url)
-    go = tmp_path / "go"
-    env = {**os.environ, "ALLOOP_DISABLE_PROGRESS_BARS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", TICKER, str(pf), str(go)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
-    time.sleep(2.0)  # both past their imports (they wait for the signal)
-    go.touch()
-    lines = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err  # never "changed state while this process worked on it"
-        lines.append([json.loads(x) for x in out.splitlines()])
-    ticks = sorted((x for proc in lines for x in proc if "action" in x), key=lambda x: x["t"])
+    t = Tickers(pf, 2, tmp_path)
+    try:
+        pids = {t.expect("ticker ready", lambda i, m: "ready" in m)[1]["ready"] for _ in range(2)}
+        assert pids == {p.pid for p in t.procs}  # both past their imports, connected: start them together
+        for i in (0, 1):
+            t.send(i, "go")
+        # the first to progress keeps the lease until the other, ticking, was refused by it; then it
+        # lets go and waits while the other progresses and keeps the lease, until the first was refused
+        x, _ = t.expect("a first progress", lambda i, m: "holding" in m)
+        for holder, other in ((x, 1 - x), (1 - x, x)):
+            if holder != x:
+                t.expect(f"ticker {holder} to progress", lambda i, m: i == holder and "holding" in m)
+                t.send(other, "continue")
+            pid = t.procs[holder].pid
+            t.expect(f"ticker {other} refused by ticker {holder}",
+                     lambda i, m: i == other and "locked" in m and m["holder"].split(":")[1] == str(pid))
+            t.send(holder, "release")
+            t.expect(f"ticker {holder} to let go", lambda i, m: i == holder and "released" in m)
+        t.send(1 - x, "continue")
+        t.finish()
+    finally:
+        t.kill()
+    lines = t.lines
+    ticks = sorted((x for proc in lines for x in proc if "action" in x), key=lambda x: x["seq"])
     progressed = [(x["round"], x["action"]) for x in ticks if x["progressed"]]
     # every transition once, in order: the same sequence as one process running alone
     assert progressed == expected_ticks
-    locked = [x["locked"] for proc in lines for x in proc if "locked" in x]
-    assert locked and all("another process" in m for m in locked)  # they did collide, and were refused
-    assert all(any(x.get("progressed") for x in proc) for proc in lines), "one process never got a turn"
+    locked = [x for proc in lines for x in proc if "locked" in x]
+    assert all("another process" in x["locked"] for x in locked)
+    for i in (0, 1):  # each was refused by the other, and each progressed
+        other = str(t.procs[1 - i].pid)
+        assert any(x["holder"].split(":")[1] == other for x in lines[i] if "locked" in x)
+        assert any(x.get("progressed") for x in lines[i])
     final = snapshot(db_url)
     assert_no_duplicates(final)
     assert final == expected_snap
     _assert_rounds_in_order(db_url)
+
+
+def _held(release: Path) -> int | None:
+    """The pid of the process holding at its ALLOOP_TEST_HOLD_AT point (released by creating ``release``)."""
+    reached = Path(f"{release}.reached")
+    return int(reached.read_text()) if reached.exists() else None
 
 
 def test_alloop_run_processes_racing_on_postgres(tmp_path, postgres_url, uninterrupted, monkeypatch):
@@ -134,23 +242,48 @@ def test_alloop_run_processes_racing_on_postgres(tmp_path, postgres_url, uninter
         assert "another process" in r.stdout + r.stderr and lease.owner in " ".join((r.stdout + r.stderr).split())
     engine.dispose()
 
-    # pairs started at the same instant, until the project is finished
+    # pairs started together. In the first two, whichever process takes the lease is held inside a
+    # transition of its second round until its partner was refused and exited: they overlapped
     losers = 0
-    for _pair in range(8):
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
-        results = [(p, *p.communicate(timeout=300)) for p in procs]
-        codes = sorted(p.returncode for p, _, _ in results)
-        assert codes in ([0, 0], [0, 2]), [err for _, _, err in results]
-        for p, out, err in results:
-            if p.returncode == 2:
+    for pair, hold in enumerate(["1:before_commit:TRAINED", "3:before_commit:TRAINED", None]):
+        release = tmp_path / f"release-{pair}"
+        pair_env = {**env, "ALLOOP_TEST_HOLD_AT": f"{hold}={release}"} if hold else env
+        outs = [tmp_path / f"pair-{pair}-{i}.out" for i in range(2)]
+        procs = []
+        for out in outs:
+            with open(out, "w") as fh:
+                procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, env=pair_env))
+        try:
+            if hold:
+                def both_exited() -> str | None:
+                    if all(p.poll() is not None for p in procs):
+                        return "both processes exited: " + " | ".join(o.read_text()[-1500:] for o in outs)
+                    return None
+
+                holder = wait_until(lambda: _held(release), f"pair {pair}: a process held at {hold}", alive=both_exited)
+                (winner,) = [i for i, p in enumerate(procs) if p.pid == holder]
+                loser = procs[1 - winner]
+                assert loser.wait(SAFETY_NET_S) == 2, outs[1 - winner].read_text()
+                said = " ".join(outs[1 - winner].read_text().split())
+                assert "another process" in said and f":{holder}:" in said  # refused by the held process
+                release.touch()
+                assert procs[winner].wait(SAFETY_NET_S) == 0, outs[winner].read_text()
                 losers += 1
-                assert "another process" in out + err
+            else:
+                codes = sorted(p.wait(SAFETY_NET_S) for p in procs)
+                assert codes in ([0, 0], [0, 2]), [o.read_text() for o in outs]
+                losers += codes == [0, 2]
+                for p, out in zip(procs, outs):
+                    if p.returncode == 2:
+                        assert "another process" in out.read_text()
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         assert_no_duplicates(snapshot(postgres_url))
-        if snapshot(postgres_url)["project"][0] == "finished":
-            break
-    else:
-        pytest.fail("the project never finished")
-    assert losers >= 1, "the processes never overlapped"
+    assert snapshot(postgres_url)["project"][0] == "finished"
+    assert losers >= 2
     final = snapshot(postgres_url)
     assert final == expected_snap
     _assert_rounds_in_order(postgres_url)

@@ -400,13 +400,19 @@ def test_5xx_is_retried_and_a_lost_import_answer_duplicates_nothing(label_studio
 
 def test_slow_server_times_out_then_the_round_continues(label_studio, proxy):
     params = {"url": proxy.url, "retries": 1, "backoff_s": 0.1, "timeout_s": 0.5}
-    pf, _ = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": params},
-                        loop={"initial_size": 4, "batch_size": 2, "max_rounds": 1})
+    sections = dict(loop={"initial_size": 4, "batch_size": 2, "max_rounds": 1})
+    pf, folder = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": params}, **sections)
     ws = open_workspace(pf)
-    proxy.delay = 1.5
+    proxy.stall = True  # no answer at all: the 0.5 s time-out fires whatever the machine's load
     with pytest.raises(ConnectorUnavailableError, match="ReadTimeout"):
         Controller(ws).run()
-    proxy.delay = 0.0
+    ws.close()
+    proxy.stall = False
+    proxy.release.set()
+    # the server answers again; the next run (time-out back at the default, so the real server's own
+    # speed does not matter) continues the round from where it stopped
+    pf, _ = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": {"url": proxy.url}}, **sections)
+    ws = open_workspace(pf, do_import=False)
     results = Controller(ws).run()
     assert results[-1].waiting and "0/4" in results[-1].message
     ws.close()

@@ -4,17 +4,17 @@ processes sharing one PostgreSQL database."""
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import re
 import signal
 import subprocess
-import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import httpx
-import pytest
 from sqlmodel import select
 
 from alloop.config import load_config
@@ -24,6 +24,7 @@ from alloop.serve.service import register_webhook
 from alloop.store.engine import make_engine, session_scope
 from alloop.store.models import Annotation, ModelVersion, Project, Round, Sample, Task
 from tests.conftest import ALLOOP, open_workspace, run_cli, write_project
+from tests.helpers.waiting import SAFETY_NET_S, wait_until
 from tests.integration import ls_support as lss
 from tests.integration.snapshot import assert_no_duplicates, snapshot
 
@@ -49,26 +50,74 @@ def _serve(projects: list[Path], port: int, log: Path, **env: str) -> subprocess
         return subprocess.Popen(args, env=full, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def _wait(cond: Callable[[], Any], what: str, timeout: float = 60, every: float = 0.2, proc=None, log=None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"serve exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-3000:] if log else ''}")
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+def _wait(cond: Callable[[], Any], what: str, timeout: float = SAFETY_NET_S, every: float = 0.1, proc=None, log=None) -> Any:
+    """Wait for an event (``timeout`` is a safety net); fail at once if serve exits meanwhile."""
+
+    def alive() -> str | None:
+        if proc is None or proc.poll() is None:
+            return None
+        return f"serve exited ({proc.returncode}):\n{log.read_text()[-3000:] if log else ''}"
+
+    return wait_until(cond, what, timeout=timeout, every=every, alive=alive)
+
+
+def _held(release: Path) -> int | None:
+    """The pid of the process holding at its ALLOOP_TEST_HOLD_AT point (released by creating ``release``)."""
+    reached = Path(f"{release}.reached")
+    return int(reached.read_text()) if reached.exists() else None
+
+
+#: Installed in the serve processes of the SIGTERM test (a sitecustomize module on their PYTHONPATH):
+#: on SIGUSR1 the main thread appends the names of the threads it is joining - waiting for - to
+#: $ALLOOP_TEST_PROBE, one JSON list a line. Signal handlers run in the main thread, also while it
+#: blocks in Thread.join, with the frame it was interrupted in.
+PROBE = """
+import json, os, signal, threading
+
+
+def _joining(signum, frame):
+    names = []
+    while frame is not None:
+        target = frame.f_locals.get("self") if frame.f_code.co_name == "join" else None
+        if isinstance(target, threading.Thread):
+            names.append(target.name)
+        frame = frame.f_back
+    with open(os.environ["ALLOOP_TEST_PROBE"], "a") as fh:
+        fh.write(json.dumps(names) + "\\n")
+
+
+if os.environ.get("ALLOOP_TEST_PROBE"):
+    signal.signal(signal.SIGUSR1, _joining)
+"""
+
+
+def _probe_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """Environment for a serve process that answers SIGUSR1 (see PROBE), and its answer file."""
+    site = tmp_path / "probe-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(PROBE)
+    answers = tmp_path / "probe.jsonl"
+    path = os.pathsep.join(x for x in (str(site), os.environ.get("PYTHONPATH")) if x)
+    return {"PYTHONPATH": path, "ALLOOP_TEST_PROBE": str(answers)}, answers
+
+
+def _joining(proc: subprocess.Popen, answers: Path, log: Path) -> list[str]:
+    """Ask serve (SIGUSR1) which threads its main thread is waiting for; wait for the answer."""
+    seen = answers.read_text().count("\n") if answers.exists() else 0
+    proc.send_signal(signal.SIGUSR1)
+    _wait(lambda: answers.exists() and answers.read_text().count("\n") > seen, "serve's answer to SIGUSR1",
+          proc=proc, log=log)
+    return json.loads(answers.read_text().split("\n")[seen])
 
 
 def _health(port: int) -> dict[str, Any] | None:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=SAFETY_NET_S).json()
     except httpx.HTTPError:
         return None
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 60) -> int:
+def _stop(proc: subprocess.Popen, timeout: float = SAFETY_NET_S) -> int:
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout)
 
@@ -128,22 +177,27 @@ def test_serve_drives_label_studio_rounds_from_webhooks(label_studio, tmp_path):
         # a call with a wrong or missing secret is refused and changes nothing
         before = snapshot(db)
         event = {"action": "ANNOTATION_CREATED", "project": {"id": pid}, "annotation": {"id": 1, "project": pid}}
-        assert httpx.post(hook_url, json=event, headers={"X-Alloop-Secret": "wrong"}).status_code == 401
-        assert httpx.post(hook_url, json=event).status_code == 401
-        time.sleep(1.0)
+        assert httpx.post(hook_url, json=event, headers={"X-Alloop-Secret": "wrong"}, timeout=SAFETY_NET_S).status_code == 401
+        assert httpx.post(hook_url, json=event, timeout=SAFETY_NET_S).status_code == 401
+        # refused before any wake (the receiver's unit tests check no wake is called); the refusal is
+        # logged before the 401 is answered
         assert snapshot(db) == before and "Webhook from 127.0.0.1 refused: wrong X-Alloop-Secret header" in log.read_text()
 
         # retrain_after_labels = 3: the third label closes round 0, and round 1's tasks appear with no command run
         tasks0 = sorted(lss.tasks(ls, pid), key=lambda t: t.id)
         for t in tasks0[:3]:
             ls.annotations.create(t.id, result=lss.choice(DIGIT(t.data)), completed_by=who, was_cancelled=False)
-        t_last = time.monotonic()
-        _wait(lambda: ls.projects.get(pid).task_number == 10, "round 1's tasks in Label Studio", every=0.05, proc=proc, log=log)
-        latency = time.monotonic() - t_last
-        print(f"\nlatency, last annotation POST -> next round's tasks visible in Label Studio: {latency:.2f} s")
-        assert latency < 30
+        _wait(lambda: ls.projects.get(pid).task_number == 10, "round 1's tasks in Label Studio", proc=proc, log=log)
         _wait(lambda: _rounds(db) == [(0, "CLOSED"), (1, "COLLECTING")], "round 1 collecting", proc=proc, log=log)
-        assert "project srv round 0: COLLECTING -> CLOSED (early: 3 new labels, retrain_after_labels = 3)" in log.read_text()
+        # /healthz shows round 1 once the run that got there ended (and logged what woke it)
+        health = _wait(lambda: (h := _health(port)) and h["projects"]["srv"]["round"] == 1 and h, "healthz: round 1")
+        text = log.read_text()
+        assert "project srv round 0: COLLECTING -> CLOSED (early: 3 new labels, retrain_after_labels = 3)" in text
+        # woken by Label Studio's webhook: the run that reached round 1 says so, and no scheduled
+        # tick was due (every 3600 s: the next one is still more than half an hour away)
+        assert re.search(r"project srv: round 1: .* \(woken by webhook ANNOTATION_CREATED\)$", text, re.M), text[-3000:]
+        next_run = datetime.fromisoformat(health["projects"]["srv"]["next_run_at"])
+        assert next_run - datetime.now(timezone.utc) > timedelta(minutes=30)
 
         # a late label for a task of the closed round is still ingested (attached to round 0)
         late = tasks0[3]
@@ -217,26 +271,38 @@ def test_sigterm_lets_the_transition_finish_a_second_signal_exits_at_once_and_a_
     port, log = _free_port(), tmp_path / "serve.log"
     proc = None
     try:
-        # 1. SIGTERM while round 1's CREATED -> TRAINED transaction is open: it commits, then serve exits 0
-        proc = _serve([pf], port, log, ALLOOP_TEST_PAUSE_AT="1:before_commit:TRAINED=3")
-        _wait(lambda: "test pause" in log.read_text(), "the pause inside the transaction", proc=proc, log=log)
-        t0 = time.monotonic()
-        assert _stop(proc) == 0
-        assert time.monotonic() - t0 >= 1.5  # it waited for the transition
+        # 1. SIGTERM while round 1's CREATED -> TRAINED transaction is open (held there until the test
+        # releases it): serve's main thread waits for the worker; released, the transition commits, and
+        # only then does serve exit 0
+        probe, answers = _probe_env(tmp_path)
+        release = tmp_path / "release-trained"
+        proc = _serve([pf], port, log, ALLOOP_TEST_HOLD_AT=f"1:before_commit:TRAINED={release}", **probe)
+        assert _wait(lambda: _held(release), "serve inside the transaction", proc=proc, log=log) == proc.pid
+        assert _rounds(db) == [(0, "CLOSED"), (1, "CREATED")]
+        assert _joining(proc, answers, log) == []  # serving: its main thread waits for no thread
+        proc.send_signal(signal.SIGTERM)
+        _wait(lambda: "alloop-serve-t" in _joining(proc, answers, log), "serve's main thread to wait for the worker",
+              proc=proc, log=log)
+        assert _health(port)["status"] == "stopping"  # still answering while it waits
+        assert _rounds(db) == [(0, "CLOSED"), (1, "CREATED")]
+        release.touch()
+        assert proc.wait(SAFETY_NET_S) == 0
         text = log.read_text()
         assert "SIGTERM: no new runs; finishing the transition in progress of t" in text
         assert _rounds(db) == [(0, "CLOSED"), (1, "TRAINED")]  # the transition finished, and nothing after it
         assert "1: CREATED -> TRAINED" in _transitions(text, "t")
 
-        # 2. a second signal exits at once; the open transaction (TRAINED -> SCORED) is rolled back
-        proc = _serve([pf], port, log, ALLOOP_TEST_PAUSE_AT="1:before_commit:SCORED=120")
-        _wait(lambda: log.read_text().count("test pause") == 2, "the second pause", proc=proc, log=log)
-        t0 = time.monotonic()
+        # 2. a second signal exits at once; the open transaction (TRAINED -> SCORED) is rolled back. The
+        # hold is never released: the second signal is the only way out
+        never = tmp_path / "release-scored"
+        proc = _serve([pf], port, log, ALLOOP_TEST_HOLD_AT=f"1:before_commit:SCORED={never}", **probe)
+        assert _wait(lambda: _held(never), "serve inside the second transaction", proc=proc, log=log) == proc.pid
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        _wait(lambda: "alloop-serve-t" in _joining(proc, answers, log), "serve to take the first SIGTERM and wait",
+              proc=proc, log=log)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 128 + signal.SIGTERM and time.monotonic() - t0 < 10
-        assert "second SIGTERM, exiting now" in log.read_text()
+        assert proc.wait(SAFETY_NET_S) == 128 + signal.SIGTERM
+        assert "second SIGTERM, exiting now" in log.read_text() and not never.exists()
         assert _rounds(db) == [(0, "CLOSED"), (1, "TRAINED")]
         snap = snapshot(db)
         assert_no_duplicates(snap)
@@ -314,7 +380,10 @@ def test_two_serve_processes_on_one_postgres_database_never_advance_the_same_rou
         done = [_transitions(t, name) for t in texts]
         both = done[0] + done[1]
         assert len(both) == len(set(both)) == 4 * 7, (name, done)  # 4 rounds x (created + 6 moves)
-        timed = sorted(m for t in texts for m in re.findall(rf"^(\S+ \S+) INFO project {name} round (\d+: .+)$", t, re.M))
+        # merged by time stamp (milliseconds), each log in its own order: equal stamps keep the order
+        # the process wrote them in (a hand-over between processes takes several transactions)
+        timed = list(heapq.merge(*(re.findall(rf"^(\S+ \S+) INFO project {name} round (\d+: .+)$", t, re.M)
+                                   for t in texts), key=lambda m: m[0]))
         steps = ["created", "CREATED -> TRAINED", "TRAINED -> SCORED", "SCORED -> SELECTED", "SELECTED -> PUSHED",
                  "PUSHED -> COLLECTING", "COLLECTING -> CLOSED"]
         assert [line.split(" (")[0] for _, line in timed] == [f"{n}: {x}" for n in range(4) for x in steps]

@@ -7,10 +7,12 @@ runs the example detector ``examples/detection_ofds/train_detector.py`` on a gen
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from alloop.errors import ConfigError, LearnerError
 from alloop.learners.command import CommandLearner, CommandParams, ExportItem
 from alloop.protocols import ExternalLearner
 from tests.helpers.images import write_digit_folders
+from tests.helpers.waiting import SAFETY_NET_S, wait_until
 
 PY = sys.executable
 DETECTOR = Path(__file__).resolve().parents[3] / "examples" / "detection_ofds" / "train_detector.py"
@@ -444,34 +447,52 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie is dead, only not reaped yet
 
 
-def test_timeout_stops_the_command_and_what_it_started(tmp_path: Path) -> None:
+def test_timeout_stops_the_command_and_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sleeper = script(
         tmp_path,
         "sleep.py",
-        """
+        f"""
         import os, subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-        with open(os.path.join(os.environ["ALLOOP_RUN_DIR"], "pids"), "w") as fh:
-            fh.write(f"{os.getpid()} {child.pid}")
-        time.sleep(30)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        run_dir = os.environ["ALLOOP_RUN_DIR"]
+        with open(os.path.join(run_dir, "pids.tmp"), "w") as fh:
+            fh.write(f"{{os.getpid()}} {{child.pid}}")
+        os.replace(os.path.join(run_dir, "pids.tmp"), os.path.join(run_dir, "pids"))
+        time.sleep({SAFETY_NET_S})  # without the timeout: exits 0 with no output, a different error
     """,
     )
-    start = time.monotonic()
-    with pytest.raises(LearnerError, match=r"timeout_s = 1 s.*Raise `timeout_s`"):
-        learner(PY, str(sleeper), timeout_s=1).run(
-            task="text",
-            labels=["a", "b"],
-            train=text_items(2),
-            predict=text_items(1, "p"),
-            run_dir=tmp_path / "run",
-            seed=0,
-        )
-    assert time.monotonic() - start < 10
-    pids = [int(p) for p in (tmp_path / "run" / "pids").read_text().split()]
-    deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    # handshake: the learner's timed wait starts once the command has started its child, so however
+    # slow the start, the timeout (1 s) stops a command that has something to leave behind
+    pids_file = tmp_path / "run" / "pids"
+    real_wait = subprocess.Popen.wait
+
+    def wait_once_started(proc: subprocess.Popen, timeout: float | None = None) -> int:
+        if timeout is not None:
+            wait_until(pids_file.exists, "the command to start its child",
+                       alive=lambda: proc.poll() is not None and f"the command exited ({proc.returncode})")
+        return real_wait(proc, timeout)
+
+    monkeypatch.setattr(subprocess.Popen, "wait", wait_once_started)
+    try:
+        with pytest.raises(LearnerError, match=r"timeout_s = 1 s.*Raise `timeout_s`"):
+            learner(PY, str(sleeper), timeout_s=1).run(
+                task="text",
+                labels=["a", "b"],
+                train=text_items(2),
+                predict=text_items(1, "p"),
+                run_dir=tmp_path / "run",
+                seed=0,
+            )
+        pids = [int(p) for p in pids_file.read_text().split()]
+        # killed: gone (or zombies) at once; the safety net is far below their own sleeps
+        wait_until(lambda: not any(_alive(p) for p in pids), "the command and its child to be gone", timeout=60)
+    finally:
+        for pid in [int(p) for p in pids_file.read_text().split()] if pids_file.exists() else []:
+            try:  # what a broken timeout left behind
+                if _alive(pid) and "sleep" in Path(f"/proc/{pid}/cmdline").read_text():
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def test_program_not_found(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ real loop on a real SQLite store, with labels handed back through the jsonl conn
 from __future__ import annotations
 
 import json
-import time
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from alloop.loop.controller import Controller
 from alloop.loop.ingest import DELETED, ingest, new_labels_since, resolved_tasks
 from alloop.loop.policies import close_reason
 from alloop.store.engine import session_scope
-from alloop.store.models import Annotation, Round, Sample, Task
+from alloop.store.models import Annotation, ModelVersion, Round, Sample, Task, utcnow
 from alloop.store.queries import get_project, training_labels
 from alloop.protocols import AnnotationRecord
 from tests.conftest import open_workspace, write_project
@@ -112,16 +112,30 @@ def test_retrain_after_labels_closes_at_the_nth_label_and_late_labels_are_still_
     ws.close()
 
 
+def _set_model_age(ws, number: int, seconds: float) -> None:
+    """Date round ``number``'s model (the time the rule reads) ``seconds`` before now: no waiting."""
+    with session_scope(ws.engine) as s:
+        rnd = s.exec(select(Round).where(Round.number == number)).one()
+        row = s.get(ModelVersion, rnd.model_version_id) if rnd.model_version_id is not None else rnd
+        row.created_at = utcnow() - timedelta(seconds=seconds)
+        s.add(row)
+
+
 def test_retrain_after_s_needs_an_old_model_and_one_new_label(tmp_path):
-    ws = _project(tmp_path, retrain_after_s=0.5)
+    ws = _project(tmp_path, retrain_after_s=600)
     ctl = Controller(ws)
     ctl.run()
-    time.sleep(0.6)
+    _set_model_age(ws, 0, 3600)
     r = ctl.run()[-1]
     assert r.waiting and _states(ws) == [(0, "COLLECTING")]  # old enough, but no new label
+    _set_model_age(ws, 0, 0)  # (the exact threshold is checked on the pure rule above)
     _label(ws, _pushed(ws, 0)[:1])
+    r = ctl.run()[-1]
+    assert r.waiting and "1 new" in r.message and _states(ws) == [(0, "COLLECTING")]  # a new label, a young model
+    _set_model_age(ws, 0, 3600)
     results = ctl.run()
-    assert any(x.action == "closed" and "model" in x.message and "1 new labels" in x.message for x in results)
+    closed = [x for x in results if x.action == "closed"]
+    assert closed and re.search(r"closed early: model \d+ s old with 1 new labels, retrain_after_s = 600", closed[0].message)
     assert _states(ws)[0] == (0, "CLOSED")
     ws.close()
 

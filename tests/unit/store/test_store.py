@@ -6,7 +6,6 @@ import math
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -20,9 +19,10 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import SQLModel, select
 
 from alloop.errors import ConfigError, ProjectNotFoundError, StoreError
-from alloop.store.engine import MIGRATIONS_DIR, make_engine, migrate, open_store, session_scope
+from alloop.store.engine import MIGRATION_LOCK_KEY, MIGRATIONS_DIR, make_engine, migrate, open_store, session_scope
 from alloop.store.models import Project, Round, Sample, Selection
 from alloop.store.queries import ensure_project, get_project
+from tests.helpers.waiting import SAFETY_NET_S, wait_until
 
 
 def _alembic(conn) -> Config:
@@ -107,23 +107,61 @@ def test_foreign_keys_are_enforced(db_url):
             s.add(Selection(project_id=pid, round_id=rid, sample_id=999_999, rank=0, score=1.0))
 
 
-def test_processes_starting_together_migrate_a_fresh_postgres_database_once(postgres_url, tmp_path):
-    go = tmp_path / "go"
+def _migration_lock_waiters(engine) -> int:
+    """Sessions of this database waiting for the advisory lock that serializes migrations."""
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND ((classid::bigint << 32) | objid::bigint) = :key"), {"key": MIGRATION_LOCK_KEY}).scalar_one()
+
+
+def test_processes_starting_together_migrate_a_fresh_postgres_database_once(postgres_url):
+    """Three processes open a fresh database at once. Their overlap is certain, not hoped for: the
+    test holds the migration lock until all three wait for it; then one migrates, the others find
+    the schema done (alembic logs each migration it runs)."""
     code = (
-        "import os, time\n"
+        "import logging, sys\n"
         "from alloop.store.engine import open_store\n"
-        f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+        "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
         f"open_store({postgres_url!r})\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    time.sleep(1.0)  # all past their imports
-    go.touch()
-    for p in procs:
-        _, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
     engine = make_engine(postgres_url)
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 3  # past their imports
+        with engine.connect() as holder:
+            holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            for p in procs:  # released together
+                p.stdin.write("go\n")
+                p.stdin.flush()
+
+            def none_gone() -> str | None:
+                gone = [p.returncode for p in procs if p.poll() is not None]
+                return f"a process finished without waiting for the migration lock: {gone}" if gone else None
+
+            wait_until(lambda: _migration_lock_waiters(engine) == 3, "all three waiting for the migration lock",
+                       alive=none_gone)
+            assert "alembic_version" not in inspect(engine).get_table_names()
+            holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        logs = []
+        for p in procs:
+            _, err = p.communicate(timeout=SAFETY_NET_S)
+            assert p.returncode == 0, err
+            logs.append(err)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    migrated = ["Running upgrade" in err for err in logs]
+    assert sorted(migrated) == [False, False, True], logs  # one ran the migrations, after it nobody
     with engine.connect() as conn:
         assert conn.execute(text("select version_num from alembic_version")).scalars().all() == [_head()]
+    engine.dispose()
 
 
 def test_unreachable_postgres_is_a_store_error():
