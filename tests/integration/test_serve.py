@@ -250,7 +250,7 @@ def test_serve_drives_label_studio_rounds_from_webhooks(label_studio, tmp_path):
     # registering again is idempotent; a new secret or public URL updates the one webhook in place
     ws = open_workspace(pf, do_import=False)
     try:
-        hook_id = hooks[0].id
+        hook_id = str(hooks[0].id)  # webhook ids are strings in the protocol
         assert ws.connector.ensure_webhook(hook_url, SECRET) == hook_id
         moved = f"http://127.0.0.1:{port + 1}/webhooks/label-studio?project=srv"
         assert register_webhook(ws, moved, "rotated-" + SECRET) == hook_id
