@@ -1,7 +1,8 @@
 # alloop: one-command set-up, demo and tests on a fresh machine.
 #   make demo   -> .venv with everything, then a full active-learning session on the bundled digits
 #   make test   -> .venv with everything + .venv-ls (Label Studio server) + the Debian packages the
-#                  tests read (system-deps), then the whole test suite
+#                  tests read (system-deps), then the whole test suite, then the numerics tests
+#                  again under each OpenBLAS kernel family this CPU runs (test-numerics)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -18,7 +19,15 @@ FMNIST_DIR   := /usr/share/datasets/fashion-mnist
 FMNIST_FILES := $(addprefix $(FMNIST_DIR)/,train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
                   t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
 
-.PHONY: setup setup-ls system-deps postgres fashion-mnist bench-setup demo test clean
+# OpenBLAS kernel families for test-numerics: every one this CPU can execute (/proc/cpuinfo
+# flags; a family the CPU lacks dies on an illegal instruction), else Prescott (any x86-64).
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+cpu_has    = $(if $(filter-out $(CPU_FLAGS),$(1)),,yes)
+CORETYPES ?= $(strip $(if $(call cpu_has,avx512f avx512bw avx512dq avx512vl avx512cd),SkylakeX) \
+               $(if $(call cpu_has,avx2 fma),Haswell) $(if $(call cpu_has,avx),Sandybridge))
+CORETYPES := $(or $(CORETYPES),Prescott)
+
+.PHONY: setup setup-ls system-deps postgres fashion-mnist bench-setup demo test test-numerics clean
 
 setup: $(VENV)/.installed
 
@@ -72,6 +81,23 @@ demo: setup
 test:
 	$(MAKE) -j2 setup setup-ls system-deps   # the two virtualenvs (and Debian packages) install side by side
 	ALLOOP_LS_VENV=$(CURDIR)/$(VENV_LS) $(BIN)/python -m pytest -q
+	$(MAKE) test-numerics
+
+# The numerics tests (pytest -m numerics: exactness and determinism of the strategies' float32
+# BLAS kernels: k-center and PCoreSet, the IDEAL graph, OFDS clustering) again under each OpenBLAS
+# kernel family in CORETYPES. Each family sums, blocks and pads float32 products its own way, and
+# "exact" claims that held on one (the kNN graph's independence of block_rows, on SkylakeX) failed
+# on another CPU (Haswell kernels); the main run above tests only the family numpy picked here.
+# SkylakeX = AVX-512 (recent Intel, AMD Zen 4+), Haswell = AVX2 + FMA (most x86-64 since 2013,
+# AMD Zen 1-3), Sandybridge = AVX (its sgemv rounds a row by its position in the call).
+# OPENBLAS_CORETYPE is read once, when numpy loads: it is set in pytest's environment. Only
+# NUMERICS_TESTS is collected (tests/conftest.py refuses a numerics test elsewhere): seconds a run.
+NUMERICS_TESTS := tests/unit/strategies
+test-numerics: setup
+	@for t in $(CORETYPES); do \
+	  echo "== OPENBLAS_CORETYPE=$$t pytest -m numerics $(NUMERICS_TESTS)"; \
+	  OPENBLAS_CORETYPE=$$t $(BIN)/python -m pytest -q -m numerics $(NUMERICS_TESTS) || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) $(VENV_LS) demo .pytest_cache

@@ -103,6 +103,7 @@ def random_graph(rng, n, density=None):
 # -- graph ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("seed", range(6))
 def test_exact_knn_graph_equals_brute_force(seed):
     rng = np.random.default_rng(seed)
@@ -180,6 +181,7 @@ def test_graph_is_identical_under_every_blas_kernel_family(tmp_path):
             assert a.shape == b.shape and (a == b).all(), f"{family} {key} differs from {first} (block_rows None)"
 
 
+@pytest.mark.numerics
 def test_shortlist_keeps_the_exact_top_k_under_worst_case_rounding():
     """The exact top k survive any float32 rounding within the bound E: here every true top-k
     similarity is pushed down by 0.9 E and every other one up by 0.9 E, the worst a kernel may
@@ -211,6 +213,7 @@ def test_shortlist_keeps_the_exact_top_k_under_worst_case_rounding():
     assert (neighbours(margin / 8)[0] != ref_nbr).any(), "the worst case should need the full margin"
 
 
+@pytest.mark.numerics
 def test_faiss_exact_matches_exact_and_ivf_is_a_valid_graph():
     X = np.random.default_rng(4).normal(size=(2000, 32)).astype(np.float32)
     exact = knn_graph(X, 10, neighbors="exact")
@@ -230,6 +233,7 @@ def test_faiss_exact_matches_exact_and_ivf_is_a_valid_graph():
     assert overlap > 0.5
 
 
+@pytest.mark.numerics
 def test_non_positive_similarities_are_dropped():
     # after centring, the two pairs point in opposite directions: each row's second neighbour
     # has cosine <= 0 and gets no edge; a row equal to the mean gets no out-edge at all
@@ -290,6 +294,7 @@ def test_live_edge_frequency_matches_the_edge_probability():
 # -- CELF against brute force --------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("seed", range(10))
 def test_celf_selection_and_influence_equal_brute_force_greedy(seed):
     rng = np.random.default_rng(100 + seed)
@@ -315,6 +320,7 @@ def test_celf_selection_and_influence_equal_brute_force_greedy(seed):
     assert np.all(np.diff(gains) <= 0)
 
 
+@pytest.mark.numerics
 def test_greedy_covers_every_blob_before_any_second_pick():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(8, 32)) * 10
@@ -331,6 +337,7 @@ def test_greedy_covers_every_blob_before_any_second_pick():
     assert sorted(blob[picks].tolist()) == [3, 4, 5, 6, 7]
 
 
+@pytest.mark.numerics
 def test_same_seed_same_selection_and_the_seed_matters():
     X = np.random.default_rng(5).normal(size=(600, 16))
     a = ideal_select(X, 30, rng=np.random.default_rng(9))
@@ -351,6 +358,7 @@ def test_celf_rejects_more_picks_than_candidates():
 # -- the strategy --------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_strategy_uses_labeled_items_as_active_seeds_and_scores_are_gains():
     rng = np.random.default_rng(2)
     X = np.concatenate([rng.normal(size=(40, 8)) + off for off in (0, 30, 60)])

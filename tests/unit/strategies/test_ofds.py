@@ -227,6 +227,7 @@ def blobs(seed: int, k: int, per: int, d: int = 16) -> tuple[np.ndarray, np.ndar
 
 
 @pytest.mark.parametrize("fit_size", [20000, 300])  # the second fits on a subsample
+@pytest.mark.numerics
 def test_representatives_cover_well_separated_blobs(fit_size):
     X, y = blobs(0, 6, 200)
     rows, sizes = class_representatives(X, 6, seed=0, fit_size=fit_size)
@@ -238,6 +239,7 @@ def test_representatives_cover_well_separated_blobs(fit_size):
         assert r == members[np.argmin(((X[members] - centre) ** 2).sum(axis=1))]
 
 
+@pytest.mark.numerics
 def test_representatives_order_and_edge_cases():
     X, _ = blobs(1, 3, 1)
     X = np.concatenate([np.repeat(X[:1], 5, axis=0) + 0.01, X])  # blob 0 has 6 members
@@ -251,6 +253,7 @@ def test_representatives_order_and_edge_cases():
     assert class_representatives(Z, 3, seed=0)[0][0] == 0
 
 
+@pytest.mark.numerics
 def test_representatives_are_seeded():
     X = np.random.default_rng(3).standard_normal((500, 8)).astype(np.float32)
     a = class_representatives(X, 20, seed=5)
@@ -313,6 +316,7 @@ def test_rare_class_is_always_selected_while_random_often_misses_it():
     assert random_misses >= 10  # a random batch of 10 misses the rare class most of the time
 
 
+@pytest.mark.numerics
 def test_first_picks_cover_every_class_rarest_first():
     objects = make_objects(4, n_images=300, p=(0.6, 0.3, 0.08, 0.02), per_image=(1, 2))
     pos, scores = ofds_select(objects, 30, n_samples=300, rng=0)
@@ -323,6 +327,7 @@ def test_first_picks_cover_every_class_rarest_first():
     assert scores[:4].tolist() == [1.0] * 4 and scores[4] == 0.5
 
 
+@pytest.mark.numerics
 def test_same_seed_same_selection_and_seed_matters():
     objects = make_objects(5, n_images=400, p=(0.5, 0.3, 0.2), per_image=(1, 4), spread=3.0)
     a = ofds_select(objects, 40, n_samples=400, rng=np.random.default_rng(7))
