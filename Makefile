@@ -56,7 +56,7 @@ $(VENV)/.installed: pyproject.toml
 #   dataset-fashion-mnist  $(FMNIST_DIR)/*.gz: detection pools of Fashion-MNIST crops
 #                          (tests/unit/pool/test_synthetic_detection.py), the ActiveKD benchmark
 #                          (benchmarks/data/fmnist_features.py, activekd_fashion_mnist.py)
-#   git                    benchmark provenance (benchmarks/_machine.py)
+#   git                    benchmark provenance (benchmarks/_machine.py, tests/unit/test_benchmark_provenance.py)
 system-deps:
 	@missing=""; \
 	{ ls /usr/lib/postgresql/*/bin/initdb || command -v initdb; } >/dev/null 2>&1 || missing="$$missing postgresql"; \
