@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from _machine import machine_info, provenance_note
 
 from alloop.config import Component, dumps_toml, load_config
 from alloop.pool.importer import import_pool
@@ -153,9 +153,10 @@ def main() -> None:
             rows.append({"mode": mode, **row, "gain_vs_random": float(diff.mean()), "seeds_won_vs_random": int((diff > 0).sum()),
                          "mean_accuracy_per_round": np.mean([r.accuracy for r in runs], axis=0).round(4).tolist()})
     args.out.mkdir(parents=True, exist_ok=True)
-    cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
-            "python": platform.python_version(), "seconds": round(time.perf_counter() - t0), "pool": data["n_pool"],
+    machine = machine_info(__file__)
+    cpu = machine["cpu"]
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+            "seconds": round(time.perf_counter() - t0), "pool": data["n_pool"],
             "teacher_accuracy": round(data["teacher_acc"], 4), "features": data["meta"], "args": {
                 k: str(v) for k, v in vars(args).items()}}
     (args.out / "activekd_fashion_mnist.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
@@ -165,7 +166,7 @@ def main() -> None:
              f"start, {len(data['results']['with KD'][0].by_strategy()['random'][0].n_labels) - 1} rounds of 10 queries, "
              f"{args.seeds} seeds. Surrogate teacher (logistic regression on {args.teacher_per_class} images per class "
              f"outside the pool, temperature {args.teacher_temperature}): accuracy {data['teacher_acc']:.4f}.",
-             f"Run {meta['date']} on {cpu} ({os.cpu_count()} cores) in {meta['seconds']} s.", "",
+             f"Run {meta['date']} on {cpu} ({os.cpu_count()} cores) in {meta['seconds']} s; {provenance_note(machine)}.", "",
              "| mode | strategy | AUBC | std | final acc | gain vs random | seeds won |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['strategy']} | {r['aubc_mean']:.4f} | {r['aubc_std']:.4f} | {r['final_acc_mean']:.4f} "

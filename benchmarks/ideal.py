@@ -74,6 +74,7 @@ from pathlib import Path
 import numpy as np
 from _machine import machine_info as _machine_info
 from _machine import now as _now
+from _machine import provenance_note
 from threadpoolctl import threadpool_info
 
 from alloop.strategies._influence import activate, celf_greedy, sample_worlds
@@ -93,7 +94,7 @@ def machine_info() -> dict:
         faiss_version = faiss.__version__
     except ImportError:
         faiss_version = None
-    return {**_machine_info(), "faiss": faiss_version}
+    return {**_machine_info(__file__), "faiss": faiss_version}
 
 
 def make_embeddings(n: int, d: int = 384, clusters: int = 50, rank: int = 16,
@@ -515,7 +516,7 @@ def to_markdown(info: dict, a: dict | None, bb: dict | None, command: str) -> st
         f"- machine: {info['cpu']}, {info['logical_cores']} logical cores, {info['ram_gib']} GiB RAM",
         f"- software: Python {info['python']}, numpy {info['numpy']}, faiss {info['faiss']}; "
         f"BLAS {blas}",
-        f"- date: {info['date']} (git {info['git_commit'] or 'n/a'}); load average at start "
+        f"- date: {info['date']} ({provenance_note(info)}); load average at start "
         f"{info['loadavg_start'][0]:.2f}; command: `{command}`",
         f"- data: sentence-embedding stand-in, d = {(a or bb)['d']}, 50 topics of Dirichlet(2) "
         "sizes, each a 16-dimensional Gaussian subspace plus isotropic noise (see the script); "

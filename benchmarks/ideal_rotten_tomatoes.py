@@ -49,8 +49,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -60,6 +58,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model comes from a local package folder
 
 import numpy as np
+from _machine import machine_info, provenance_note
 
 from alloop.strategies._influence_graph import knn_graph
 from alloop.strategies.ideal import ideal_select
@@ -95,23 +94,13 @@ def sha256_file(path: Path) -> str:
 
 
 def machine() -> dict:
-    with open("/proc/cpuinfo") as fh:
-        cpu = next((x.split(":", 1)[1].strip() for x in fh if x.startswith("model name")), "?")
-    with open("/proc/meminfo") as fh:
-        mem = next((int(x.split()[1]) for x in fh if x.startswith("MemTotal")), 0)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT, check=False).stdout.strip()
-    except OSError:
-        commit = ""
+    """The common record (``_machine.machine_info``) plus scikit-learn, torch and transformers."""
     import sklearn
     import torch
     import transformers
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem / 2**20, 1),
-            "python": platform.python_version(), "numpy": np.__version__, "sklearn": sklearn.__version__,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "transformers": transformers.__version__, "git_commit": commit, "load_avg_start": os.getloadavg()}
+    return {**machine_info(__file__), "sklearn": sklearn.__version__, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "transformers": transformers.__version__}
 
 
 def embeddings(texts: list[str], data_sha: str, max_length: int, cache: Path) -> tuple[np.ndarray, dict]:
@@ -396,7 +385,7 @@ def main() -> None:
     command = " ".join([".venv/bin/python" if ".venv" in sys.executable else "python",
                         os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "command": command}
-    print(f"{command}\n{info['date']} on {info['machine']['cpu']} ({info['machine']['cores']} cores)", flush=True)
+    print(f"{command}\n{info['date']} on {info['machine']['cpu']} ({info['machine']['logical_cores']} cores)", flush=True)
     t0 = time.perf_counter()
     data = run(args)
     recs = data["records"]
@@ -437,10 +426,10 @@ def main() -> None:
         "pick among their 10 nearest neighbours (mean-centred cosine, IDEAL's own graph; pool mean 10); cos to "
         "pool mean = cosine to the pool's mean embedding (typicality); seconds per selection = one "
         f"`{big}`-pick run (and the separate `{small}`-pick run for the greedy methods)."),
-        (f"- machine: {info['machine']['cpu']}, {info['machine']['cores']} cores, {info['machine']['ram_gib']} GiB; "
+        (f"- machine: {info['machine']['cpu']}, {info['machine']['logical_cores']} cores, {info['machine']['ram_gib']} GiB; "
         f"Python {info['machine']['python']}, numpy {info['machine']['numpy']}, scikit-learn {info['machine']['sklearn']}, "
-        f"torch {info['machine']['torch']}; date {info['date']} (git {info['machine']['git_commit'] or 'n/a'}); "
-        f"1-min load average {info['machine']['load_avg_start'][0]:.1f} at start, {info['load_avg_end'][0]:.1f} at end "
+        f"torch {info['machine']['torch']}; date {info['date']} ({provenance_note(info['machine'])}); "
+        f"1-min load average {info['machine']['loadavg_start'][0]:.1f} at start, {info['load_avg_end'][0]:.1f} at end "
         "(the machine is shared: times move with its load, accuracies do not)."),
         f"- command: `{command}`",
         f"- wall time: {info['total_seconds']} s in all; embeddings "

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import machine_info
+from _machine import machine_info, provenance_note
 from threadpoolctl import threadpool_limits
 
 from alloop.strategies.kcenter import k_center_greedy
@@ -128,7 +128,7 @@ def to_markdown(info: dict, records: list[dict], methods: list[str]) -> str:
         "# k-center greedy selection speed", "",
         f"- machine: {info['cpu']}, {info['logical_cores']} logical cores, {info['ram_gib']} GiB RAM",
         f"- software: Python {info['python']}, numpy {info['numpy']}, BLAS {blas}",
-        f"- date: {info['date']} (git {info['git_commit'] or 'n/a'}); load average at start "
+        f"- date: {info['date']} ({provenance_note(info)}); load average at start "
         f"{info['loadavg_start'][0]:.2f}",
         "- bound = budget x best time of one streaming pass over the N x d float32 array "
         "(`X @ v`), measured in the same run, before and after the timed selections; "
@@ -189,7 +189,7 @@ def main(argv=None) -> None:
     cases = [(kind, n, args.dim) for n in args.sizes for kind in args.data if kind != "pcoreset"]
     if args.pcoreset or "pcoreset" in args.data:
         cases.append(("pcoreset", max(args.sizes), args.classes))
-    info = machine_info()
+    info = machine_info(__file__)
     print(f"{info['cpu']} | {info['logical_cores']} cores | {info['ram_gib']} GiB | "
           f"load {info['loadavg_start'][0]:.2f}", flush=True)
     records = []

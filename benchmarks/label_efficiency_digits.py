@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from _machine import machine_info, provenance_note
 
 from alloop.config import Component, dumps_toml, load_config
 from alloop.pool.importer import import_pool
@@ -29,15 +29,6 @@ from alloop.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"
 STRATEGIES = ("margin", "least_confidence", "entropy", "coreset", "random")
-
-
-def machine() -> dict:
-    import os
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    mem = next((int(line.split()[1]) // 1024 // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": mem, "python": platform.python_version(),
-            "load_avg": os.getloadavg()}
 
 
 def main() -> None:
@@ -79,7 +70,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine_info(__file__),
         "protocol": f"digits 1,797 images (8x8 pixels), 30% held out per seed, logistic regression, "
                     f"{args.initial} random labels then {args.rounds - 1} rounds of {args.batch}, "
                     f"{args.seeds} seeds, simulated annotator without noise",
@@ -89,7 +80,8 @@ def main() -> None:
     plot_simulation(result, args.out / "digits_label_efficiency.png", f"digits: {args.seeds} seeds per strategy")
     lines = [
         "# Label efficiency on digits", "", f"{meta['protocol']}.", "",
-        f"Run {meta['date']} on {meta['machine']['cpu']} ({meta['machine']['cores']} cores), {meta['seconds']} s.", "",
+        (f"Run {meta['date']} on {meta['machine']['cpu']} ({meta['machine']['logical_cores']} cores), "
+         f"{meta['seconds']} s; {provenance_note(meta['machine'])}."), "",
         "| strategy | AUBC mean | std | min | max | final acc | gain vs random | seeds won |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _machine import machine_info, provenance_note
 from sqlmodel import select
 
 from alloop.config import dumps_toml, load_config
@@ -194,14 +194,15 @@ def main() -> None:
         {"operation": "pull again, nothing new, close the round", "alloop_s": round(alloop_ingest_2, 2),
          "sdk_s": round(sdk_ingest, 2), "ratio": round(alloop_ingest_2 / sdk_ingest, 3)},
     ]
-    cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
-            "python": platform.python_version(), "label_studio": server.version, "server_cold_start_s": round(start_s, 1),
+    machine = machine_info(__file__)
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+            "cpu": machine["cpu"], "cores": machine["logical_cores"], "label_studio": server.version, "server_cold_start_s": round(start_s, 1),
             "adopt_s": round(adopt_s, 1), "load_avg_end": os.getloadavg()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "label_studio_roundtrip.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = ["# Label Studio round trip: alloop vs bare SDK", "",
-             f"Label Studio {meta['label_studio']} (sqlite, loopback), {meta['cpu']}, {meta['cores']} cores, {meta['date']}.",
+             (f"Label Studio {meta['label_studio']} (sqlite, loopback), {meta['cpu']}, {meta['cores']} cores, "
+              f"{meta['date']}, {provenance_note(machine)}."),
              "Ratio = alloop / bare SDK in the same run (target <= 1.2).", "",
              "| operation | alloop (s) | bare SDK (s) | ratio |", "|---|---|---|---|"]
     lines += [f"| {r['operation']} | {r['alloop_s']} | {r['sdk_s']} | {r['ratio']} |" for r in rows]

@@ -30,7 +30,7 @@ EXAMPLE = ROOT / "examples" / "detection_ofds"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from _machine import machine_info, now  # noqa: E402
+from _machine import machine_info, now, provenance_note  # noqa: E402
 
 STRATEGIES = ("ofds", "random", "coreset")
 
@@ -89,7 +89,7 @@ def main() -> None:
     from alloop.datasets.detection import make_detection_pool
     from alloop.datasets.noisy_autolabels import write_autolabels_from_truth
 
-    info = machine_info()
+    info = machine_info(__file__)
     started = time.perf_counter()
     runs: dict[str, list[dict]] = {s: [] for s in STRATEGIES}
     for seed in range(args.seeds):
@@ -128,7 +128,7 @@ def main() -> None:
         "",
         f"- machine: {info['cpu']}, {info['logical_cores']} logical cores, {info['ram_gib']} GiB RAM; Python "
         f"{info['python']}, numpy {info['numpy']}",
-        f"- date: {now()} (git {info['git_commit']}); load average at start "
+        f"- date: {now()} ({provenance_note(info)}); load average at start "
         f"{', '.join(f'{x:.2f}' for x in info['loadavg_start'])}; wall time {time.perf_counter() - started:.0f} s",
         "- per seed: 400 canvases (1-4 real MNIST digits each; digits 0-5 and a rare 7 at 1.5% of the objects), 25% "
         "held out; noisy autolabels (10% missed, 10% relabeled, 10% spurious); 4 rounds of 20 images; the simulated "

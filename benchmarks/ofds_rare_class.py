@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from _machine import machine_info as _machine_info
+from _machine import provenance_note
 
 from alloop.datasets.crops import MNIST_CLASSES
 from alloop.datasets.detection import make_detection_pool
@@ -79,7 +80,7 @@ def machine_info() -> dict:
     """The common record (``_machine.machine_info``) plus torch and the command line."""
     import torch
 
-    return {**_machine_info(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    return {**_machine_info(__file__), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "loadavg_start": list(os.getloadavg()),
             "command": " ".join([Path(sys.executable).name] + sys.argv)}
 
@@ -292,7 +293,7 @@ def write_md(res: dict, path: Path) -> None:
         "",
         (f"- machine: {info['cpu']}, {info['logical_cores']} logical cores, {info['ram_gib']} GiB RAM; "
         f"Python {info['python']}, numpy {info['numpy']}, torch {info['torch']} ({cfg['threads']} threads)"),
-        (f"- date: {info['date']} (git {info['git_commit'] or 'n/a'}); load average at start "
+        (f"- date: {info['date']} ({provenance_note(info)}); load average at start "
         f"{info['loadavg_start'][0]:.2f}, at end {info['loadavg_end'][0]:.2f}; wall time {info['wall_seconds']:.0f} s "
         "(seeds already in the cache are only loaded)"),
         "- building the data (pool + autolabels, crop features, canvas features), summed over seeds when built: "

@@ -140,3 +140,20 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'alloop.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+NUMERICS_TESTS = Path(__file__).parent / "unit" / "strategies"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``make test-numerics`` reruns ``pytest -m numerics tests/unit/strategies`` under other
+    OpenBLAS kernel families (collecting only that folder keeps the reruns short): a numerics
+    test anywhere else would silently miss them."""
+    stray = [item.nodeid for item in items
+             if item.get_closest_marker("numerics") and NUMERICS_TESTS not in Path(str(item.path)).parents]
+    if stray:
+        raise pytest.UsageError(
+            f"tests marked numerics must live under tests/unit/strategies (make test-numerics "
+            f"collects only that folder); got {', '.join(stray[:5])}. Move them there, or add their "
+            "folder to NUMERICS_TESTS in the Makefile and here."
+        )

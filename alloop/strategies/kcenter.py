@@ -11,15 +11,24 @@ Numerics, shared by every path so that results depend neither on chunking nor on
   below the worst-case rounding error of that expansion, ``tol * (|x|^2 + |c|^2)`` with
   ``tol = (2d + 8) * 2**-24``, is set to 0 (this also clamps negatives), so exact duplicates of
   a centre tie at 0 and fall back to the lowest position;
-* every BLAS matrix-vector call gets a multiple of 16 rows (a remainder is zero-padded): BLAS
-  kernels round remainder rows differently, and the value computed for a row must not depend
-  on where it sat in a call;
+* every BLAS matrix-vector call gets a multiple of 16 rows (a remainder is zero-padded), and
+  a row's position in its call is congruent mod 16 to its position in the pool: BLAS kernels
+  round remainder rows differently, and some round a row by its position in the call
+  (OpenBLAS's Sandybridge sgemv: positions 1 mod 4, for some ``d``), while the value computed
+  for a row must not depend on where it sat. Chunks start at multiples of 16 (``chunk_rows``
+  is rounded up to one); the pruned method packs its gathered rows in order where the BLAS is
+  seen to compute a row the same at any position (:func:`_position_free`, probed once per
+  ``d``), else deals them into congruent slots (:func:`_lanes`, slower);
+* the distances to the initial centres come from a GEMM, whose rounding depends on its
+  shapes: it only shortlists the centres near the best, and the distances are recomputed row
+  by row (:func:`_nearest`); the first pick's mean is summed without BLAS, in fixed blocks;
 * cosine distance is the Euclidean distance between L2-normalised rows, computed without a
   normalised copy of the data (dot products are scaled by inverse norms).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +45,7 @@ _PAD = 16  # BLAS row-count granularity (see module docstring)
 _BLOCK_ELEMS = 1 << 21  # rows x centres floats per block of the initial pass
 _GATHER_BYTES = 1 << 21  # gather buffer of the pruned method
 _DENSE_FRACTION = 0.25  # pruned: stream densely when more rows than this may change
+_MEAN_ROWS = 256  # rows per block of the first pick's mean
 
 
 @dataclass
@@ -44,7 +54,8 @@ class _Pool:
 
     ``X`` (n, d) float32 rows (all of the input, or a compact copy of the candidates); ``q``
     (n,) squared norms in the metric's space; ``w`` (n,) inverse norms (cosine) or None;
-    ``mind`` (n,) running squared min-distance, ``-inf`` = never pickable; ``pad`` (16, d).
+    ``mind`` (n,) running squared min-distance, ``-inf`` = never pickable; ``pad`` (16, d);
+    ``gather``: the pruned method's buffers, made on first use.
     """
 
     X: np.ndarray
@@ -54,9 +65,20 @@ class _Pool:
     tol: float
     pad: np.ndarray
     chunk: int
+    gather: tuple[np.ndarray, np.ndarray] | None = None
 
     def w_at(self, idx) -> np.ndarray | None:
         return None if self.w is None else self.w[idx]
+
+    def gather_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pruned method's (rows (g, d), dots (g,)): g a multiple of 16 of at most
+        ``max(16, min(chunk, _GATHER_BYTES / 4d))`` rows."""
+        if self.gather is None:
+            d = self.X.shape[1]
+            g = min(self.chunk, max(1, _GATHER_BYTES // (4 * d)))
+            g = -(-g // _PAD) * _PAD
+            self.gather = np.empty((g, d), _F32), np.empty(g, _F32)
+        return self.gather
 
     def centre(self, p: int) -> tuple[np.ndarray, float, float]:
         """Row ``p`` as a centre: coordinates, norm term, inverse norm."""
@@ -123,40 +145,98 @@ def _stream(pool: _Pool, c: np.ndarray, qc: float, wc: float):
 def _nearest(pool: _Pool, C: np.ndarray, Cq: np.ndarray, Cw, assign: np.ndarray) -> None:
     """Set ``pool.mind`` (and ``assign``) from the nearest of the centres ``C`` (l, d).
 
-    GEMM over blocks of (chunk rows x centres) finds the nearest centre; its distance is then
-    recomputed row by row (position-independent), which is what ``mind`` stores.
+    A GEMM over blocks of (chunk rows x centres) ranks the centres; its rounding depends on the
+    BLAS kernel and on the block shapes, so it only shortlists: the centres within
+    :func:`_window` of a row's best GEMM value. Their distances are recomputed row by row
+    (``einsum``, the same wherever the row sits) and the smallest wins, ties to the lowest
+    centre; ``mind`` stores it. Neither ``chunk_rows`` nor the kernel decides between
+    (nearly) equidistant centres.
     """
-    X, l, ch = pool.X, C.shape[0], pool.chunk
-    cb = max(1, min(l, _BLOCK_ELEMS // ch))
-    scale = _F32(-2.0) * (Cw if Cw is not None else np.ones(l, _F32))
+    X, ch = pool.X, pool.chunk
+    cb = max(1, min(C.shape[0], _BLOCK_ELEMS // ch))
+    Cs = C * (_F32(-2.0) * (Cw[:, None] if Cw is not None else _F32(1.0)))  # G = x.Cs + |c|^2
     for s in range(0, X.shape[0], ch):
-        Xc = X[s : s + ch]
-        best, arg = np.full(Xc.shape[0], np.inf, _F32), np.zeros(Xc.shape[0], np.int64)
-        for b in range(0, l, cb):
-            G = Xc @ C[b : b + cb].T  # (rows, cb); row factors do not change the argmin
-            G *= scale[b : b + cb]
-            G += Cq[b : b + cb]
-            j = G.argmin(axis=1)
-            v = G[np.arange(G.shape[0]), j]
-            better = v < best
-            best[better], arg[better] = v[better], j[better] + b
-        dots = np.einsum("ij,ij->i", Xc, C[arg])
-        wc = 1.0 if Cw is None else Cw[arg]
-        sl = slice(s, s + Xc.shape[0])
-        pool.mind[sl] = _sq(dots, pool.q[sl], pool.w_at(sl), Cq[arg], wc, pool.tol)
-        assign[sl] = arg
+        sl = slice(s, min(s + ch, X.shape[0]))
+        m = sl.stop - s
+        r, j = _near_pairs(X[sl], Cs, Cq, cb, _window(pool, sl, Cq))
+        arg = np.empty(m, np.int64)
+        arg[r] = j  # rows with one pair: that centre
+        amb = np.bincount(r, minlength=m)[r] > 1
+        if amb.any():  # several: the smallest recomputed distance, ties to the lowest centre
+            r, j = r[amb], j[amb]
+            sq = _sq_to(pool, s + r, C, Cq, Cw, j)
+            order = np.lexsort((j, sq, r))
+            first = order[np.r_[True, r[order][1:] != r[order][:-1]]]
+            arg[r[first]] = j[first]
+        pool.mind[sl], assign[sl] = _sq_to(pool, sl, C, Cq, Cw, arg), arg
+
+
+def _near_pairs(Xc: np.ndarray, Cs: np.ndarray, Cq: np.ndarray, cb: int, win: np.ndarray):
+    """(row, centre) pairs whose GEMM value ``x.Cs + |c|^2`` is within ``win`` of the row's
+    smallest (``Cs = -2 C``, or ``-2 C / |c|`` for cosine: the row's own factors do not change
+    the order). Every row has at least one pair: its smallest."""
+    m = Xc.shape[0]
+    best, rows = np.full(m, np.inf, _F32), np.arange(m)
+    rr, jj, gg = [], [], []
+    for b in range(0, Cs.shape[0], cb):
+        G = Xc @ Cs[b : b + cb].T  # (rows, cb)
+        G += Cq[b : b + cb]
+        v = G[rows, G.argmin(axis=1)]
+        np.minimum(best, v, out=best)
+        lim = best + win
+        near = np.flatnonzero(v <= lim)  # rows with a pair in this block
+        if near.size == m:
+            r, j = np.nonzero(G <= lim[:, None])
+        else:
+            r, j = np.nonzero(G[near] <= lim[near, None])
+            r = near[r]
+        rr.append(r)
+        jj.append(j + b)
+        gg.append(G[r, j])
+    r, j, g = np.concatenate(rr), np.concatenate(jj), np.concatenate(gg)
+    keep = g <= (best + win)[r]  # the best may have dropped since a pair was taken
+    return r[keep], j[keep]
+
+
+def _window(pool: _Pool, sl, Cq: np.ndarray) -> np.ndarray:
+    """How far above a row's best GEMM value a centre may be and still be the nearest by the
+    recomputed distances: ``10 tol S``, ``S = |x|^2 + max |c|^2`` (cosine: ``1 + |x|``, the
+    GEMM value's scale).
+
+    With ``E`` bounding a GEMM value's error (``tol S``, any summation order) and ``F`` a
+    recomputed distance's, rounding plus snapping, on the same scale (``2 tol S``; cosine
+    ``4 tol |x|``), a centre more than ``2 E + 2 F`` above the best is farther by the recomputed
+    distances too.
+    """
+    if pool.w is None:
+        return _F32(10.0 * pool.tol) * (pool.q[sl] + _F32(Cq.max()))
+    return _F32(10.0 * pool.tol) * (_F32(1.0) + _F32(1.0) / pool.w[sl])
+
+
+def _sq_to(pool: _Pool, rows, C, Cq, Cw, arg) -> np.ndarray:
+    """Snapped squared distances of working rows ``rows`` to centres ``arg``, row by row."""
+    dots = np.einsum("ij,ij->i", pool.X[rows], C[arg])
+    return _sq(dots, pool.q[rows], pool.w_at(rows), Cq[arg], 1.0 if Cw is None else Cw[arg], pool.tol)
 
 
 def _first_pick(pool: _Pool, pickable: np.ndarray) -> tuple[int, float]:
-    """Empty ``init``: the candidate farthest from the candidates' mean (ties: lowest)."""
-    acc = np.zeros(pool.X.shape[1], np.float64)
-    for s in range(0, pool.X.shape[0], pool.chunk):
-        v = pickable[s : s + pool.chunk].astype(np.float64)
-        if pool.w is not None:
-            v *= pool.w[s : s + pool.chunk]
-        acc += v @ pool.X[s : s + pool.chunk]
+    """Empty ``init``: the candidate farthest from the candidates' mean (ties: lowest).
+
+    The mean is summed without BLAS, in float64, in blocks of ``_MEAN_ROWS`` rows whatever
+    ``chunk_rows``: the same bits on every kernel and chunking (the products of float32 values
+    are exact in float64; numpy adds the rows of a block in order).
+    """
+    X, w = pool.X, pool.w
+    acc = np.zeros(X.shape[1], np.float64)
+    for s in range(0, X.shape[0], _MEAN_ROWS):
+        B = X[s : s + _MEAN_ROWS].astype(np.float64)
+        v = pickable[s : s + _MEAN_ROWS].astype(np.float64)
+        if w is not None:
+            v *= w[s : s + _MEAN_ROWS]
+        B *= v[:, None]
+        acc += B.sum(axis=0)
     mu = (acc / pickable.sum()).astype(_F32)
-    dist = np.empty(pool.X.shape[0], _F32)
+    dist = np.empty(X.shape[0], _F32)
     for s, e, sq in _stream(pool, mu, float(np.einsum("i,i->", mu, mu)), 1.0):
         dist[s:e] = sq
     dist[~pickable] = -np.inf
@@ -176,21 +256,69 @@ def _dense_update(pool: _Pool, p: int, assign: np.ndarray | None = None, j: int 
 
 
 def _sparse_update(pool: _Pool, p: int, idx: np.ndarray, assign: np.ndarray, j: int) -> None:
-    """Lower ``mind`` on rows ``idx`` only, gathered through a bounded buffer."""
+    """Lower ``mind`` on rows ``idx`` (sorted) only, gathered piece by piece into a buffer.
+
+    A gathered row must get the value the dense pass computes for it (see the module
+    docstring). Where this BLAS computes a row the same at any position of a call
+    (:func:`_position_free`), a piece's rows are packed in order; otherwise each goes to a
+    slot congruent to its own position mod 16 (:func:`_lanes`), the position it has in the
+    dense pass.
+    """
     X, (c, qc, wc) = pool.X, pool.centre(p)
-    g = min(pool.chunk, max(1, _GATHER_BYTES // (4 * X.shape[1])))
-    g = -(-g // _PAD) * _PAD
-    buf, out = np.empty((g, X.shape[1]), _F32), np.empty(g, _F32)
-    for s in range(0, idx.size, g):
-        ii = idx[s : s + g]
-        n, n16 = ii.size, -(-ii.size // _PAD) * _PAD
-        np.take(X, ii, axis=0, out=buf[:n], mode="clip")  # 'raise' would buffer
-        buf[n:n16] = 0
-        np.matmul(buf[:n16], c, out=out[:n16])
-        sq = _sq(out[:n], pool.q[ii], pool.w_at(ii), qc, wc, pool.tol)
+    buf, out = pool.gather_buffers()
+    g = buf.shape[0]
+    packed = _position_free(X.shape[1])
+    pending = idx
+    while pending.size:
+        if packed:
+            ii, pending = pending[:g], pending[g:]
+            n16 = -(-ii.size // _PAD) * _PAD
+            np.take(X, ii, axis=0, out=buf[: ii.size], mode="clip")  # 'raise' would buffer
+            buf[ii.size : n16] = 0
+            np.matmul(buf[:n16], c, out=out[:n16])
+            dots = out[: ii.size]
+        else:
+            ii, slot, n16, later = _lanes(pending[: g - g // 4], g)
+            pending = np.concatenate([later, pending[g - g // 4 :]]) if later.size else pending[ii.size :]
+            src = np.zeros(n16, np.int64)  # slot -> row of the piece (left-over slots: its first)
+            src[slot] = np.arange(ii.size)
+            np.take(X, ii[src], axis=0, out=buf[:n16], mode="clip")
+            np.matmul(buf[:n16], c, out=out[:n16])
+            dots = out[slot]
+        sq = _sq(dots, pool.q[ii], pool.w_at(ii), qc, wc, pool.tol)
         better = sq < pool.mind[ii]
         pool.mind[ii[better]] = sq[better]
         assign[ii[better]] = j
+
+
+def _lanes(rows: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Deal ``rows`` into 16 lanes by residue mod 16, lane ``r`` filling slots ``r, r + 16,
+    ...`` of a buffer of ``g`` rows (a multiple of 16). Returns the rows placed, their slots,
+    the slots used (a multiple of 16) and the rows left for later (a lane beyond ``g / 16``)."""
+    lane = (rows & (_PAD - 1)).astype(np.uint8)
+    cnt = np.bincount(lane, minlength=_PAD)
+    by_lane = np.argsort(lane, kind="stable")
+    level = np.arange(rows.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)  # rank in its lane
+    fits = level < g // _PAD
+    placed = by_lane[fits]
+    slot = _PAD * level[fits] + lane[placed]
+    return rows[placed], slot, _PAD * min(int(cnt.max()), g // _PAD), rows[by_lane[~fits]]
+
+
+@functools.cache
+def _position_free(d: int) -> bool:
+    """Whether this BLAS computes each row of ``A @ c`` (float32, ``d`` columns) the same
+    wherever it sits in a call of whole 16s of rows: probed once per ``d`` and process, with
+    rows shifted through every residue mod 16 and calls of 16 to 1024 rows. Most kernel
+    families do (OpenBLAS's Haswell and SkylakeX); Sandybridge's rounds rows at positions
+    1 mod 4 differently for some ``d``."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((1024 + _PAD, d)).astype(_F32)
+    c = rng.standard_normal(d).astype(_F32)
+    ref = np.concatenate([A[s : s + _PAD] @ c for s in range(0, A.shape[0], _PAD)])
+    if not np.array_equal(A[:1024] @ c, ref[:1024]):
+        return False
+    return all(np.array_equal(A[r : r + 1024] @ c, ref[r : r + 1024]) for r in range(1, _PAD))
 
 
 class _Pruner:
@@ -302,9 +430,9 @@ def k_center_greedy(
         scores; ``auto`` = ``pruned``, which costs a few percent more than ``naive`` when
         nothing can be skipped and is several times faster on clustered data.
     chunk_rows : int
-        Rows per block: bounds temporary memory to ``O(chunk_rows * n_features)`` floats (the
-        initial pass against ``init`` uses blocks of at most ``max(chunk_rows, 2**21)``
-        floats). Results do not depend on it.
+        Rows per block, rounded up to a multiple of 16: bounds temporary memory to
+        ``O(chunk_rows * n_features)`` floats (the initial pass against ``init`` uses blocks
+        of at most ``max(chunk_rows, 2**21)`` floats). Results do not depend on it.
     out_scores : bool
         Return the scores as well as the positions.
 
@@ -359,7 +487,7 @@ def k_center_greedy(
     q, w = _row_terms(W, metric, rows)
     d = W.shape[1]
     pool = _Pool(W, q, w, np.empty(W.shape[0], _F32), (2 * d + 8) * 2.0**-24,
-                 np.zeros((_PAD, d), _F32), int(chunk_rows))
+                 np.zeros((_PAD, d), _F32), -(-int(chunk_rows) // _PAD) * _PAD)
     C0 = np.ascontiguousarray(X[init], dtype=_F32)
     q0, w0 = _row_terms(C0, metric, init) if init.size else (np.empty(0, _F32), None)
     assign = np.full(W.shape[0], -1, np.int32)

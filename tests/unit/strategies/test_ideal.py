@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +14,19 @@ import scipy.sparse as sp
 
 from alloop import registry
 from alloop.errors import ConfigError, InvalidInputError, PoolExhaustedError
-from alloop.strategies._influence import celf_greedy, influence, reach_counts, sample_worlds
+from alloop.strategies import _influence_graph as graph
+from alloop.strategies._influence import (
+    celf_greedy,
+    influence,
+    reach_counts,
+    sample_worlds,
+)
 from alloop.strategies._influence_graph import knn_graph
 from alloop.strategies.base import SelectionContext
 from alloop.strategies.ideal import ideal_select
+from tests.helpers.blas import kernel_families
+
+REPO = Path(__file__).resolve().parents[3]
 
 # -- brute-force references ----------------------------------------------------------------------
 
@@ -90,6 +103,7 @@ def random_graph(rng, n, density=None):
 # -- graph ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("seed", range(6))
 def test_exact_knn_graph_equals_brute_force(seed):
     rng = np.random.default_rng(seed)
@@ -109,14 +123,97 @@ def test_exact_knn_graph_equals_brute_force(seed):
     assert np.all((np.abs(sums - 1) < 1e-9) | (sums == 0))
 
 
+def near_ties(seed: int = 11, n: int = 700, d: int = 37) -> np.ndarray:
+    """Rows with exact duplicates (ties) and duplicates moved by 1e-7 (float32-rounding ties)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    X[n - 100 : n - 50] = X[:50]
+    X[n - 50 :] = X[50:100] + 1e-7 * rng.normal(size=(50, d))
+    return X
+
+
+@pytest.mark.numerics
 def test_graph_does_not_depend_on_block_rows():
-    X = np.random.default_rng(3).normal(size=(301, 16))
-    ref = knn_graph(X, 10, neighbors="exact")
-    for b in (1, 7, 64, 1000):
-        G = knn_graph(X, 10, neighbors="exact", block_rows=b)
-        assert (G != ref).nnz == 0
+    for X in (np.random.default_rng(3).normal(size=(301, 16)), near_ties()):
+        ref = knn_graph(X, 10, neighbors="exact")
+        for b in (1, 7, 64, 1000):
+            G = knn_graph(X, 10, neighbors="exact", block_rows=b)
+            assert (G != ref).nnz == 0, f"block_rows={b}: {(G != ref).nnz} entries differ"
+            assert (G.indptr == ref.indptr).all() and (G.indices == ref.indices).all()
 
 
+_GRAPH_CHILD = """
+import sys
+import numpy as np
+from threadpoolctl import threadpool_info
+from alloop.strategies._influence_graph import knn_graph
+X = np.load(sys.argv[1])
+out = {}
+for b in (None, 1, 7, 64, 1000):
+    G = knn_graph(X, 10, neighbors="exact", block_rows=b)
+    out[f"indptr {b}"], out[f"indices {b}"], out[f"data {b}"] = G.indptr, G.indices, G.data
+np.savez(sys.argv[2], **out)
+print(",".join(sorted({i["architecture"] for i in threadpool_info() if i["internal_api"] == "openblas"})))
+"""
+
+
+def test_graph_is_identical_under_every_blas_kernel_family(tmp_path):
+    """Bit for bit the same graph, weights included, under each OpenBLAS kernel family this CPU
+    runs (each in a fresh process: OPENBLAS_CORETYPE is read when numpy loads) and each block
+    size. The float32 similarities differ between these families (and block shapes); only the
+    shortlist comes from them."""
+    np.save(tmp_path / "X.npy", near_ties())
+    graphs, ran = {}, {}
+    for family in kernel_families():
+        env = {**os.environ, "OPENBLAS_CORETYPE": family, "PYTHONPATH": str(REPO)}
+        proc = subprocess.run([sys.executable, "-c", _GRAPH_CHILD, str(tmp_path / "X.npy"), str(tmp_path / f"{family}.npz")],
+                              check=False, env=env, cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, f"OPENBLAS_CORETYPE={family}: {proc.stderr}"
+        ran[family] = proc.stdout.strip()
+        graphs[family] = dict(np.load(tmp_path / f"{family}.npz"))
+    # each family really ran its own kernels (Prescott's are reported as "Katmai")
+    assert len(set(ran.values())) == len(ran), f"expected one kernel family per run; got {ran}"
+    first = next(iter(graphs))
+    ref = graphs[first]
+    for family, arrays in graphs.items():
+        for key, a in arrays.items():
+            b = ref[key.split(" ")[0] + " None"]
+            assert a.shape == b.shape and (a == b).all(), f"{family} {key} differs from {first} (block_rows None)"
+
+
+@pytest.mark.numerics
+def test_shortlist_keeps_the_exact_top_k_under_worst_case_rounding():
+    """The exact top k survive any float32 rounding within the bound E: here every true top-k
+    similarity is pushed down by 0.9 E and every other one up by 0.9 E, the worst a kernel may
+    do. A margin of E / 4 instead of 2 E loses neighbours on the same similarities."""
+    X = near_ties(seed=5, n=300, d=24)
+    U = graph._unit_rows(X)
+    n, k = len(U), 10
+    exact = U.astype(np.float64) @ U.astype(np.float64).T  # exact: the rows are on the 2**-24 grid
+    np.fill_diagonal(exact, -np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(n), (n, n)), -exact), axis=1)[:, :k]
+    ref_nbr = np.sort(order, axis=1)
+    top = np.zeros((n, n), bool)
+    top[np.arange(n)[:, None], order] = True
+    margin = graph._margin(U)
+    E = margin / 2
+    width = -(-n // graph._GROUPS) * graph._GROUPS
+    S = np.full((n, width), graph._SENTINEL, np.float32)
+    S[:, :n] = np.where(top, exact - 0.9 * E, exact + 0.9 * E)
+    np.fill_diagonal(S, graph._SENTINEL)
+
+    def neighbours(m):
+        r, c = graph._shortlist(S, np.empty(S.shape, bool), k, m)
+        nbr, sim = graph._rank(r, c, graph._dots(U, r, c), n, k)
+        return np.sort(nbr, axis=1), sim
+
+    nbr, sim = neighbours(margin)
+    assert (nbr == ref_nbr).all()
+    np.testing.assert_array_equal(np.sort(sim, axis=1), np.sort(np.take_along_axis(exact, order, axis=1), axis=1))
+    assert (neighbours(margin / 8)[0] != ref_nbr).any(), "the worst case should need the full margin"
+
+
+@pytest.mark.numerics
 def test_faiss_exact_matches_exact_and_ivf_is_a_valid_graph():
     X = np.random.default_rng(4).normal(size=(2000, 32)).astype(np.float32)
     exact = knn_graph(X, 10, neighbors="exact")
@@ -136,6 +233,7 @@ def test_faiss_exact_matches_exact_and_ivf_is_a_valid_graph():
     assert overlap > 0.5
 
 
+@pytest.mark.numerics
 def test_non_positive_similarities_are_dropped():
     # after centring, the two pairs point in opposite directions: each row's second neighbour
     # has cosine <= 0 and gets no edge; a row equal to the mean gets no out-edge at all
@@ -196,6 +294,7 @@ def test_live_edge_frequency_matches_the_edge_probability():
 # -- CELF against brute force --------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("seed", range(10))
 def test_celf_selection_and_influence_equal_brute_force_greedy(seed):
     rng = np.random.default_rng(100 + seed)
@@ -221,6 +320,7 @@ def test_celf_selection_and_influence_equal_brute_force_greedy(seed):
     assert np.all(np.diff(gains) <= 0)
 
 
+@pytest.mark.numerics
 def test_greedy_covers_every_blob_before_any_second_pick():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(8, 32)) * 10
@@ -237,6 +337,7 @@ def test_greedy_covers_every_blob_before_any_second_pick():
     assert sorted(blob[picks].tolist()) == [3, 4, 5, 6, 7]
 
 
+@pytest.mark.numerics
 def test_same_seed_same_selection_and_the_seed_matters():
     X = np.random.default_rng(5).normal(size=(600, 16))
     a = ideal_select(X, 30, rng=np.random.default_rng(9))
@@ -257,6 +358,7 @@ def test_celf_rejects_more_picks_than_candidates():
 # -- the strategy --------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_strategy_uses_labeled_items_as_active_seeds_and_scores_are_gains():
     rng = np.random.default_rng(2)
     X = np.concatenate([rng.normal(size=(40, 8)) + off for off in (0, 30, 60)])

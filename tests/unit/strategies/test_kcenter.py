@@ -19,6 +19,10 @@ from alloop.strategies.kcenter import k_center_greedy
 
 METHODS = ["naive", "pruned"]
 
+# every test here checks exact (bit for bit) claims of float32 BLAS kernels: rerun under each
+# OpenBLAS kernel family by make test
+pytestmark = pytest.mark.numerics
+
 
 @pytest.fixture
 def always_sparse(monkeypatch):
@@ -164,6 +168,36 @@ def test_pruned_equals_naive_bit_for_bit_on_clustered_data(metric, monkeypatch):
     assert len(computed) > 2 * 300 and np.median(computed) < 600
 
 
+def test_lanes_put_every_gathered_row_at_a_distinct_congruent_slot():
+    rng = np.random.default_rng(3)
+    cases = [np.sort(rng.choice(100_000, 100, replace=False)), np.arange(0, 4000, 16) + 5,
+             np.arange(7), np.array([31]), np.sort(rng.choice(100_000, 3000, replace=False))]
+    for idx in cases:
+        ii, slot, n16, later = kcenter._lanes(idx, 256)
+        assert sorted(ii.tolist() + later.tolist()) == idx.tolist()
+        assert ((slot - ii) % 16 == 0).all() and np.unique(slot).size == ii.size
+        assert n16 % 16 == 0 and slot.max() < n16 <= 256
+        assert later.size == 0 or ii.size >= 16  # a full lane at least
+    assert kcenter._lanes(cases[0], 256)[3].size == 0  # 100 rows in 16 lanes fit 256 slots
+    assert kcenter._lanes(cases[1], 256)[0].size == 16  # one lane: 16 rows now, the rest later
+    assert kcenter._lanes(cases[4], 256)[0].size == 256  # every slot used
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_pruned_equals_naive_through_the_congruent_slots_too(metric, monkeypatch):
+    """The pruned method's second gather path (for BLAS kernels that round a row by its
+    position in the call) is used here whatever the kernel."""
+    monkeypatch.setattr(kcenter, "_position_free", lambda d: False)
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((30, 21)) * 4
+    X = (centres[rng.integers(0, 30, 4000)] + rng.standard_normal((4000, 21))).astype(np.float32)
+    for init in ([], np.arange(4)):
+        a = k_center_greedy(X, 300, init=init, metric=metric, method="naive", chunk_rows=1000)
+        b = k_center_greedy(X, 300, init=init, metric=metric, method="pruned", chunk_rows=1000)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_chunk_size_does_not_change_the_result(method):
     rng = np.random.default_rng(2)
@@ -173,6 +207,39 @@ def test_chunk_size_does_not_change_the_result(method):
     ref = k_center_greedy(X, 120, init=[0, 1, 2], method=method)
     for chunk in (1, 3, 16, 17, 100, 701, 10**6):
         got = k_center_greedy(X, 120, init=[0, 1, 2], method=method, chunk_rows=chunk)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_chunk_size_does_not_choose_between_equidistant_centres(metric):
+    """Rows halfway between two initial centres (to float32 rounding): the GEMM that ranks the
+    centres rounds differently per block shape and BLAS kernel, so it must not decide which
+    of the two distances a row keeps."""
+    rng = np.random.default_rng(0)
+    d, n = 37, 3000
+    a, e = rng.standard_normal((40, d)), rng.standard_normal((40, d)) * 0.5
+    t = rng.integers(0, 40, n)
+    Z = rng.standard_normal((n, d)) * 0.3
+    Z -= (np.einsum("ij,ij->i", Z, e[t]) / np.einsum("ij,ij->i", e[t], e[t]))[:, None] * e[t]
+    X = np.concatenate([a + e, a - e, a[t] + Z]).astype(np.float32)  # rows: on the bisectors
+    init = np.arange(80)
+    ref = k_center_greedy(X, 200, init=init, metric=metric, method="naive")
+    for chunk in (1, 16, 48, 100, 1000):
+        for method in METHODS:
+            got = k_center_greedy(X, 200, init=init, metric=metric, method=method, chunk_rows=chunk)
+            np.testing.assert_array_equal(got[0], ref[0], err_msg=f"chunk_rows={chunk} {method}")
+            np.testing.assert_array_equal(got[1], ref[1], err_msg=f"chunk_rows={chunk} {method}")
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_first_pick_does_not_depend_on_chunk_size(metric):
+    """Empty init: the first pick is the farthest from the mean, summed in fixed blocks."""
+    rng = np.random.default_rng(8)
+    X = (rng.standard_normal((997, 29)) * rng.uniform(0.1, 10, 29)).astype(np.float32)
+    ref = k_center_greedy(X, 50, metric=metric)
+    for chunk in (1, 7, 16, 300, 10**6):
+        got = k_center_greedy(X, 50, metric=metric, chunk_rows=chunk)
         np.testing.assert_array_equal(got[0], ref[0])
         np.testing.assert_array_equal(got[1], ref[1])
 

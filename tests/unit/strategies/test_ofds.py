@@ -89,6 +89,8 @@ def test_rare_class_is_always_selected_while_random_often_misses_it():
     assert random_misses >= 10  # a random batch of 10 misses the rare class most of the time
 
 
+@pytest.mark.numerics
+@pytest.mark.numerics
 def test_first_picks_cover_every_class_rarest_first():
     objects = make_objects(4, n_images=300, p=(0.6, 0.3, 0.08, 0.02), per_image=(1, 2))
     pos, scores = ofds_select(objects, 30, n_samples=300, rng=0)
@@ -99,6 +101,8 @@ def test_first_picks_cover_every_class_rarest_first():
     assert scores[:4].tolist() == [1.0] * 4 and scores[4] == 0.5
 
 
+@pytest.mark.numerics
+@pytest.mark.numerics
 def test_same_seed_same_selection_and_seed_matters():
     objects = make_objects(5, n_images=400, p=(0.5, 0.3, 0.2), per_image=(1, 4), spread=3.0)
     a = ofds_select(objects, 40, n_samples=400, rng=np.random.default_rng(7))

@@ -6,6 +6,10 @@ import pytest
 from alloop import registry
 from alloop.strategies.base import SelectionContext
 
+# PCoreSet is k-center in the simplex: its exact picks rest on float32 BLAS, rerun under each
+# OpenBLAS kernel family by make test
+pytestmark = pytest.mark.numerics
+
 
 def brute_force(proba, labeled, candidates, k):
     """Farthest-first in the simplex with full float64 distance matrices."""
