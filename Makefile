@@ -1,7 +1,7 @@
 # alloop: one-command set-up, demo and tests on a fresh machine.
 #   make demo   -> .venv with everything, then a full active-learning session on the bundled digits
 #   make test   -> .venv with everything + .venv-ls (Label Studio server) + the Debian packages the
-#                  tests read (system-deps), then the whole test suite, then the numerics tests
+#                  tests read (system-deps), then lint (ruff, mypy), the whole test suite, the numerics tests
 #                  again under each OpenBLAS kernel family this CPU runs (test-numerics)
 PYTHON ?= python3
 VENV   := .venv
@@ -27,7 +27,7 @@ CORETYPES ?= $(strip $(if $(call cpu_has,avx512f avx512bw avx512dq avx512vl avx5
                $(if $(call cpu_has,avx2 fma),Haswell) $(if $(call cpu_has,avx),Sandybridge))
 CORETYPES := $(or $(CORETYPES),Prescott)
 
-.PHONY: setup setup-ls system-deps postgres fashion-mnist bench-setup demo test test-numerics clean
+.PHONY: setup setup-ls system-deps postgres fashion-mnist bench-setup demo lint test test-numerics clean
 
 setup: $(VENV)/.installed
 
@@ -78,8 +78,15 @@ bench-setup: setup system-deps
 demo: setup
 	$(BIN)/alloop demo
 
+# ruff (lint, import order) and mypy (strict on strategies, loop, store, protocols, connectors), as
+# configured in pyproject.toml; .pre-commit-config.yaml runs the same before a commit.
+lint: setup
+	$(BIN)/ruff check alloop connectors tests examples benchmarks
+	$(BIN)/mypy
+
 test:
 	$(MAKE) -j2 setup setup-ls system-deps   # the two virtualenvs (and Debian packages) install side by side
+	$(MAKE) lint
 	ALLOOP_LS_VENV=$(CURDIR)/$(VENV_LS) $(BIN)/python -m pytest -q
 	$(MAKE) test-numerics
 
