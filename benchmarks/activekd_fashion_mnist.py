@@ -145,7 +145,7 @@ def main() -> None:
     t0 = time.perf_counter()
     data = run(args)
     rows = []
-    for mode, (result, seconds) in data["results"].items():
+    for mode, (result, _seconds) in data["results"].items():
         base = {r.seed: r.aubc for r in result.by_strategy()["random"]}
         for row in result.table():
             runs = result.by_strategy()[row["strategy"]]

@@ -170,7 +170,7 @@ def ref_greedy(adj, budget: int, runs: int, seed: int, log_every: int = 0):
         for v in range(n):
             if v in chosen:
                 continue
-            s = ref_influence(adj, picks + [v], runs, rand)
+            s = ref_influence(adj, [*picks, v], runs, rand)
             if s > best:
                 best, best_v = s, v
         picks.append(best_v)
@@ -211,7 +211,7 @@ def ref_worlds_greedy(W, budget: int):
         for v in range(n):
             if v in chosen:
                 continue
-            s = sum(reach(adj, picks + [v]) for adj in adjw)
+            s = sum(reach(adj, [*picks, v]) for adj in adjw)
             if s > best:
                 best, best_v = s, v
         picks.append(best_v)

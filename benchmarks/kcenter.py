@@ -201,7 +201,9 @@ def main(argv=None) -> None:
               + f" identical={rec.get('identical', '-')}", flush=True)
     if args.merge and out is not None and out.with_suffix(".json").exists():
         old = json.loads(out.with_suffix(".json").read_text())
-        key = lambda r: (r["data"], r["N"], r["d"], r["budget"])
+        def key(r: dict) -> tuple:
+            return r["data"], r["N"], r["d"], r["budget"]
+
         redone = {key(r) for r in records}
         records = [r for r in old["results"] if key(r) not in redone] + records
         order = {"gaussian": 0, "clustered": 1, "pcoreset": 2}

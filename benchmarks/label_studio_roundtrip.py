@@ -76,7 +76,7 @@ def to_round_1_selected(ws: Workspace, ls, truth: dict[str, str]) -> Controller:
     """Round 0 pushed, labeled through the API, closed; round 1 trained, scored, selected."""
     ctl = Controller(ws)
     ctl.run()
-    pid = [p.id for p in ls.projects.list(title=f"alloop: {ws.name}")][0]
+    pid = next(p.id for p in ls.projects.list(title=f"alloop: {ws.name}"))
     uid = ls.users.whoami().id
     for t in ls.tasks.list(project=pid, page_size=1000):
         label = truth[t.data["sample_id"]]
@@ -163,7 +163,7 @@ def main() -> None:
             # 2. ingest: the round's tasks exist in Label Studio with one annotation each
             ws2 = project(tmp / "ingest", texts, "ingest", args.n)
             ctl2 = to_round_1_selected(ws2, ls, truth)
-            pid2 = [p.id for p in ls.projects.list(title="alloop: ingest")][0]
+            pid2 = next(p.id for p in ls.projects.list(title="alloop: ingest"))
             uid = ls.users.whoami().id
             tasks = [{"data": {"text": text, "sample_id": key, "alloop_round": 1},
                       "annotations": [{"completed_by": uid, "result": [{"from_name": "label", "to_name": "text",

@@ -19,10 +19,10 @@ import argparse
 import json
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,7 +30,7 @@ EXAMPLE = ROOT / "examples" / "detection_ofds"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from _machine import machine_info, now, provenance_note  # noqa: E402
+from _machine import machine_info, now, provenance_note
 
 STRATEGIES = ("ofds", "random", "coreset")
 

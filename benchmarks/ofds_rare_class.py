@@ -57,11 +57,11 @@ from alloop.datasets.crops import MNIST_CLASSES
 from alloop.datasets.detection import make_detection_pool
 from alloop.datasets.noisy_autolabels import write_autolabels_from_truth
 from alloop.detection.autolabels import read_autolabels
-from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.objects import object_features
-from alloop.strategies.objects import ObjectSet
+from alloop.protocols import SampleRef
 from alloop.strategies.kcenter import k_center_greedy
+from alloop.strategies.objects import ObjectSet
 from alloop.strategies.ofds import ofds_select
 
 RESULTS = HERE / "results"
@@ -82,7 +82,7 @@ def machine_info() -> dict:
 
     return {**_machine_info(__file__), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "loadavg_start": list(os.getloadavg()),
-            "command": " ".join([Path(sys.executable).name] + sys.argv)}
+            "command": " ".join([Path(sys.executable).name, *sys.argv])}
 
 
 # ----------------------------------------------------------------------------- data per seed
