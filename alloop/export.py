@@ -19,7 +19,7 @@ from typing import Any
 from alloop.errors import ConfigError
 from alloop.files import atomic_write
 
-__all__ = ["export_labels", "FORMATS"]
+__all__ = ["FORMATS", "export_labels"]
 
 FORMATS = ("coco", "jsonl", "csv")
 

@@ -136,7 +136,7 @@ def plot_learning_curve(points: list[tuple[int, float]], path: Path, title: str,
     return path
 
 
-def plot_simulation(result: "SimulationResult", path: Path, title: str) -> Path:
+def plot_simulation(result: SimulationResult, path: Path, title: str) -> Path:
     """Mean accuracy per strategy with a band of ±1 standard deviation over seeds."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)

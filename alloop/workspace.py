@@ -254,7 +254,7 @@ class Workspace:
         registry.load("aggregator", self.config.loop.aggregation)
         if self.learner_kind == "external":
             self.new_learner()
-        elif self.learner_kind == "features" and "teacher" in self.new_learner().requires \
+        elif (self.learner_kind == "features" and "teacher" in self.new_learner().requires) \
                 or self.config.teacher is not None:
             _ = self.teacher
 

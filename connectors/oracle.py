@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from alloop.errors import ConfigError, ConnectorDataError
-from alloop.rng import derive_rng
 from alloop.protocols import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
+from alloop.rng import derive_rng
 
 
 class OracleParams(BaseModel):

@@ -99,7 +99,7 @@ class OnnxYoloDetector:
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:  # onnxruntime raises its own exception types
             raise ConfigError(f"{self.path}: onnxruntime cannot load the model: {exc}") from None
         self._check_input()
         out = self._session.get_outputs()[0]

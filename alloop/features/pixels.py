@@ -15,8 +15,8 @@ from pydantic import Field
 
 from alloop.errors import SampleDecodeError
 from alloop.features.base import EncoderParams, check_kinds
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import SampleRef
 
 __all__ = ["PixelEncoder"]
 

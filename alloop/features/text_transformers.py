@@ -41,8 +41,8 @@ from pydantic import Field, PrivateAttr
 from alloop.errors import ConfigError
 from alloop.features._io import file_sha256
 from alloop.features.base import EncoderParams, sample_texts
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import SampleRef
 
 __all__ = ["TransformersTextEncoder", "model_files", "package_model_dir"]
 

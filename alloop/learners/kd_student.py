@@ -116,7 +116,7 @@ class KDStudentLearner:
         X_pool: np.ndarray | None = None,
         teacher_proba: np.ndarray | None = None,
         teacher_pool: np.ndarray | None = None,
-    ) -> "KDStudentLearner":
+    ) -> KDStudentLearner:
         """Train from scratch.
 
         Parameters
@@ -206,7 +206,7 @@ class KDStudentLearner:
         torch.save(self.state_, file)
 
     @classmethod
-    def load(cls, path: Path, params: dict[str, Any] | None = None) -> "KDStudentLearner":
+    def load(cls, path: Path, params: dict[str, Any] | None = None) -> KDStudentLearner:
         import torch
 
         obj = cls.from_params(params)

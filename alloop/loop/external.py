@@ -106,7 +106,7 @@ class ExternalModel:
         return buf.getvalue()
 
     @classmethod
-    def load(cls, path: Path) -> "ExternalModel":
+    def load(cls, path: Path) -> ExternalModel:
         try:
             with np.load(path, allow_pickle=False) as z:
                 dets = None

@@ -23,8 +23,8 @@ from sqlalchemy import func, insert, or_, update
 from sqlmodel import Session, select
 
 from alloop.errors import ConnectorDataError
-from alloop.store.models import Annotation, Task, utcnow
 from alloop.protocols import AnnotationRecord
+from alloop.store.models import Annotation, Task, utcnow
 
 logger = logging.getLogger(__name__)
 

@@ -129,7 +129,7 @@ class ProjectLease:
                         .where(ProjectLock.owner == self.owner)
                         .values(expires_at=_now(s) + timedelta(seconds=self.ttl))
                     )
-            except Exception:  # noqa: BLE001 - a missed beat must not kill the worker
+            except Exception:  # a missed beat must not kill the worker
                 logger.exception("Could not renew the project lease")
 
     def release(self) -> None:
@@ -144,7 +144,7 @@ class ProjectLease:
                 .values(owner=None, expires_at=None)
             )
 
-    def __enter__(self) -> "ProjectLease":
+    def __enter__(self) -> ProjectLease:
         self.acquire()
         return self
 

@@ -20,7 +20,7 @@ from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["scan_folder", "list_image_files", "decode_error"]
+__all__ = ["decode_error", "list_image_files", "scan_folder"]
 
 
 def _normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:

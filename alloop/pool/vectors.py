@@ -31,7 +31,7 @@ from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["scan_vectors", "scan_matrix", "store_matrix", "row_keys"]
+__all__ = ["row_keys", "scan_matrix", "scan_vectors", "store_matrix"]
 
 SUPPORTED_SUFFIXES = (".npy", ".parquet")
 

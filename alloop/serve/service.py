@@ -42,8 +42,8 @@ from alloop.errors import (
     LockedError,
 )
 from alloop.loop.controller import Controller, TickResult
-from alloop.serve.schedule import describe, make_trigger
 from alloop.protocols import WebhookSource
+from alloop.serve.schedule import describe, make_trigger
 from alloop.serve.webhooks import Target, create_app, webhook_path
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Sample, utcnow
@@ -142,7 +142,7 @@ class ProjectRunner:
         except AlloopError as exc:
             logger.error("project %s: %s", self.name, " ".join([str(exc), *getattr(exc, "__notes__", ())]))
             self.status.last_error = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a bug in one project must not stop the others
+        except Exception as exc:  # a bug in one project must not stop the others
             logger.exception("project %s: unexpected error", self.name)
             self.status.last_error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -157,7 +157,7 @@ class ProjectRunner:
                 self.unschedule()
         try:
             self.refresh()
-        except Exception:  # noqa: BLE001 - the database may be briefly unreachable
+        except Exception:  # the database may be briefly unreachable
             logger.exception("project %s: could not read or write its status", self.name)
         return results
 
@@ -207,7 +207,7 @@ class ProjectRunner:
         if self.job is not None:
             try:
                 self.job.remove()
-            except Exception:  # noqa: BLE001 - already gone (scheduler shut down)
+            except Exception:  # already gone (scheduler shut down)
                 pass
             self.job = None
             logger.info("project %s finished: no more scheduled ticks", self.name)
@@ -405,7 +405,7 @@ class Service:
         for r in self.runners.values() if not quiet else ():
             try:
                 r.forget_next_action()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("project %s: could not clear its next action", r.name)
         if self._http is not None:
             self._http.should_exit = True

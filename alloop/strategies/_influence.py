@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from alloop.checks import check_int
 from alloop.errors import EmptyPoolError, PoolExhaustedError
 
-__all__ = ["Worlds", "sample_worlds", "reach_counts", "activate", "influence", "celf_greedy"]
+__all__ = ["Worlds", "activate", "celf_greedy", "influence", "reach_counts", "sample_worlds"]
 
 _VISITED_BYTES = 1 << 26  # dense per-slot visited array of a BFS batch (64 MiB)
 _LAZY_MAX = 32  # CELF: most stale heap entries re-evaluated in one batch

@@ -11,7 +11,7 @@ import numpy as np
 from alloop.checks import check_int, check_proba
 from alloop.errors import InvalidInputError, PoolExhaustedError
 
-__all__ = ["entropy", "margin", "least_confidence", "top_k"]
+__all__ = ["entropy", "least_confidence", "margin", "top_k"]
 
 
 def entropy(proba: np.ndarray) -> np.ndarray:

@@ -55,9 +55,9 @@ from alloop.errors import EmptyPoolError, InvalidInputError, PoolExhaustedError
 from alloop.rng import derive_rng, derive_seed
 from alloop.strategies._allocation import ALLOCATIONS, Allocation, allocate
 from alloop.strategies._class_kmeans import ClassClusters
-from alloop.strategies.objects import ObjectSet
 from alloop.strategies._trimming import interleave, trim_union
 from alloop.strategies.base import Selection, SelectionContext, Strategy
+from alloop.strategies.objects import ObjectSet
 
 __all__ = ["OfdsStrategy", "ofds_select"]
 

@@ -7,7 +7,8 @@ Learning Literature Survey" (2009), section 3.1; Scheffer et al. (2001) for the 
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 

@@ -32,9 +32,8 @@ from pydantic import BaseModel, ConfigDict
 
 from alloop.errors import ConfigError, format_list
 from alloop.files import iter_jsonl
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
-from alloop.protocols import TeacherContext
+from alloop.protocols import SampleRef, TeacherContext
 
 
 class PredictionsParams(BaseModel):
@@ -59,7 +58,7 @@ class PredictionsTeacher:
         self._table: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None, *, context: TeacherContext) -> "PredictionsTeacher":
+    def from_params(cls, params: dict[str, Any] | None, *, context: TeacherContext) -> PredictionsTeacher:
         from alloop.params import parse_params
 
         return cls(context, parse_params(PredictionsParams, params, "predictions teacher parameters"))

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import select
 
-from alloop.protocols import SampleRef
 from alloop.features.text_transformers import TransformersTextEncoder
 from alloop.loop.controller import Controller
+from alloop.protocols import SampleRef
 from alloop.rng import derive_rng
 from alloop.store.engine import session_scope
 from alloop.store.models import ModelVersion, Round, Sample, Selection

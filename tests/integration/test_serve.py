@@ -10,9 +10,10 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 from sqlmodel import select

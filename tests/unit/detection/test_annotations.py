@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from alloop.detection.annotations import image_size, percent_boxes, pixel_boxes
-from alloop.detection.truth import read_coco_truth
 from alloop.detection.boxes import Proposals
 from alloop.detection.metrics import coco_map
+from alloop.detection.truth import read_coco_truth
 from alloop.errors import PoolImportError, SampleDecodeError
 
 

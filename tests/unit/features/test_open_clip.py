@@ -12,9 +12,9 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.protocols import Encoder, SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.open_clip import OpenClipImageEncoder
+from alloop.protocols import Encoder, SampleRef
 from tests.helpers.files import overwrite
 from tests.helpers.network import refuse_network
 from tests.helpers.progress import RecordingProgress

@@ -17,13 +17,13 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.protocols import Encoder, SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.text_transformers import (
     TransformersTextEncoder,
     model_files,
     package_model_dir,
 )
+from alloop.protocols import Encoder, SampleRef
 from tests.helpers.files import overwrite
 from tests.helpers.network import refuse_network
 from tests.helpers.progress import RecordingProgress

@@ -7,10 +7,10 @@ from sqlmodel import select
 
 from alloop.errors import ConnectorDataError
 from alloop.loop.ingest import ingest
+from alloop.protocols import AnnotationRecord
 from alloop.store.engine import open_store, session_scope
 from alloop.store.models import Annotation, Project, Round, Sample, Task
 from alloop.store.queries import training_labels
-from alloop.protocols import AnnotationRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -15,10 +15,10 @@ from alloop.config import LoopConfig
 from alloop.loop.controller import Controller
 from alloop.loop.ingest import DELETED, ingest, new_labels_since, resolved_tasks
 from alloop.loop.policies import close_reason
+from alloop.protocols import AnnotationRecord
 from alloop.store.engine import session_scope
 from alloop.store.models import Annotation, ModelVersion, Round, Sample, Task, utcnow
 from alloop.store.queries import get_project, training_labels
-from alloop.protocols import AnnotationRecord
 from tests.conftest import open_workspace, write_project
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -13,14 +13,14 @@ from starlette.testclient import TestClient
 
 from alloop.errors import LockedError
 from alloop.loop.lock import ProjectLease
+from alloop.protocols import ConnectorContext, WebhookSource
 from alloop.report import project_status
 from alloop.serve.service import ProjectRunner, webhook_url
-from alloop.protocols import ConnectorContext, WebhookSource
 from alloop.serve.webhooks import Target, create_app, webhook_path
 from alloop.store.engine import session_scope
 from alloop.store.models import Project
-from tests.conftest import open_workspace, write_project
 from connectors.label_studio.connector import LabelStudioConnector
+from tests.conftest import open_workspace, write_project
 from tests.integration.snapshot import snapshot
 
 SECRET = "s3cret-" + "x" * 30

@@ -9,11 +9,10 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.open_clip import OpenClipImageEncoder
+from alloop.protocols import SampleRef, Teacher, TeacherContext
 from alloop.teachers.base import teacher_proba
-from alloop.protocols import Teacher, TeacherContext
 from alloop.teachers.clip_zeroshot import DEFAULT_TEMPLATES, ClipZeroShotTeacher
 from tests.helpers.tiny_clip import TINY_CLIP_NAME, make_tiny_clip, write_test_images
 

@@ -7,10 +7,9 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError
-from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
+from alloop.protocols import SampleRef, TeacherContext
 from alloop.teachers.base import teacher_proba
-from alloop.protocols import TeacherContext
 
 
 def ctx(tmp_path):
