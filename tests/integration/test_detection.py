@@ -241,7 +241,7 @@ def test_example_project_end_to_end(tmp_path: Path, pool_data: Path) -> None:
     # models: none in round 0 (no labels), then one per round trained on every label so far
     models = state["models"]
     assert [(m[0], m[1], m[2]) for m in models] == [(1, False, 12), (2, False, 20), (None, True, 28)]
-    for (number, final, n_labels, metrics), row in zip(models, status["rounds"][1:] + [status["final_model"]]):
+    for (_, _, n_labels, metrics), row in zip(models, [*status["rounds"][1:], status["final_model"]]):
         assert metrics["n_labels"] == n_labels
         assert 0.0 <= metrics["map50"] <= 1.0 and 0.0 <= metrics["map"] <= metrics["map50"]
         assert metrics["n_test_images"] == len(state["test"])

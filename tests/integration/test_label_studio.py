@@ -401,7 +401,7 @@ def test_5xx_is_retried_and_a_lost_import_answer_duplicates_nothing(label_studio
 def test_slow_server_times_out_then_the_round_continues(label_studio, proxy):
     params = {"url": proxy.url, "retries": 1, "backoff_s": 0.1, "timeout_s": 0.5}
     sections = dict(loop={"initial_size": 4, "batch_size": 2, "max_rounds": 1})
-    pf, folder = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": params}, **sections)
+    pf, _ = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": params}, **sections)
     ws = open_workspace(pf)
     proxy.stall = True  # no answer at all: the 0.5 s time-out fires whatever the machine's load
     with pytest.raises(ConnectorUnavailableError, match="ReadTimeout"):

@@ -12,6 +12,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -375,7 +376,7 @@ def test_two_serve_processes_on_one_postgres_database_never_advance_the_same_rou
         mine = [r for r in rows if r.project_id == pid]
         assert [r.number for r in mine] == [0, 1, 2, 3]  # each number once, created in order
         assert all(r.state == "CLOSED" for r in mine)
-        assert all(a.completed_at <= b.created_at for a, b in zip(mine, mine[1:]))  # one round at a time
+        assert all(a.completed_at <= b.created_at for a, b in pairwise(mine))  # one round at a time
         assert all(r.created_at <= r.pushed_at <= r.completed_at for r in mine)
         # every transition was done once, by one of the two processes, in the order of the state machine
         done = [_transitions(t, name) for t in texts]

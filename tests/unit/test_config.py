@@ -15,7 +15,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_minimal_config_gets_defaults(tmp_path):
-    cfg, path = load_config(_write(tmp_path, '[project]\nname = "x"\n'))
+    cfg, _ = load_config(_write(tmp_path, '[project]\nname = "x"\n'))
     assert cfg.strategy.name == "margin"
     assert cfg.connector.name == "oracle"
     assert cfg.loop.batch_size == 20

@@ -66,9 +66,9 @@ def test_timestamps_come_back_aware_utc_to_the_microsecond(db_url):
         later = s.exec(select(Project).where(Project.created_at > at - timedelta(microseconds=1))).all()
     assert back == at and back.tzinfo is not None and back.utcoffset() == timedelta(0)
     assert back.microsecond == 123456 and len(later) == 1
-    with pytest.raises(StatementError, match="timezone"):  # naive datetimes are refused, not guessed
-        with session_scope(engine) as s:
-            s.add(Project(name="q", task="classification", created_at=datetime(2026, 1, 1)))
+    # naive datetimes are refused, not guessed
+    with pytest.raises(StatementError, match="timezone"), session_scope(engine) as s:
+        s.add(Project(name="q", task="classification", created_at=datetime(2026, 1, 1)))
 
 
 def test_64_bit_seeds_and_json_round_trip(db_url):
