@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol, runtime_checkable
 
 
@@ -23,7 +23,7 @@ class ProgressTask(Protocol):
 
 @runtime_checkable
 class Progress(Protocol):
-    def task(self, description: str, total: int | None = None) -> contextmanager[ProgressTask]: ...
+    def task(self, description: str, total: int | None = None) -> AbstractContextManager[ProgressTask]: ...
 
 
 class _NullTask:

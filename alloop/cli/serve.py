@@ -63,7 +63,8 @@ def register(app: typer.Typer) -> None:
         from alloop.workspace import Workspace
 
         _plain_logging()
-        configs = [load_config(p)[0] for p in (project or [None])]
+        paths: list[Path | None] = [*project] if project else [None]
+        configs = [load_config(p)[0] for p in paths]
         secret = None if no_webhook else (os.environ.get(SECRET_ENV) or None)
         wants_hooks = any(issubclass(registry.load("connector", c.connector.name), WebhookSource)
                           for c in configs) or register_webhook

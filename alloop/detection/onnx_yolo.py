@@ -193,6 +193,7 @@ class OnnxYoloDetector:
         if isinstance(image, Image.Image):
             return np.asarray(image.convert("RGB"))
         try:
+            img: Image.Image  # Image.open gives an ImageFile; exif_transpose a plain Image
             with Image.open(image) as img:
                 img = ImageOps.exif_transpose(img)
                 return np.asarray(img.convert("RGB"))

@@ -165,7 +165,7 @@ def object_set(
         return {"obj_image": np.zeros(0, np.int64), "obj_label": np.zeros(0, np.int64),
                 "obj_score": np.zeros(0, np.float32), "obj_box": np.zeros((0, 4), np.float32),
                 "obj_features": np.zeros((0, 1), np.float32)}
-    cols = {
+    cols: dict[str, np.ndarray] = {
         "obj_image": np.array([position[k] for k in props.image.tolist()], dtype=np.int64),
         "obj_label": np.array([class_of[lb] for lb in props.label.tolist()], dtype=np.int64),
         "obj_score": props.score.astype(np.float32),

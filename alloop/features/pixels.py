@@ -82,6 +82,7 @@ class PixelEncoder(EncoderParams):
             "nearest": Image.Resampling.NEAREST,
         }
         try:
+            img: Image.Image  # Image.open gives an ImageFile; exif_transpose and fromarray plain Images
             with Image.open(path) as img:
                 img.load()
                 img = ImageOps.exif_transpose(img)

@@ -180,12 +180,12 @@ def scan_folder(
                 bar.advance()
                 continue
             digest = sha256_bytes(content)
-            reason = decode_error(path)
-            if reason is None:
+            error = decode_error(path)
+            if error is None:
                 result.items.append(PoolItem(key, "image", digest, data, label))
             else:
-                logger.debug("Quarantined %s: %s", key, reason)
-                result.quarantined.append(QuarantinedItem(key, "image", reason, data, digest))
+                logger.debug("Quarantined %s: %s", key, error)
+                result.quarantined.append(QuarantinedItem(key, "image", error, data, digest))
             bar.advance()
 
     if unlabeled:

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, update
-from sqlmodel import select
+from sqlmodel import col, select
 
 from alloop.errors import (
     AlloopError,
@@ -41,7 +41,8 @@ from alloop.errors import (
     EmptyPoolError,
     LockedError,
 )
-from alloop.loop.controller import Controller, TickResult
+from alloop.loop.controller import Controller
+from alloop.loop.result import TickResult
 from alloop.protocols import WebhookSource
 from alloop.serve.schedule import describe, make_trigger
 from alloop.serve.webhooks import Target, create_app, webhook_path
@@ -197,7 +198,7 @@ class ProjectRunner:
         with session_scope(self.ws.engine) as s:
             project = get_project(s, self.name)
             rnd = current_round(s, project.id)  # type: ignore[arg-type]
-            s.execute(update(Project).where(Project.id == project.id)
+            s.execute(update(Project).where(col(Project.id) == project.id)
                       .values(next_action_at=at, next_action=self.what if at is not None else None))
         self.status.next_run_at = at
         self.status.round = rnd.number if rnd else None
@@ -215,7 +216,7 @@ class ProjectRunner:
     def forget_next_action(self) -> None:
         """Clear the next action in the database, if it is still this process's."""
         with session_scope(self.ws.engine) as s:
-            s.execute(update(Project).where(Project.name == self.name, Project.next_action == self.what)
+            s.execute(update(Project).where(col(Project.name) == self.name, col(Project.next_action) == self.what)
                       .values(next_action_at=None, next_action=None))
 
 
