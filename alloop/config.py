@@ -37,8 +37,8 @@ ENV: dict[str, str] = {
     "LABEL_STUDIO_URL": "Label Studio URL when [connector] params has no url",
     "LABEL_STUDIO_API_KEY": "Label Studio access token (the connector's token_env may name another variable)",
     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "Label Studio's local-files document root, for serving local images",
-    "ALLOOP_WEBHOOK_SECRET": "`alloop serve`: the shared secret Label Studio sends in the X-Alloop-Secret header of each "
-    "webhook call (never stored by alloop)",
+    "ALLOOP_WEBHOOK_SECRET": "`alloop serve`: the shared secret Label Studio sends in the X-Alloop-Secret header "
+    "of each webhook call (never stored by alloop)",
 }
 
 

@@ -200,7 +200,9 @@ class OnnxYoloDetector:
         except (OSError, ValueError, SyntaxError) as exc:
             raise SampleDecodeError(key, f"Pillow cannot read it ({exc})") from None
 
-    def _decode(self, raw: np.ndarray, r: float, left: int, top: int, w0: int, h0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decode(
+        self, raw: np.ndarray, r: float, left: int, top: int, w0: int, h0: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import torch
         from torchvision.ops import batched_nms
 

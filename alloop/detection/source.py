@@ -96,7 +96,10 @@ def _from_onnx(cfg: ProposalsConfig, path: Path, labels: Sequence[str], samples:
     if todo:
         detector = OnnxYoloDetector(path, classes, input_size=cfg.input_size, conf=cfg.min_score, iou=cfg.iou)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        with progress.task("Detecting objects (ONNX)", total=len(todo)) as bar, open(cache, "a", encoding="utf-8") as fh:
+        with (
+            progress.task("Detecting objects (ONNX)", total=len(todo)) as bar,
+            open(cache, "a", encoding="utf-8") as fh,
+        ):
             for smp in todo:
                 found = detector.detect([smp.data["path"]], keys=[smp.key])
                 objects = [{"box": r["box"], "label": r["label"], "score": r["score"]} for r in found.to_records()]

@@ -192,7 +192,9 @@ class OpenClipImageEncoder(EncoderParams):
         try:
             device = torch.device(self.device)
         except RuntimeError as exc:
-            raise ConfigError(f"device = {self.device!r} is not a torch device ({exc}); use e.g. 'cpu' or 'cuda'.") from None
+            raise ConfigError(
+                f"device = {self.device!r} is not a torch device ({exc}); use e.g. 'cpu' or 'cuda'."
+            ) from None
         extra: dict[str, Any] = {}
         if kind == "tag":
             tag_cfg = open_clip.get_pretrained_cfg(self.model, value)

@@ -27,8 +27,9 @@ class PixelEncoder(EncoderParams):
     """Grayscale pixels scaled to [0, 1].
 
     Each image is decoded, turned upright from its EXIF orientation, converted to grayscale
-    (Pillow mode ``"L"``; 16-bit images keep their precision and are scaled by 1/65535), resized to ``size x size`` (aspect ratio not kept; no resampling
-    when it already has that size) and flattened row by row.
+    (Pillow mode ``"L"``; 16-bit images keep their precision and are scaled by 1/65535), resized to
+    ``size x size`` (aspect ratio not kept; no resampling when it already has that size) and
+    flattened row by row.
 
     Parameters
     ----------

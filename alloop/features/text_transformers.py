@@ -221,7 +221,9 @@ class TransformersTextEncoder(EncoderParams):
         try:
             device = torch.device(self.device)
         except RuntimeError as exc:
-            raise ConfigError(f"device = {self.device!r} is not a torch device ({exc}); use e.g. 'cpu' or 'cuda'.") from None
+            raise ConfigError(
+                f"device = {self.device!r} is not a torch device ({exc}); use e.g. 'cpu' or 'cuda'."
+            ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f'device = {self.device!r} but torch sees no CUDA GPU. Set device = "cpu".')
         kind, folder = self.source()

@@ -165,7 +165,8 @@ class KDStudentLearner:
                 ce_logits = ce_head(xl[lb]).masked_fill(unseen, float("-inf"))
                 loss = p.ce_weight * torch.nn.functional.cross_entropy(ce_logits, yl[lb])
                 if p.kd_weight > 0 and tl is not None and tu is not None:
-                    kd = kd_loss(kd_head(xl[lb]), tl[lb], p.temperature) + kd_loss(kd_head(xu[ub]), tu[ub], p.temperature)
+                    kd = (kd_loss(kd_head(xl[lb]), tl[lb], p.temperature)
+                          + kd_loss(kd_head(xu[ub]), tu[ub], p.temperature))
                     loss = loss + p.kd_weight * kd
                 opt.zero_grad()
                 loss.backward()

@@ -85,7 +85,9 @@ class PredictionsTeacher:
                 keys, proba = [str(k) for k in z["keys"]], np.asarray(z["proba"], dtype=np.float64)
                 names = [str(x) for x in z["labels"]] if "labels" in z.files else None
             if proba.ndim != 2 or proba.shape[0] != len(keys):
-                raise ConfigError(f"{self.path}: proba has shape {proba.shape}; expected one row per key ({len(keys)}).")
+                raise ConfigError(
+                    f"{self.path}: proba has shape {proba.shape}; expected one row per key ({len(keys)})."
+                )
             if names is not None:
                 if len(names) != proba.shape[1]:
                     raise ConfigError(f"{self.path}: {len(names)} labels but {proba.shape[1]} probability columns.")
