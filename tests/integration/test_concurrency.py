@@ -261,7 +261,8 @@ def test_alloop_run_processes_racing_on_postgres(tmp_path, postgres_url, uninter
                         return "both processes exited: " + " | ".join(o.read_text()[-1500:] for o in outs)
                     return None
 
-                holder = wait_until(lambda r=release: _held(r), f"pair {pair}: a process held at {hold}", alive=both_exited)
+                holder = wait_until(lambda r=release: _held(r), f"pair {pair}: a process held at {hold}",
+                                    alive=both_exited)
                 (winner,) = [i for i, p in enumerate(procs) if p.pid == holder]
                 loser = procs[1 - winner]
                 assert loser.wait(SAFETY_NET_S) == 2, outs[1 - winner].read_text()

@@ -27,7 +27,8 @@ def env(db_url):
         s.add(r)
         s.add_all(smp)
         s.flush()
-        tasks = {x.key: Task(project_id=p.id, round_id=r.id, sample_id=x.id, connector="c", external_id=f"t-{x.key}") for x in smp}
+        tasks = {x.key: Task(project_id=p.id, round_id=r.id, sample_id=x.id, connector="c", external_id=f"t-{x.key}")
+                 for x in smp}
         s.add_all(tasks.values())
     return engine, p, tasks
 

@@ -65,7 +65,8 @@ def _post(client, body, secret=SECRET, project="cats"):
 def test_missing_or_wrong_secret_is_refused_and_logged_without_the_secret(app, caplog):
     client, woken, events = app
     caplog.set_level(logging.WARNING, logger="alloop.serve.webhooks")
-    for secret, word in ((None, "missing"), ("nope", "wrong"), (SECRET[:-1], "wrong"), (SECRET + "x", "wrong"), ("", "wrong")):
+    for secret, word in ((None, "missing"), ("nope", "wrong"), (SECRET[:-1], "wrong"), (SECRET + "x", "wrong"),
+                         ("", "wrong")):
         r = _post(client, EVENT, secret=secret)
         assert r.status_code == 401, secret
         assert f"{word} X-Alloop-Secret header" in caplog.records[-1].getMessage()

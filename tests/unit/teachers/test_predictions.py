@@ -13,7 +13,8 @@ from alloop.teachers.base import teacher_proba
 
 
 def ctx(tmp_path):
-    return TeacherContext(labels=("cat", "dog", "eel"), work_dir=tmp_path / ".alloop", cache=FeatureCache(tmp_path / "c"))
+    return TeacherContext(labels=("cat", "dog", "eel"), work_dir=tmp_path / ".alloop",
+                          cache=FeatureCache(tmp_path / "c"))
 
 
 def refs(keys, tmp_path):
