@@ -13,6 +13,7 @@ from collections.abc import Collection
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.errors import InvalidInputError
 
@@ -50,7 +51,7 @@ def check_choice(name: str, value: Any, choices: Collection[str]) -> str:
     return str(value)
 
 
-def check_positions(a: Any, n: int | None, name: str, *, what: str = "row positions") -> np.ndarray:
+def check_positions(a: Any, n: int | None, name: str, *, what: str = "row positions") -> NDArray[np.int64]:
     """A 1-D array of integer positions into ``range(n)``, returned sorted, unique, int64.
 
     ``None`` or an empty array gives an empty array; ``n=None`` checks the lower bound only.
@@ -70,7 +71,7 @@ def check_positions(a: Any, n: int | None, name: str, *, what: str = "row positi
 
 
 def check_matrix(X: Any, name: str = "X", *, min_rows: int = 0, finite: bool = True,
-                 hint: str = "") -> np.ndarray:
+                 hint: str = "") -> NDArray[Any]:
     """A real 2-D array with at least one column and ``min_rows`` rows (finite when asked)."""
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] == 0 or X.shape[0] < min_rows:
@@ -87,7 +88,7 @@ def check_matrix(X: Any, name: str = "X", *, min_rows: int = 0, finite: bool = T
     return X
 
 
-def check_proba(proba: Any, name: str = "proba") -> np.ndarray:
+def check_proba(proba: Any, name: str = "proba") -> NDArray[np.float64]:
     """Class probabilities as a float64 (n_samples, n_classes) array: finite, non-negative."""
     p = np.asarray(proba)
     if p.ndim != 2:

@@ -8,9 +8,9 @@ environment at run time.
 
 from __future__ import annotations
 
-import re
 import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -37,8 +37,8 @@ ENV: dict[str, str] = {
     "LABEL_STUDIO_URL": "Label Studio URL when [connector] params has no url",
     "LABEL_STUDIO_API_KEY": "Label Studio access token (the connector's token_env may name another variable)",
     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "Label Studio's local-files document root, for serving local images",
-    "ALLOOP_WEBHOOK_SECRET": "`alloop serve`: the shared secret Label Studio sends in the X-Alloop-Secret header of each "
-    "webhook call (never stored by alloop)",
+    "ALLOOP_WEBHOOK_SECRET": "`alloop serve`: the shared secret Label Studio sends in the X-Alloop-Secret header "
+    "of each webhook call (never stored by alloop)",
 }
 
 
@@ -134,7 +134,7 @@ class ProposalsConfig(_Model):
     """ONNX: class-wise NMS threshold."""
 
     @model_validator(mode="after")
-    def _check_path(self) -> "ProposalsConfig":
+    def _check_path(self) -> ProposalsConfig:
         if self.source in ("file", "onnx") and self.path is None:
             raise ValueError(
                 f"[proposals] source = {self.source!r} needs `path` (the "
@@ -205,7 +205,7 @@ class ServeConfig(_Model):
         return value
 
     @model_validator(mode="after")
-    def _one_schedule(self) -> "ServeConfig":
+    def _one_schedule(self) -> ServeConfig:
         if self.interval_s is not None and self.cron is not None:
             raise ValueError("[serve] interval_s and cron are mutually exclusive: keep one of them")
         return self
@@ -260,7 +260,7 @@ class ProjectConfig(_Model):
         return data
 
     @model_validator(mode="after")
-    def _check_labels(self) -> "ProjectConfig":
+    def _check_labels(self) -> ProjectConfig:
         labels = self.project.labels
         if labels is not None:
             if len(labels) < 2:

@@ -19,7 +19,7 @@ from typing import Any
 from alloop.errors import ConfigError
 from alloop.files import atomic_write
 
-__all__ = ["export_labels", "FORMATS"]
+__all__ = ["FORMATS", "export_labels"]
 
 FORMATS = ("coco", "jsonl", "csv")
 
@@ -87,13 +87,13 @@ def export_labels(ws: Any, out: Path, fmt: str | None = None, *, absolute_paths:
                 row[k] = smp.data[k]
         rows.append(row)
     if fmt == "jsonl":
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
     else:
         buf = io.StringIO()
         fields = ["key", "label"] + [k for k in ("path", "text") if any(k in r for r in rows)]
         w = csv.DictWriter(buf, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-        data = buf.getvalue().encode("utf-8")
-    atomic_write(out, data)
+        payload = buf.getvalue().encode("utf-8")
+    atomic_write(out, payload)
     return {"samples": len(rows)}

@@ -53,8 +53,11 @@ def aggregate(votes: Iterable[Vote], rule: str | Callable[[list[Vote]], str] = "
 
     ``rule`` is a registered aggregator name or the function itself.
     """
+    fn: Callable[[list[Vote]], str]
     if isinstance(rule, str):
         from alloop import registry
 
-        rule = registry.load("aggregator", rule)
-    return {sid: rule(vs) for sid, vs in _latest_per_annotator(votes).items()}
+        fn = registry.load("aggregator", rule)
+    else:
+        fn = rule
+    return {sid: fn(vs) for sid, vs in _latest_per_annotator(votes).items()}

@@ -11,8 +11,9 @@ Library code never prints; long work takes a ``progress: Progress`` argument and
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from typing import Iterator, Protocol, runtime_checkable
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -22,7 +23,7 @@ class ProgressTask(Protocol):
 
 @runtime_checkable
 class Progress(Protocol):
-    def task(self, description: str, total: int | None = None) -> "contextmanager[ProgressTask]": ...
+    def task(self, description: str, total: int | None = None) -> AbstractContextManager[ProgressTask]: ...
 
 
 class _NullTask:

@@ -12,7 +12,7 @@ A plugin package registers a strategy like this in its ``pyproject.toml``::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -36,7 +36,7 @@ def _group(kind: str) -> str:
         raise UnknownComponentError("component kind", kind, list(GROUPS)) from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entry_points(kind: str) -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=_group(kind))}
 

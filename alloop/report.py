@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 from alloop.loop.ingest import DELETED
 from alloop.metrics import headline
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alloop.simulate import SimulationResult
 
 
-def _counts(s: Any, column: Any, where: Any, group: Any) -> dict[int, int]:
+def _counts(s: Any, column: Any, where: Any, group: Any) -> dict[int | None, int]:
     return dict(s.exec(select(group, func.count(column)).where(where).group_by(group)).all())
 
 
@@ -39,7 +39,8 @@ def project_status(engine: Engine, name: str) -> dict[str, Any]:
         pushed = _counts(s, Task.id, Task.project_id == pid, Task.round_id)
         resolved = _counts(  # annotations deleted in the tool resolve nothing
             s, func.distinct(Annotation.task_id),
-            (Annotation.project_id == pid) & ((Annotation.invalid_reason == None) | (Annotation.invalid_reason != DELETED)),  # noqa: E711
+            (Annotation.project_id == pid)
+            & ((Annotation.invalid_reason == None) | (Annotation.invalid_reason != DELETED)),  # noqa: E711
             Annotation.round_id,
         )
         labeled = _counts(
@@ -49,7 +50,7 @@ def project_status(engine: Engine, name: str) -> dict[str, Any]:
             Annotation.round_id,
         )
         invalid = s.exec(
-            select(func.count(Annotation.id)).where(Annotation.project_id == pid, Annotation.valid == False)  # noqa: E712
+            select(func.count(col(Annotation.id))).where(Annotation.project_id == pid, Annotation.valid == False)  # noqa: E712
         ).one()
         final = next((m for m in models.values() if m.final), None)
     key, metric_name = headline(project.task)
@@ -105,7 +106,9 @@ def learning_curve(engine: Engine, name: str) -> list[tuple[int, float]]:
     """
     with session_scope(engine) as s:
         project = get_project(s, name)
-        models = s.exec(select(ModelVersion).where(ModelVersion.project_id == project.id).order_by(ModelVersion.id)).all()
+        models = s.exec(
+            select(ModelVersion).where(ModelVersion.project_id == project.id).order_by(col(ModelVersion.id))
+        ).all()
     key = headline(project.task)[0]
     return [(m.n_labels, float(m.metrics[key])) for m in models if key in m.metrics and m.metrics[key] >= 0]
 
@@ -136,7 +139,7 @@ def plot_learning_curve(points: list[tuple[int, float]], path: Path, title: str,
     return path
 
 
-def plot_simulation(result: "SimulationResult", path: Path, title: str) -> Path:
+def plot_simulation(result: SimulationResult, path: Path, title: str) -> Path:
     """Mean accuracy per strategy with a band of ±1 standard deviation over seeds."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)

@@ -168,7 +168,7 @@ def run_one(
     """One simulated project: seed-specific test split, the real loop to the end."""
     import time
 
-    from sqlmodel import select
+    from sqlmodel import col, select
     from threadpoolctl import threadpool_limits
 
     from alloop.loop.controller import Controller
@@ -191,13 +191,13 @@ def run_one(
             s.add(project)
             s.flush()
             for d in samples:
-                s.add(Sample(project_id=project.id, split="test" if d["key"] in test else "pool", **d))
+                s.add(Sample(project_id=project.id, split="test" if d["key"] in test else "pool", **d))  # type: ignore[arg-type]
         ws.reference_labels_override = {d["key"]: d["reference_label"] for d in samples}
         label = run_label(cold_start, strategy)
         seen = WarningLog(report=False)  # handed back to the parent, which reports each once
         Controller(ws, use_lock=False, warnings=seen).run()
         with session_scope(engine) as s:
-            models = s.exec(select(ModelVersion).order_by(ModelVersion.id)).all()
+            models = s.exec(select(ModelVersion).order_by(col(ModelVersion.id))).all()
         points = [(m.n_labels, m.metrics["accuracy"]) for m in models if "accuracy" in m.metrics]
         engine.dispose()
     n, acc = [p[0] for p in points], [p[1] for p in points]
@@ -219,7 +219,7 @@ def simulate(
 ) -> SimulationResult:
     """Run every (strategy, seed) pair on copies of ``workspace``'s labeled samples."""
     from joblib import Parallel, delayed
-    from sqlmodel import select
+    from sqlmodel import col, select
 
     from alloop.protocols import SampleRef
     from alloop.store.engine import session_scope
@@ -253,8 +253,8 @@ def simulate(
             )
         rows = s.exec(
             select(Sample).where(
-                Sample.project_id == project.id, Sample.status == "ok", Sample.reference_label.is_not(None)  # type: ignore[union-attr]
-            ).order_by(Sample.id)
+                Sample.project_id == project.id, Sample.status == "ok", col(Sample.reference_label).is_not(None)
+            ).order_by(col(Sample.id))
         ).all()
     if len(rows) < spec.initial_size + spec.batch_size:
         raise EmptyPoolError(

@@ -110,7 +110,7 @@ class Workspace:
     @cached_property
     def encoder(self) -> Encoder:
         c = self.config.features
-        return registry.create("encoder", c.name, c.params, context=self.plugin_context())  # type: ignore[no-any-return]
+        return registry.create("encoder", c.name, c.params, context=self.plugin_context())
 
     @cached_property
     def feature_cache(self) -> FeatureCache:
@@ -119,7 +119,7 @@ class Workspace:
     def new_learner(self) -> Learner:
         """A fresh, unfitted learner (one per round: nothing carries over from the last one)."""
         c = self.config.learner
-        return registry.create("learner", c.name, c.params, context=self.plugin_context())  # type: ignore[no-any-return]
+        return registry.create("learner", c.name, c.params, context=self.plugin_context())
 
     @cached_property
     def learner_kind(self) -> str:
@@ -166,7 +166,7 @@ class Workspace:
                 "learner's parameters."
             )
         ctx = TeacherContext(**vars(self.plugin_context()), cache=self.feature_cache)
-        return registry.create("teacher", c.name, c.params, context=ctx)  # type: ignore[no-any-return]
+        return registry.create("teacher", c.name, c.params, context=ctx)
 
     def _loop_strategy(self, name: str, params: dict[str, Any], section: str) -> Strategy:
         """A strategy the loop can feed: object-level ones need a detection project with [proposals]."""
@@ -254,7 +254,7 @@ class Workspace:
         registry.load("aggregator", self.config.loop.aggregation)
         if self.learner_kind == "external":
             self.new_learner()
-        elif self.learner_kind == "features" and "teacher" in self.new_learner().requires \
+        elif (self.learner_kind == "features" and "teacher" in self.new_learner().requires) \
                 or self.config.teacher is not None:
             _ = self.teacher
 

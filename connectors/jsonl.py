@@ -196,8 +196,8 @@ class JsonlConnector:
         for i, b in enumerate(boxes):
             bbox = b.get("bbox") if isinstance(b, dict) else None
             ok = isinstance(bbox, list) and len(bbox) == 4 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-            if not ok or not isinstance(b.get("label"), str) or bbox[2] <= 0 or bbox[3] <= 0:
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox) and bbox[2] > 0 and bbox[3] > 0
+            if not ok or not isinstance(b.get("label"), str):
                 raise ConnectorDataError(
                     f"{where}: boxes[{i}] must be {{\"bbox\": [x, y, w, h], \"label\": name}} with w, h > 0 "
                     f"(pixels); got {json.dumps(b)}.")

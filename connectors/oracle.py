@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from alloop.errors import ConfigError, ConnectorDataError
-from alloop.rng import derive_rng
 from alloop.protocols import AnnotationRecord, ConnectorContext, TaskPayload, TaskRef
+from alloop.rng import derive_rng
 
 
 class OracleParams(BaseModel):
@@ -117,7 +117,12 @@ class OracleConnector:
                 value = None
                 if self.detection:
                     label = None
-                    boxes = [dict(b) for b in truth["boxes"]] if not cancelled else []
+                    if truth is None and not cancelled:  # push checked it: the pool's truth changed since
+                        raise ConnectorDataError(
+                            f"The simulated annotator has no ground-truth boxes for sample {t.sample_key!r} any "
+                            "more. Give the pool its truth again (a COCO file as `annotations` in [pool.source])."
+                        )
+                    boxes = [dict(b) for b in truth["boxes"]] if truth is not None and not cancelled else []
                     for b in boxes:
                         if self.params.noise and rng.random() < self.params.noise:
                             b["label"] = self._wrong(b["label"], rng)

@@ -34,7 +34,9 @@ folder.mkdir(parents=True, exist_ok=True)
 cfg, _ = load_config(folder)
 ws = Workspace(cfg)
 ws.ensure_project()
-report = import_pool(ws.engine, ws.name, scan_source(cfg.pool.source, ws.work_dir), test_fraction=cfg.pool.test_fraction)
+report = import_pool(
+    ws.engine, ws.name, scan_source(cfg.pool.source, ws.work_dir), test_fraction=cfg.pool.test_fraction
+)
 print("import:", report.summary())
 
 for result in Controller(ws).run():

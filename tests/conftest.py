@@ -49,7 +49,9 @@ def open_workspace(project_file: Path, do_import: bool = True) -> Workspace:
     return ws
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "ALLOOP_DISABLE_PROGRESS_BARS": "1", "COLUMNS": "200", **(env or {})}
     return subprocess.run([ALLOOP, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
@@ -82,13 +84,18 @@ def label_studio(tmp_path_factory):
 
     venv = Path(os.environ.get("ALLOOP_LS_VENV", Path(__file__).resolve().parents[1] / ".venv-ls"))
     if not (venv / "bin" / "label-studio").exists():
-        pytest.fail(f"Label Studio is not installed in {venv}: run `make setup` (it creates .venv-ls) or set ALLOOP_LS_VENV.")
+        pytest.fail(
+            f"Label Studio is not installed in {venv}: run `make setup` (it creates .venv-ls) or set ALLOOP_LS_VENV."
+        )
     root = tmp_path_factory.mktemp("label-studio")
     server = LocalLabelStudio(data_dir=root / "data", port=_free_port(), venv=venv, document_root=root / "docroot")
     (root / "docroot").mkdir()
     server.start()
     creds = server.credentials()
-    saved = {k: os.environ.get(k) for k in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+    }
     os.environ["LABEL_STUDIO_URL"] = server.url
     os.environ["LABEL_STUDIO_API_KEY"] = creds["LABEL_STUDIO_API_KEY"]
     os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(server.document_root)

@@ -49,8 +49,8 @@ def register(app: typer.Typer) -> None:
             console.rule("[bold]2. One active-learning session (margin, simulated annotator)")
             run_project(ws, None, False)
             console.print(rounds_table(project_status(ws.engine, ws.name)))
-            curve = plot_learning_curve(learning_curve(ws.engine, ws.name), ws.work_dir / "report" / "learning_curve.png",
-                                        "digits-demo: margin session")
+            curve = plot_learning_curve(learning_curve(ws.engine, ws.name),
+                                        ws.work_dir / "report" / "learning_curve.png", "digits-demo: margin session")
 
             console.rule(f"[bold]3. Compare strategies over {seeds} seeds")
             spec = SimulationSpec(

@@ -10,7 +10,9 @@ import typer
 
 from alloop.cli.project import ProjectOpt
 
-ls_app = typer.Typer(help="Run a local Label Studio server for a project (its own virtualenv, loopback).", no_args_is_help=True)
+ls_app = typer.Typer(
+    help="Run a local Label Studio server for a project (its own virtualenv, loopback).", no_args_is_help=True
+)
 
 
 def _server(ws: Any, port: int) -> Any:

@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         if STATE.debug:
             raise
-        from alloop.cli._ui import err_console
-
         from rich.markup import escape
+
+        from alloop.cli._ui import err_console
 
         notes = "".join(f"\n{escape(n)}" for n in getattr(exc, "__notes__", ()))
         err_console.print(

@@ -50,7 +50,9 @@ def init_config(
     features = "pixels"
     task = "classification"
     if images is not None:
-        source: dict[str, Any] = {"type": "folder", "path": str(images), "labels_from_subfolders": labels_from_subfolders}
+        source: dict[str, Any] = {
+            "type": "folder", "path": str(images), "labels_from_subfolders": labels_from_subfolders
+        }
     elif texts is not None:
         source, features, task = {"type": "texts", "path": str(texts)}, "hashing", "text"
     elif vectors is not None:
@@ -77,7 +79,9 @@ def init_config(
     detection = annotations is not None or proposals is not None
     if detection:
         if images is None:
-            raise ConfigError("--annotations and --proposals describe a detection project: give its --images folder too.")
+            raise ConfigError(
+                "--annotations and --proposals describe a detection project: give its --images folder too."
+            )
         task, has_truth = "detection", annotations is not None
         if annotations is not None:
             source["annotations"] = str(annotations)
@@ -91,7 +95,10 @@ def init_config(
         learner = {"name": "none"}
     data: dict[str, Any] = {
         "project": {"name": name, "task": task, "seed": 0, "work_dir": ".alloop"},
-        "pool": {"source": source, "test_fraction": test_fraction if test_fraction is not None else (0.3 if has_truth else 0.0)},
+        "pool": {
+            "source": source,
+            "test_fraction": test_fraction if test_fraction is not None else (0.3 if has_truth else 0.0),
+        },
         "features": {"name": features},
         "learner": learner,
         "strategy": {"name": strategy},
@@ -102,7 +109,9 @@ def init_config(
     if labels:
         data["project"]["labels"] = labels
     if proposals is not None:
-        data["proposals"] = {"source": "onnx" if proposals.suffix.lower() == ".onnx" else "file", "path": str(proposals)}
+        data["proposals"] = {
+            "source": "onnx" if proposals.suffix.lower() == ".onnx" else "file", "path": str(proposals)
+        }
     from alloop.config import parse_config
 
     parse_config(data, where="options of `alloop init`")
@@ -121,14 +130,18 @@ def register(app: typer.Typer) -> None:
         vectors: Annotated[Optional[Path], typer.Option(help=".npy/.parquet feature vectors.")] = None,
         labels: Annotated[Optional[str], typer.Option(help="Comma-separated label set.")] = None,
         strategy: Annotated[str, typer.Option(help="Acquisition strategy.")] = "margin",
-        cold_start: Annotated[str, typer.Option(help="Round-0 strategy (no model yet): random, coreset, ideal, ...")] = "random",
+        cold_start: Annotated[str, typer.Option(
+            help="Round-0 strategy (no model yet): random, coreset, ideal, ...")] = "random",
         features: Annotated[Optional[str], typer.Option(
-            help="Encoder (default: pixels for images, hashing for texts, vector for vectors), e.g. open_clip, transformers.")] = None,
+            help="Encoder (default: pixels for images, hashing for texts, vector for vectors), "
+                 "e.g. open_clip, transformers.")] = None,
         connector: Annotated[str, typer.Option(help="Labeling connector: oracle (simulated), jsonl, ...")] = "oracle",
         annotations: Annotated[Optional[Path], typer.Option(
-            help="Detection: COCO ground-truth boxes of --images (for the simulated annotator and held-out mAP).")] = None,
+            help="Detection: COCO ground-truth boxes of --images "
+                 "(for the simulated annotator and held-out mAP).")] = None,
         proposals: Annotated[Optional[Path], typer.Option(
-            help="Detection: object proposals to select from, an autolabel file (.json COCO, .jsonl) or a YOLO .onnx.")] = None,
+            help="Detection: object proposals to select from, an autolabel file (.json COCO, .jsonl) "
+                 "or a YOLO .onnx.")] = None,
         trainer: Annotated[Optional[str], typer.Option(
             help="Your training command (the 'command' learner), e.g. \"python train.py\".")] = None,
         initial_size: Annotated[int, typer.Option(help="Samples in round 0.")] = 20,

@@ -82,7 +82,9 @@ def run_project(ws: Any, rounds: int | None, once: bool, echo: bool = True) -> l
 
     project = ws.ensure_project()
     with session_scope(ws.engine) as s:
-        n = s.exec(select(func.count()).select_from(Sample).where(Sample.project_id == project.id, Sample.status == "ok")).one()
+        n = s.exec(
+            select(func.count()).select_from(Sample).where(Sample.project_id == project.id, Sample.status == "ok")
+        ).one()
     if n == 0:
         raise EmptyPoolError(f"Project {ws.name!r} has no readable samples. Run `alloop import` first.")
     ws.validate()
@@ -140,7 +142,8 @@ def register(app: typer.Typer) -> None:
         sm = status["samples"]
         console.print(
             f"{status['project']} ({status['task']}, {len(status['labels'])} labels): {sm['pool']} in pool, "
-            f"{sm['test']} held out, {sm['quarantined']} quarantined; {status['invalid_annotations']} invalid annotations."
+            f"{sm['test']} held out, {sm['quarantined']} quarantined; "
+            f"{status['invalid_annotations']} invalid annotations."
         )
         if status["finished_reason"]:
             console.print(f"Finished: {status['finished_reason']}")
@@ -155,7 +158,8 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
         project: ProjectOpt = None,
-        out: Annotated[Optional[Path], typer.Option(help="PNG path (default: <work_dir>/report/learning_curve.png).")] = None,
+        out: Annotated[Optional[Path], typer.Option(
+            help="PNG path (default: <work_dir>/report/learning_curve.png).")] = None,
     ) -> None:
         """Per-round table and a learning-curve PNG (labels vs held-out accuracy)."""
         from alloop.cli._ui import console
@@ -179,8 +183,10 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         out: Annotated[Path, typer.Argument(help="Output file: .json (COCO, detection), .jsonl or .csv.")],
         project: ProjectOpt = None,
-        fmt: Annotated[Optional[str], typer.Option("--format", help="coco | jsonl | csv (default: from the file name).")] = None,
-        absolute_paths: Annotated[bool, typer.Option(help="COCO file_name: absolute image paths instead of paths relative to the pool folder.")] = False,
+        fmt: Annotated[Optional[str], typer.Option(
+            "--format", help="coco | jsonl | csv (default: from the file name).")] = None,
+        absolute_paths: Annotated[bool, typer.Option(
+            help="COCO file_name: absolute image paths instead of paths relative to the pool folder.")] = False,
     ) -> None:
         """Export the labels collected so far: COCO boxes (detection) or one label per sample."""
         from alloop.cli._ui import console

@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
             typer.Option("--project", "-p", help="Project file or folder; repeat for several projects "
                          "(default: ./alloop.toml or $ALLOOP_PROJECT_FILE)."),
         ] = None,
-        host: Annotated[str, typer.Option(help="Address the HTTP server (webhooks, /healthz) listens on.")] = "127.0.0.1",
+        host: Annotated[str, typer.Option(
+            help="Address the HTTP server (webhooks, /healthz) listens on.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port of the HTTP server.")] = 8765,
         public_url: Annotated[
             Optional[str],
@@ -52,9 +53,9 @@ def register(app: typer.Typer) -> None:
             typer.Option("--no-webhook", help=f"Scheduled ticks only: no webhook receiver, no {SECRET_ENV} needed."),
         ] = False,
     ) -> None:
-        """Drive projects unattended: tick each on its schedule (alloop.toml, serve section) and when Label Studio reports
-        annotations (webhook, secret in $ALLOOP_WEBHOOK_SECRET); GET /healthz; SIGTERM stops after the
-        transition in progress."""
+        """Drive projects unattended: tick each on its schedule (alloop.toml, serve section) and when Label
+        Studio reports annotations (webhook, secret in $ALLOOP_WEBHOOK_SECRET); GET /healthz; SIGTERM stops
+        after the transition in progress."""
         from alloop import registry
         from alloop.config import load_config
         from alloop.errors import ConfigError
@@ -63,7 +64,8 @@ def register(app: typer.Typer) -> None:
         from alloop.workspace import Workspace
 
         _plain_logging()
-        configs = [load_config(p)[0] for p in (project or [None])]
+        paths: list[Path | None] = [*project] if project else [None]
+        configs = [load_config(p)[0] for p in paths]
         secret = None if no_webhook else (os.environ.get(SECRET_ENV) or None)
         wants_hooks = any(issubclass(registry.load("connector", c.connector.name), WebhookSource)
                           for c in configs) or register_webhook

@@ -50,7 +50,8 @@ def register(app: typer.Typer) -> None:
         cold_start: Annotated[Optional[str], typer.Option(
             help="Comma-separated round-0 strategies to compare (e.g. 'ideal,random'); each run pairs one "
                  "with one of --strategies, labelled 'ideal+margin'. Default: the project's cold start.")] = None,
-        initial_per_class: Annotated[bool, typer.Option(help="Start from one random example per class instead.")] = False,
+        initial_per_class: Annotated[bool, typer.Option(
+            help="Start from one random example per class instead.")] = False,
         batch_size: Annotated[int, typer.Option(help="Samples per round (down to 1).")] = 10,
         rounds: Annotated[int, typer.Option(help="Rounds per run, round 0 included.")] = 15,
         test_split: Annotated[float, typer.Option(help="Fraction held out for accuracy (per seed).")] = 0.3,

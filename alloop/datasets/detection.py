@@ -335,7 +335,8 @@ def make_detection_pool(
     """
     if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
         raise ConfigError(f"n_images must be a positive integer, got {n_images!r}.")
-    images, targets, source_names = load_crops(source, crops_dir)
+    # load_crops is cached: its key must be hashable (a str, whatever path-like was given)
+    images, targets, source_names = load_crops(source, None if crops_dir is None else os.fspath(crops_dir))
     classes, rare_class, weights = _classes(source_names, class_names, class_weights, rare_class, rare_fraction)
     lo_k, hi_k, width, height, lo_s, hi_s = _canvas_params(objects_per_image, canvas_size, scale, background, max_iou)
     images_dir, coco_path = _clear(Path(out_dir).expanduser(), overwrite)

@@ -32,9 +32,9 @@ from alloop.errors import ConfigError
 
 __all__ = [
     "CLASS_NAMES",
-    "DatasetNotFoundError",
     "ENV_VARS",
     "KNOWN_FOLDERS",
+    "DatasetNotFoundError",
     "find_fashion_mnist",
     "load_fashion_mnist",
 ]

@@ -70,7 +70,7 @@ def read_text(path: Path) -> str:
 
 def class_names(names: Sequence[str], what: str) -> list[str]:
     """``names`` as a non-empty list of distinct strings, or a ConfigError naming ``what``."""
-    if isinstance(names, str) or not isinstance(names, Sequence) and not isinstance(names, np.ndarray):
+    if isinstance(names, str) or (not isinstance(names, Sequence) and not isinstance(names, np.ndarray)):
         raise ConfigError(f"{what} must be a list of class names, got {type(names).__name__} {names!r}.")
     out = [str(n) for n in names]
     if not out:

@@ -213,8 +213,8 @@ def read_autolabels(
         whole, error = None, exc
     one_record = isinstance(whole, dict) and "image" in whole and ("box" in whole or "bbox" in whole)
     is_coco = error is None and (
-        isinstance(whole, dict) and ("images" in whole or "annotations" in whole)
-        or suffix == ".json" and not one_record
+        (isinstance(whole, dict) and ("images" in whole or "annotations" in whole))
+        or (suffix == ".json" and not one_record)
     )
     if error is not None and not _is_jsonl(text):
         raise PoolImportError(

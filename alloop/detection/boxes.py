@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from alloop.errors import ConfigError
 
@@ -146,7 +147,7 @@ def _freeze(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)  # __init__ below: it takes sequences, stores arrays
 class Proposals:
     """Objects found in images (autolabels, detections, ground truth), one array per column.
 
@@ -165,17 +166,18 @@ class Proposals:
     finite, otherwise a :class:`~alloop.errors.ConfigError` is raised.
     """
 
-    image: np.ndarray
-    box: np.ndarray
-    label: np.ndarray
-    score: np.ndarray
+    image: NDArray[np.str_]
+    box: NDArray[np.float32]
+    label: NDArray[np.str_]
+    score: NDArray[np.float32]
 
-    def __post_init__(self) -> None:
-        image = _strings(self.image, "image")
-        label = _strings(self.label, "label")
-        box = check_boxes(self.box, "Proposals.box")
+    def __init__(self, image: Iterable[str] | NDArray[Any], box: ArrayLike, label: Iterable[str] | NDArray[Any],
+                 score: ArrayLike) -> None:
+        image = _strings(image, "image")
+        label = _strings(label, "label")
+        box = check_boxes(box, "Proposals.box")
         try:
-            score = np.array(self.score, dtype=np.float32).reshape(-1)
+            score = np.array(score, dtype=np.float32).reshape(-1)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"Proposals.score must be numbers: {exc}.") from None
         lengths = {"image": len(image), "box": len(box), "label": len(label), "score": len(score)}

@@ -95,7 +95,8 @@ def coco_document(
         An image's size is not in ``data`` and the file cannot be read.
     """
     cat = {lb: j + 1 for j, lb in enumerate(labels)}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for i, (key, data, boxes) in enumerate(items, start=1):
         w, h = image_size(data, key)
         images.append({"id": i, "file_name": str(data.get("path")) if file_name == "path" else key,

@@ -99,7 +99,7 @@ class OnnxYoloDetector:
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:  # onnxruntime raises its own exception types
             raise ConfigError(f"{self.path}: onnxruntime cannot load the model: {exc}") from None
         self._check_input()
         out = self._session.get_outputs()[0]
@@ -193,13 +193,16 @@ class OnnxYoloDetector:
         if isinstance(image, Image.Image):
             return np.asarray(image.convert("RGB"))
         try:
+            img: Image.Image  # Image.open gives an ImageFile; exif_transpose a plain Image
             with Image.open(image) as img:
                 img = ImageOps.exif_transpose(img)
                 return np.asarray(img.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as exc:
             raise SampleDecodeError(key, f"Pillow cannot read it ({exc})") from None
 
-    def _decode(self, raw: np.ndarray, r: float, left: int, top: int, w0: int, h0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decode(
+        self, raw: np.ndarray, r: float, left: int, top: int, w0: int, h0: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import torch
         from torchvision.ops import batched_nms
 

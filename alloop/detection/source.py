@@ -96,7 +96,10 @@ def _from_onnx(cfg: ProposalsConfig, path: Path, labels: Sequence[str], samples:
     if todo:
         detector = OnnxYoloDetector(path, classes, input_size=cfg.input_size, conf=cfg.min_score, iou=cfg.iou)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        with progress.task("Detecting objects (ONNX)", total=len(todo)) as bar, open(cache, "a", encoding="utf-8") as fh:
+        with (
+            progress.task("Detecting objects (ONNX)", total=len(todo)) as bar,
+            open(cache, "a", encoding="utf-8") as fh,
+        ):
             for smp in todo:
                 found = detector.detect([smp.data["path"]], keys=[smp.key])
                 objects = [{"box": r["box"], "label": r["label"], "score": r["score"]} for r in found.to_records()]
@@ -165,7 +168,7 @@ def object_set(
         return {"obj_image": np.zeros(0, np.int64), "obj_label": np.zeros(0, np.int64),
                 "obj_score": np.zeros(0, np.float32), "obj_box": np.zeros((0, 4), np.float32),
                 "obj_features": np.zeros((0, 1), np.float32)}
-    cols = {
+    cols: dict[str, np.ndarray] = {
         "obj_image": np.array([position[k] for k in props.image.tolist()], dtype=np.int64),
         "obj_label": np.array([class_of[lb] for lb in props.label.tolist()], dtype=np.int64),
         "obj_score": props.score.astype(np.float32),

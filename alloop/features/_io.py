@@ -41,6 +41,7 @@ def read_rgb(sample: SampleRef) -> Any:
         raise SampleDecodeError(sample.key, f"expected data {{'path': <file>}}, got {sample.data!r}")
     path = Path(raw) if Path(raw).is_absolute() else Path(sample.work_dir) / raw
     try:
+        img: Image.Image  # Image.open gives an ImageFile; exif_transpose and fromarray plain Images
         with Image.open(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img)

@@ -20,7 +20,6 @@ from alloop.params import parse_params
 from alloop.protocols.context import PluginContext
 from alloop.protocols.encoder import SampleRef
 
-
 #: sample kind -> the built-in encoder that reads it (for error messages)
 ENCODER_FOR_KIND = {"image": "pixels", "text": "hashing", "vector": "vector"}
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from alloop.errors import SampleDecodeError
 from alloop.files import atomic_file
-from alloop.protocols import Encoder, SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import Encoder, SampleRef
 
 logger = logging.getLogger(__name__)
 

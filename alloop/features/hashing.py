@@ -14,8 +14,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from alloop.features.base import EncoderParams, sample_texts
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import SampleRef
 
 __all__ = ["HashingTextEncoder"]
 

@@ -27,9 +27,9 @@ import numpy as np
 
 from alloop.errors import ConfigError, SampleDecodeError
 from alloop.features._io import read_rgb
-from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import SampleRef
 
 __all__ = ["CropEncoder", "crop_box", "crop_hash", "object_features"]
 

@@ -30,8 +30,8 @@ from pydantic import Field, PrivateAttr, model_validator
 from alloop.errors import ConfigError, format_list
 from alloop.features._io import file_sha256, read_rgb
 from alloop.features.base import EncoderParams, check_kinds
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import SampleRef
 
 __all__ = ["OpenClipImageEncoder", "file_sha256"]
 
@@ -192,7 +192,9 @@ class OpenClipImageEncoder(EncoderParams):
         try:
             device = torch.device(self.device)
         except RuntimeError as exc:
-            raise ConfigError(f"device = {self.device!r} is not a torch device ({exc}); use e.g. 'cpu' or 'cuda'.") from None
+            raise ConfigError(
+                f"device = {self.device!r} is not a torch device ({exc}); use e.g. 'cpu' or 'cuda'."
+            ) from None
         extra: dict[str, Any] = {}
         if kind == "tag":
             tag_cfg = open_clip.get_pretrained_cfg(self.model, value)

@@ -15,8 +15,8 @@ from pydantic import Field
 
 from alloop.errors import SampleDecodeError
 from alloop.features.base import EncoderParams, check_kinds
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import SampleRef
 
 __all__ = ["PixelEncoder"]
 
@@ -27,8 +27,9 @@ class PixelEncoder(EncoderParams):
     """Grayscale pixels scaled to [0, 1].
 
     Each image is decoded, turned upright from its EXIF orientation, converted to grayscale
-    (Pillow mode ``"L"``; 16-bit images keep their precision and are scaled by 1/65535), resized to ``size x size`` (aspect ratio not kept; no resampling
-    when it already has that size) and flattened row by row.
+    (Pillow mode ``"L"``; 16-bit images keep their precision and are scaled by 1/65535), resized to
+    ``size x size`` (aspect ratio not kept; no resampling when it already has that size) and
+    flattened row by row.
 
     Parameters
     ----------
@@ -82,6 +83,7 @@ class PixelEncoder(EncoderParams):
             "nearest": Image.Resampling.NEAREST,
         }
         try:
+            img: Image.Image  # Image.open gives an ImageFile; exif_transpose and fromarray plain Images
             with Image.open(path) as img:
                 img.load()
                 img = ImageOps.exif_transpose(img)

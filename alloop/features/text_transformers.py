@@ -41,8 +41,8 @@ from pydantic import Field, PrivateAttr
 from alloop.errors import ConfigError
 from alloop.features._io import file_sha256
 from alloop.features.base import EncoderParams, sample_texts
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import SampleRef
 
 __all__ = ["TransformersTextEncoder", "model_files", "package_model_dir"]
 
@@ -221,7 +221,9 @@ class TransformersTextEncoder(EncoderParams):
         try:
             device = torch.device(self.device)
         except RuntimeError as exc:
-            raise ConfigError(f"device = {self.device!r} is not a torch device ({exc}); use e.g. 'cpu' or 'cuda'.") from None
+            raise ConfigError(
+                f"device = {self.device!r} is not a torch device ({exc}); use e.g. 'cpu' or 'cuda'."
+            ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f'device = {self.device!r} but torch sees no CUDA GPU. Set device = "cpu".')
         kind, folder = self.source()

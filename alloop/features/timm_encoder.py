@@ -26,8 +26,8 @@ from pydantic import Field, PrivateAttr, model_validator
 from alloop.errors import ConfigError
 from alloop.features._io import file_sha256, read_rgb
 from alloop.features.base import EncoderParams, check_kinds
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import SampleRef
 
 logger = logging.getLogger(__name__)
 

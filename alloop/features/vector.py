@@ -10,8 +10,8 @@ import numpy as np
 
 from alloop.errors import SampleDecodeError
 from alloop.features.base import EncoderParams, check_kinds
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
+from alloop.protocols import SampleRef
 
 __all__ = ["VectorEncoder"]
 

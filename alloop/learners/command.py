@@ -227,7 +227,7 @@ class CommandLearner:
         seconds = self._execute(values, run_dir)
 
         keys = tuple(item.key for item in predict)
-        if not (paths["output"].exists() or detection and (run_dir / "predictions.jsonl").exists()):
+        if not (paths["output"].exists() or (detection and (run_dir / "predictions.jsonl").exists())):
             raise LearnerError(
                 f"The training command {shlex.join(self._format(values))} finished but wrote no "
                 f"predictions: expected the file {paths['output']} (its path is given as {{output}} "

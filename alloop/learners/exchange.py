@@ -175,6 +175,7 @@ def _proba_row(obj: dict[str, Any], labels: list[str], where: str) -> np.ndarray
     n = len(labels)
     if "proba" in obj:
         proba = obj["proba"]
+        row: np.ndarray
         if isinstance(proba, dict):
             row = np.zeros(n)
             for name, p in proba.items():

@@ -116,7 +116,7 @@ class KDStudentLearner:
         X_pool: np.ndarray | None = None,
         teacher_proba: np.ndarray | None = None,
         teacher_pool: np.ndarray | None = None,
-    ) -> "KDStudentLearner":
+    ) -> KDStudentLearner:
         """Train from scratch.
 
         Parameters
@@ -165,7 +165,8 @@ class KDStudentLearner:
                 ce_logits = ce_head(xl[lb]).masked_fill(unseen, float("-inf"))
                 loss = p.ce_weight * torch.nn.functional.cross_entropy(ce_logits, yl[lb])
                 if p.kd_weight > 0 and tl is not None and tu is not None:
-                    kd = kd_loss(kd_head(xl[lb]), tl[lb], p.temperature) + kd_loss(kd_head(xu[ub]), tu[ub], p.temperature)
+                    kd = (kd_loss(kd_head(xl[lb]), tl[lb], p.temperature)
+                          + kd_loss(kd_head(xu[ub]), tu[ub], p.temperature))
                     loss = loss + p.kd_weight * kd
                 opt.zero_grad()
                 loss.backward()
@@ -206,7 +207,7 @@ class KDStudentLearner:
         torch.save(self.state_, file)
 
     @classmethod
-    def load(cls, path: Path, params: dict[str, Any] | None = None) -> "KDStudentLearner":
+    def load(cls, path: Path, params: dict[str, Any] | None = None) -> KDStudentLearner:
         import torch
 
         obj = cls.from_params(params)

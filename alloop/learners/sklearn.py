@@ -88,7 +88,7 @@ class SklearnLearner:
             est = make_pipeline(StandardScaler(), est)
         return est
 
-    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: int, **_: Any) -> "SklearnLearner":
+    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: int, **_: Any) -> SklearnLearner:
         y = np.asarray(y, dtype=np.int64)
         if len(X) != len(y):
             raise LearnerError(f"X has {len(X)} rows but y has {len(y)} labels.")
@@ -121,7 +121,7 @@ class SklearnLearner:
         joblib.dump({"model": self.model_, "classes": self.classes_, "n_classes": self.n_classes_}, file)
 
     @classmethod
-    def load(cls, path: Path, params: dict[str, Any] | None = None) -> "SklearnLearner":
+    def load(cls, path: Path, params: dict[str, Any] | None = None) -> SklearnLearner:
         import joblib
 
         obj = cls.from_params(params)

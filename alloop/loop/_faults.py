@@ -26,7 +26,7 @@ _HOLD = os.environ.get("ALLOOP_TEST_HOLD_AT")
 
 
 def crash_point(round_number: int, point: str) -> None:
-    if _TARGET and _TARGET == f"{round_number}:{point}":
+    if _TARGET and f"{round_number}:{point}" == _TARGET:
         os.kill(os.getpid(), signal.SIGKILL)
     if _HOLD:
         where, _, path = _HOLD.partition("=")

@@ -16,8 +16,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.files import atomic_write
 
@@ -50,16 +52,16 @@ class ObjectColumns:
         Crop features (zeros when the strategy does not cluster objects).
     """
 
-    image: np.ndarray
-    label: np.ndarray
-    score: np.ndarray
-    box: np.ndarray
-    features: np.ndarray
+    image: NDArray[np.int64]
+    label: NDArray[np.int64]
+    score: NDArray[np.float32]
+    box: NDArray[np.float32]
+    features: NDArray[np.float32]
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
 
-    def on(self, keep: np.ndarray) -> ObjectColumns:
+    def on(self, keep: NDArray[np.bool_]) -> ObjectColumns:
         """The objects of the images kept (``keep``: a boolean mask over the old positions),
         with positions renumbered to the kept images."""
         new_pos = np.cumsum(keep) - 1
@@ -84,15 +86,15 @@ class RoundScores:
         Object proposals (detection projects with ``[proposals]``).
     """
 
-    sample_ids: np.ndarray
-    proba: np.ndarray | None = None
-    embeddings: np.ndarray | None = None
+    sample_ids: NDArray[np.int64]
+    proba: NDArray[np.float32] | None = None
+    embeddings: NDArray[np.float32] | None = None
     objects: ObjectColumns | None = None
 
     def __len__(self) -> int:
         return int(self.sample_ids.shape[0])
 
-    def on(self, keep: np.ndarray) -> RoundScores:
+    def on(self, keep: NDArray[np.bool_]) -> RoundScores:
         """The rows where ``keep`` (a boolean mask) is true."""
         return replace(
             self,
@@ -105,7 +107,7 @@ class RoundScores:
     # -- the file ------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Write an ``.npz`` atomically (keys: ``sample_ids``, ``proba``, ``embeddings``, ``obj_*``)."""
-        arrays: dict[str, np.ndarray] = {"sample_ids": np.asarray(self.sample_ids, dtype=np.int64)}
+        arrays: dict[str, NDArray[Any]] = {"sample_ids": np.asarray(self.sample_ids, dtype=np.int64)}
         if self.proba is not None:
             arrays["proba"] = np.asarray(self.proba, dtype=np.float32)
         if self.embeddings is not None:
@@ -115,7 +117,7 @@ class RoundScores:
             arrays.update(obj_image=o.image, obj_label=o.label, obj_score=o.score, obj_box=o.box,
                           obj_features=o.features)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, allow_pickle=True, **arrays)  # the default, spelled out: else mypy matches **arrays to it
         atomic_write(path, buf.getvalue())
 
     @classmethod

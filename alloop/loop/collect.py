@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from alloop.loop import _faults
 from alloop.loop.env import StepEnv, result
@@ -35,9 +35,9 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
     loop = ws.config.loop
     with session_scope(ws.engine) as s:
         rows = s.exec(
-            select(Task, Sample.key, Round.number).join(Sample, Sample.id == Task.sample_id)  # type: ignore[arg-type]
-            .join(Round, Round.id == Task.round_id)  # type: ignore[arg-type]
-            .where(Task.project_id == project.id, Task.connector == conn.name).order_by(Task.id)  # type: ignore[arg-type]
+            select(Task, Sample.key, Round.number).join(Sample, col(Sample.id) == col(Task.sample_id))
+            .join(Round, col(Round.id) == col(Task.round_id))
+            .where(Task.project_id == project.id, Task.connector == conn.name).order_by(col(Task.id))
         ).all()
         model_at = None
         if loop.retrain_after_labels is not None or loop.retrain_after_s is not None:
@@ -46,7 +46,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
     tasks_by_key = {key: t for t, key, _ in rows}
     refs = [TaskRef(key, t.external_id, number, t.pushed_at) for t, key, number in rows]
     if isinstance(conn, CompletePull):  # every annotation the tool holds: a missing one was deleted there
-        records, complete = conn.pull_complete(refs), [t.id for t, _, _ in rows]
+        # (stored tasks all have an id: the filter only tells mypy so)
+        records, complete = conn.pull_complete(refs), [t.id for t, _, _ in rows if t.id is not None]
     else:
         records, complete = conn.pull(refs), None
     with Session(ws.engine, expire_on_commit=False) as s:

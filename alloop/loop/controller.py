@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any, cast
 
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlalchemy.engine import CursorResult
+from sqlmodel import Session, col
 
 from alloop.errors import (
     AlloopError,
@@ -106,16 +108,21 @@ class Controller:
             self._lease = None
 
     # -- transitions -------------------------------------------------------------------------
-    def _transition(self, s: Session, rnd: Round, new: RoundState, *, note: str | None = None, **values: object) -> None:
+    def _transition(
+        self, s: Session, rnd: Round, new: RoundState, *, note: str | None = None, **values: object
+    ) -> None:
         """Compare-and-set the round's state inside ``s`` and commit; crash points around it.
 
         ``note`` (why, e.g. an early close) is added to the one log line of the transition.
         """
         check_transition(rnd.number, rnd.state, new.value)
-        res = s.execute(
-            update(Round)
-            .where(Round.id == rnd.id, Round.state == rnd.state)
-            .values(state=new.value, updated_at=utcnow(), attempt=0, last_error=None, **values)
+        res = cast(
+            "CursorResult[Any]",  # an UPDATE's result has a rowcount; Session.execute is typed as a plain Result
+            s.execute(
+                update(Round)
+                .where(col(Round.id) == rnd.id, col(Round.state) == rnd.state)
+                .values(state=new.value, updated_at=utcnow(), attempt=0, last_error=None, **values)
+            ),
         )
         if res.rowcount != 1:
             raise StoreError(
@@ -141,7 +148,9 @@ class Controller:
             project = get_project(s, self.ws.name)
             rnd = current_round(s, project.id)  # type: ignore[arg-type]
         if project.status == "finished":
-            return TickResult("idle", None, None, f"finished: {project.finished_reason}", progressed=False, finished=True)
+            return TickResult(
+                "idle", None, None, f"finished: {project.finished_reason}", progressed=False, finished=True
+            )
         if rnd is None or rnd.state == RoundState.CLOSED:
             return self._between_rounds(project)
         if rnd.state == RoundState.FAILED:
@@ -188,7 +197,8 @@ class Controller:
         with session_scope(self.ws.engine) as s:
             history = rounds(s, project.id)  # type: ignore[arg-type]
             chosen = selected_ids(s, project.id)  # type: ignore[arg-type]
-            n_candidates = sum(1 for smp in pool_samples(s, project.id) if smp.id not in chosen)  # type: ignore[arg-type]
+            pool = pool_samples(s, project.id)  # type: ignore[arg-type]
+            n_candidates = sum(1 for smp in pool if smp.id not in chosen)
             models = [m for m in model_versions(s, project.id) if not m.final]  # type: ignore[arg-type]
         reason = stop_reason(loop, history, len(chosen), n_candidates, models[-1] if models else None)
         if reason is not None:
@@ -211,7 +221,9 @@ class Controller:
             _faults.crash_point(number, "before_commit:CREATED")
         _faults.crash_point(number, "after_commit:CREATED")
         logger.info("project %s round %d: created (%s, budget %d)", self.ws.name, number, comp.name, budget)
-        return TickResult("created", number, RoundState.CREATED.value, f"round {number} created: {comp.name}, {budget} samples")
+        return TickResult(
+            "created", number, RoundState.CREATED.value, f"round {number} created: {comp.name}, {budget} samples"
+        )
 
     # -- driving -------------------------------------------------------------------------------
     def run(

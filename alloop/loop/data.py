@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.protocols import SampleRef
 from alloop.store.engine import session_scope
@@ -53,12 +54,12 @@ class PoolData:
                 logger.warning("Quarantined %s: %s", key, reason)
         return [smp for smp in samples if smp.key not in failures]
 
-    def features(self, samples: Sequence[Sample]) -> tuple[list[Sample], np.ndarray]:
+    def features(self, samples: Sequence[Sample]) -> tuple[list[Sample], NDArray[np.float32]]:
         """Features of the readable samples; unreadable ones are quarantined and dropped."""
         X, failures = self.ws.feature_cache.get(self.refs(samples), self.ws.encoder, self.ws.progress)
         return self.quarantine(samples, failures), X
 
-    def teacher_proba(self, samples: Sequence[Sample]) -> tuple[list[Sample], np.ndarray]:
+    def teacher_proba(self, samples: Sequence[Sample]) -> tuple[list[Sample], NDArray[np.float32]]:
         """Cached teacher probabilities of the samples the teacher can read."""
         from alloop.teachers.base import teacher_proba
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.detection.annotations import image_size, pixel_boxes
 from alloop.detection.boxes import Proposals
@@ -39,7 +40,7 @@ __all__ = ["ExternalModel", "export_item", "train_external"]
 
 def export_item(smp: Sample, *, label: str | None = None, boxes: Sequence[dict[str, Any]] | None = None) -> ExportItem:
     """The :class:`~alloop.protocols.ExportItem` of a sample (boxes: percent -> pixels)."""
-    data = {k: smp.data[k] for k in ("path", "text", "width", "height") if k in smp.data}
+    data: dict[str, Any] = {k: smp.data[k] for k in ("path", "text", "width", "height") if k in smp.data}
     if boxes is not None:
         size = image_size(smp.data, smp.key)
         data["width"], data["height"] = size
@@ -66,11 +67,11 @@ class ExternalModel:
     task: str
     labels: tuple[str, ...]
     keys: tuple[str, ...]
-    proba: np.ndarray | None = None
+    proba: NDArray[Any] | None = None
     detections: Proposals | None = None
 
     # -- what the loop reads -------------------------------------------------------------------
-    def proba_of(self, keys: Sequence[str]) -> np.ndarray:
+    def proba_of(self, keys: Sequence[str]) -> NDArray[Any]:
         """Class probabilities of ``keys`` (rows in that order)."""
         if self.proba is None:
             raise LearnerError(f"The {self.task} model has no class probabilities.")
@@ -83,7 +84,7 @@ class ExternalModel:
             )
         return self.proba[[row[k] for k in keys]]
 
-    def predict_proba(self, X: Any) -> np.ndarray:  # pragma: no cover - guards misuse
+    def predict_proba(self, X: Any) -> NDArray[Any]:  # pragma: no cover - guards misuse
         raise LearnerError("An external model predicts by sample key: use proba_of(keys).")
 
     def embed(self, X: Any) -> None:
@@ -91,7 +92,7 @@ class ExternalModel:
 
     # -- persistence ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        arrays: dict[str, np.ndarray] = {
+        arrays: dict[str, NDArray[Any]] = {
             "task": np.array(self.task), "labels": np.array(self.labels, dtype=str),
             "keys": np.array(self.keys, dtype=str),
         }
@@ -99,14 +100,14 @@ class ExternalModel:
             arrays["proba"] = np.asarray(self.proba, dtype=np.float32)
         if self.detections is not None:
             d = self.detections
-            arrays.update(det_image=np.asarray(d.image, dtype=str), det_box=d.box, det_label=np.asarray(d.label, dtype=str),
-                          det_score=d.score)
+            arrays.update(det_image=np.asarray(d.image, dtype=str), det_box=d.box,
+                          det_label=np.asarray(d.label, dtype=str), det_score=d.score)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, allow_pickle=True, **arrays)  # the default, spelled out: else mypy matches **arrays to it
         return buf.getvalue()
 
     @classmethod
-    def load(cls, path: Path) -> "ExternalModel":
+    def load(cls, path: Path) -> ExternalModel:
         try:
             with np.load(path, allow_pickle=False) as z:
                 dets = None
@@ -128,11 +129,12 @@ def evaluate_external(model: ExternalModel, test: Sequence[Sample], labels: Sequ
     if model.proba is None or not test:
         return {}
     classes = {lb: i for i, lb in enumerate(labels)}
-    known = [smp for smp in test if smp.key in set(model.keys)]
+    known = [(smp.key, smp.reference_label) for smp in test
+             if smp.key in set(model.keys) and smp.reference_label is not None]
     if not known:
         return {}
-    y = np.array([classes[smp.reference_label] for smp in known])
-    pred = np.argmax(model.proba_of([smp.key for smp in known]), axis=1)
+    y = np.array([classes[label] for _, label in known])
+    pred = np.argmax(model.proba_of([key for key, _ in known]), axis=1)
     return {"accuracy": float(np.mean(pred == y)), "n_test": len(known)}
 
 
@@ -149,10 +151,10 @@ def train_external(ws: Workspace, project: Project, round_key: object,
         test = test_samples(s, project.id, labeled=False)  # type: ignore[arg-type]
         if detection:
             boxes = training_boxes(s, project)
-            train = [export_item(smp, boxes=boxes[smp.id]) for smp in pool if smp.id in boxes]  # type: ignore[index]
+            train = [export_item(smp, boxes=boxes[smp.id]) for smp in pool if smp.id in boxes]
         else:
             labels = training_labels(s, project, ws.config.loop.aggregation)
-            train = [export_item(smp, label=labels[smp.id]) for smp in pool if smp.id in labels]  # type: ignore[index]
+            train = [export_item(smp, label=labels[smp.id]) for smp in pool if smp.id in labels]
     if not train or (not detection and len({it.label for it in train}) < 2):
         return None, None
     predict = [export_item(smp) for smp in [*pool, *test]]

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, update
-from sqlmodel import Session, select
+from sqlalchemy import ColumnElement, Row, func, insert, or_, update
+from sqlmodel import Session, col, select
 
 from alloop.errors import ConnectorDataError
-from alloop.store.models import Annotation, Task, utcnow
 from alloop.protocols import AnnotationRecord
+from alloop.store.models import Annotation, Task, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 DELETED = "deleted in the labeling tool"
 
 
-def _not_deleted() -> Any:
-    return or_(Annotation.invalid_reason.is_(None), Annotation.invalid_reason != DELETED)  # type: ignore[union-attr]
+def _not_deleted() -> ColumnElement[bool]:
+    return or_(col(Annotation.invalid_reason).is_(None), col(Annotation.invalid_reason) != DELETED)
 
 
 @dataclass
@@ -99,7 +99,7 @@ def ingest(
             select(*cols).where(
                 Annotation.project_id == project_id,
                 Annotation.connector == connector,
-                Annotation.source_id.in_(ids[i : i + 900]),  # type: ignore[attr-defined]
+                col(Annotation.source_id).in_(ids[i : i + 900]),
             )
         ):
             existing[row.source_id] = row
@@ -155,13 +155,13 @@ def _mark_deleted(
 ) -> None:
     """Mark the stored annotations of ``task_ids`` that the tool no longer has (never delete rows)."""
     ids = list(task_ids)
-    gone = []
+    gone: list[Row[Any]] = []
     for i in range(0, len(ids), 900):
         rows = session.execute(
             select(Annotation.id, Annotation.source_id, Annotation.sample_id).where(
                 Annotation.project_id == project_id,
                 Annotation.connector == connector,
-                Annotation.task_id.in_(ids[i : i + 900]),  # type: ignore[union-attr]
+                col(Annotation.task_id).in_(ids[i : i + 900]),
                 _not_deleted(),
             )
         ).all()
@@ -169,7 +169,9 @@ def _mark_deleted(
     if not gone:
         return
     now = utcnow()
-    session.execute(update(Annotation), [dict(id=row.id, valid=False, invalid_reason=DELETED, ingested_at=now) for row in gone])
+    session.execute(
+        update(Annotation), [dict(id=row.id, valid=False, invalid_reason=DELETED, ingested_at=now) for row in gone]
+    )
     stats.deleted = len(gone)
     logger.info("%d annotation(s) deleted in the labeling tool (e.g. %s): kept, marked invalid, no longer "
                 "trained on", len(gone), gone[0].source_id)
@@ -180,7 +182,7 @@ def resolved_tasks(session: Session, round_id: int) -> int:
     return int(
         session.execute(
             select(func.count(func.distinct(Annotation.task_id)))
-            .join(Task, Task.id == Annotation.task_id)
+            .join(Task, col(Task.id) == col(Annotation.task_id))
             .where(Task.round_id == round_id, _not_deleted())
         ).scalar_one()
     )

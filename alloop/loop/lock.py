@@ -17,11 +17,12 @@ import socket
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any, cast
 
-from sqlalchemy import or_, text, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Update, or_, text, update
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from alloop.errors import LockedError
 from alloop.store.engine import session_scope
@@ -55,8 +56,14 @@ def _holder_is_dead(owner: str) -> bool:
 def _now(session: Session) -> datetime:
     """The time leases are measured in: the database server's clock on PostgreSQL, else this host's."""
     if session.get_bind().dialect.name == "postgresql":
-        return session.execute(text("SELECT clock_timestamp()")).scalar_one().astimezone(timezone.utc)
+        now: datetime = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+        return now.astimezone(timezone.utc)
     return utcnow()
+
+
+def _execute(session: Session, statement: Update) -> CursorResult[Any]:
+    """Run an UPDATE; its result has a rowcount (``Session.execute`` is typed as returning a plain Result)."""
+    return cast("CursorResult[Any]", session.execute(statement))
 
 
 class ProjectLease:
@@ -84,11 +91,12 @@ class ProjectLease:
         with session_scope(self.engine) as s:
             now = _now(s)
             expires = now + timedelta(seconds=self.ttl)
-            res = s.execute(
+            res = _execute(
+                s,
                 update(ProjectLock)
-                .where(ProjectLock.project_id == self.project_id)
-                .where(or_(ProjectLock.owner.is_(None), ProjectLock.expires_at < now))
-                .values(owner=self.owner, acquired_at=now, expires_at=expires)
+                .where(col(ProjectLock.project_id) == self.project_id)
+                .where(or_(col(ProjectLock.owner).is_(None), col(ProjectLock.expires_at) < now))
+                .values(owner=self.owner, acquired_at=now, expires_at=expires),
             )
             if res.rowcount == 1:
                 return None
@@ -97,11 +105,12 @@ class ProjectLease:
         if holder and _holder_is_dead(holder):
             logger.warning("Taking over the lock of dead process %s", holder)
             with session_scope(self.engine) as s:
-                res = s.execute(
+                res = _execute(
+                    s,
                     update(ProjectLock)
-                    .where(ProjectLock.project_id == self.project_id)
-                    .where(ProjectLock.owner == holder)
-                    .values(owner=self.owner, acquired_at=now, expires_at=expires)
+                    .where(col(ProjectLock.project_id) == self.project_id)
+                    .where(col(ProjectLock.owner) == holder)
+                    .values(owner=self.owner, acquired_at=now, expires_at=expires),
                 )
                 if res.rowcount == 1:
                     return None
@@ -125,11 +134,11 @@ class ProjectLease:
                 with session_scope(self.engine) as s:
                     s.execute(
                         update(ProjectLock)
-                        .where(ProjectLock.project_id == self.project_id)
-                        .where(ProjectLock.owner == self.owner)
+                        .where(col(ProjectLock.project_id) == self.project_id)
+                        .where(col(ProjectLock.owner) == self.owner)
                         .values(expires_at=_now(s) + timedelta(seconds=self.ttl))
                     )
-            except Exception:  # noqa: BLE001 - a missed beat must not kill the worker
+            except Exception:  # a missed beat must not kill the worker
                 logger.exception("Could not renew the project lease")
 
     def release(self) -> None:
@@ -139,12 +148,12 @@ class ProjectLease:
         with session_scope(self.engine) as s:
             s.execute(
                 update(ProjectLock)
-                .where(ProjectLock.project_id == self.project_id)
-                .where(ProjectLock.owner == self.owner)
+                .where(col(ProjectLock.project_id) == self.project_id)
+                .where(col(ProjectLock.owner) == self.owner)
                 .values(owner=None, expires_at=None)
             )
 
-    def __enter__(self) -> "ProjectLease":
+    def __enter__(self) -> ProjectLease:
         self.acquire()
         return self
 

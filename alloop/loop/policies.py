@@ -52,7 +52,9 @@ def round_budget(loop: LoopConfig, number: int, n_selected: int, n_candidates: i
     return size
 
 
-def round_complete(loop: LoopConfig, n_tasks: int, n_resolved: int, pushed_at: datetime | None, now: datetime | None = None) -> bool:
+def round_complete(
+    loop: LoopConfig, n_tasks: int, n_resolved: int, pushed_at: datetime | None, now: datetime | None = None
+) -> bool:
     """All tasks resolved; or the configured fraction, once the timeout (if any) passed."""
     if n_tasks == 0 or n_resolved >= n_tasks:
         return True

@@ -10,8 +10,9 @@ import logging
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import insert
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from alloop.errors import ConnectorDataError
 from alloop.loop import _faults
@@ -35,10 +36,12 @@ def push(env: StepEnv, rnd: Round) -> TickResult:
     conn = ws.connector
     with session_scope(ws.engine) as s:
         picked = s.exec(
-            select(Sample).join(Selection, Selection.sample_id == Sample.id)  # type: ignore[arg-type]
-            .where(Selection.round_id == rnd.id).order_by(Selection.rank)  # type: ignore[arg-type]
+            select(Sample).join(Selection, col(Selection.sample_id) == col(Sample.id))
+            .where(Selection.round_id == rnd.id).order_by(col(Selection.rank))
         ).all()
-        done = set(s.exec(select(Task.sample_id).where(Task.project_id == project.id, Task.connector == conn.name)).all())
+        done = set(
+            s.exec(select(Task.sample_id).where(Task.project_id == project.id, Task.connector == conn.name)).all()
+        )
     todo = [smp for smp in picked if smp.id not in done]
     conn.ensure_project()
     keys = [smp.key for smp in todo]
@@ -75,7 +78,7 @@ def payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Sample]) 
     if project.task == "detection":
         return _box_payloads(env, rnd, project, samples)
     scores = _scores(env, rnd)
-    proba: dict[int, np.ndarray] = {}
+    proba: dict[int, NDArray[np.float32]] = {}
     if scores is not None and scores.proba is not None:
         proba = dict(zip(scores.sample_ids.tolist(), scores.proba))
     out = []

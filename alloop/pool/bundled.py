@@ -17,15 +17,14 @@ import numpy as np
 from alloop.config import BundledSource, FolderSource
 from alloop.errors import ConfigError
 from alloop.files import atomic_write
-from alloop.pool.base import ScanResult
+from alloop.pool.base import ScanResult, row_keys
 from alloop.pool.images import scan_folder
-from alloop.pool.base import row_keys
 from alloop.pool.vectors import scan_matrix
 from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["scan_bundled", "write_digits", "digits_pixels", "BUNDLED"]
+__all__ = ["BUNDLED", "digits_pixels", "scan_bundled", "write_digits"]
 
 _TABULAR = {"iris": "load_iris", "wine": "load_wine", "breast_cancer": "load_breast_cancer"}
 #: Names of the bundled datasets.

@@ -20,7 +20,7 @@ from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["scan_folder", "list_image_files", "decode_error"]
+__all__ = ["decode_error", "list_image_files", "scan_folder"]
 
 
 def _normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
@@ -180,12 +180,12 @@ def scan_folder(
                 bar.advance()
                 continue
             digest = sha256_bytes(content)
-            reason = decode_error(path)
-            if reason is None:
+            error = decode_error(path)
+            if error is None:
                 result.items.append(PoolItem(key, "image", digest, data, label))
             else:
-                logger.debug("Quarantined %s: %s", key, reason)
-                result.quarantined.append(QuarantinedItem(key, "image", reason, data, digest))
+                logger.debug("Quarantined %s: %s", key, error)
+                result.quarantined.append(QuarantinedItem(key, "image", error, data, digest))
             bar.advance()
 
     if unlabeled:

@@ -100,7 +100,7 @@ def import_pool(engine: Engine, project_name: str, scan: ScanResult, *, test_fra
                 report.test += split == "test"
                 s.add(
                     Sample(
-                        project_id=project.id,
+                        project_id=project.id,  # type: ignore[arg-type]
                         key=item.key,
                         kind=item.kind,
                         content_hash=item.content_hash,
@@ -125,7 +125,7 @@ def import_pool(engine: Engine, project_name: str, scan: ScanResult, *, test_fra
             if q.key not in existing:
                 s.add(
                     Sample(
-                        project_id=project.id,
+                        project_id=project.id,  # type: ignore[arg-type]
                         key=q.key,
                         kind=q.kind,
                         content_hash=q.content_hash or "",

@@ -9,8 +9,8 @@ import numpy as np
 
 from alloop.config import VectorSource
 from alloop.errors import PoolImportError
-from alloop.pool.texts import check_unique_keys
 from alloop.pool.base import label_str, row_keys
+from alloop.pool.texts import check_unique_keys
 
 __all__ = ["read_parquet_source"]
 

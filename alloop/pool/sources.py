@@ -15,7 +15,7 @@ from alloop.errors import ConfigError
 from alloop.pool.base import ScanResult
 from alloop.progress import NULL_PROGRESS, Progress
 
-__all__ = ["scan_source", "SCANNERS"]
+__all__ = ["SCANNERS", "scan_source"]
 
 #: source ``type`` -> "module:function" of its scanner (imported on first use).
 SCANNERS: dict[str, str] = {

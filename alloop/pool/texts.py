@@ -21,7 +21,7 @@ from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["scan_texts", "check_unique_keys", "SUPPORTED_TEXT_SUFFIXES"]
+__all__ = ["SUPPORTED_TEXT_SUFFIXES", "check_unique_keys", "scan_texts"]
 
 SUPPORTED_TEXT_SUFFIXES = (".jsonl", ".csv")
 _SHOWN_DUPLICATES = 5

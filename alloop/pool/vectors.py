@@ -11,8 +11,10 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.config import VectorSource
 from alloop.errors import PoolImportError, format_list
@@ -31,7 +33,7 @@ from alloop.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["scan_vectors", "scan_matrix", "store_matrix", "row_keys"]
+__all__ = ["row_keys", "scan_matrix", "scan_vectors", "store_matrix"]
 
 SUPPORTED_SUFFIXES = (".npy", ".parquet")
 
@@ -48,7 +50,7 @@ def store_matrix(matrix: np.ndarray, work_dir: Path) -> str:
         The path relative to ``work_dir``, POSIX style.
     """
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    digest = hashlib.sha256(matrix).hexdigest()[:16]  # C-contiguous: hashed without a copy
+    digest = hashlib.sha256(matrix.data).hexdigest()[:16]  # C-contiguous: its buffer is hashed without a copy
     rel = f"pool/vectors-{digest}.npy"
     target = Path(work_dir) / rel
     if target.is_file():
@@ -103,7 +105,7 @@ def scan_matrix(
     with np.errstate(over="ignore", invalid="ignore"):
         m = np.ascontiguousarray(matrix, dtype=np.float32)
     rel = store_matrix(m, work_dir)
-    finite = np.isfinite(m).all(axis=1)
+    finite = cast("NDArray[np.bool_]", np.isfinite(m).all(axis=1))  # the stub cannot tell a 2-D input from 1-D
     reasons = reasons or {}
     result = ScanResult()
     with progress.task("Scanning vectors", total=len(keys)) as bar:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.progress import Progress
 
@@ -45,7 +46,7 @@ class Encoder(Protocol):
 
     def fingerprint(self) -> str: ...
 
-    def encode(self, samples: Sequence[SampleRef], progress: Progress) -> np.ndarray:
+    def encode(self, samples: Sequence[SampleRef], progress: Progress) -> NDArray[np.float32]:
         """Return an array of shape (len(samples), dim), float32.
 
         Raises :class:`alloop.errors.SampleDecodeError` naming the first unreadable sample.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.detection.boxes import Proposals
 
@@ -50,14 +51,14 @@ class FeatureLearner(Protocol):
 
     def fit(
         self,
-        X: np.ndarray,
-        y: np.ndarray,
+        X: NDArray[np.float32],
+        y: NDArray[np.int64],
         *,
         n_classes: int,
         seed: int,
-        X_pool: np.ndarray | None = None,
-        teacher_proba: np.ndarray | None = None,
-        teacher_pool: np.ndarray | None = None,
+        X_pool: NDArray[np.float32] | None = None,
+        teacher_proba: NDArray[np.float32] | None = None,
+        teacher_pool: NDArray[np.float32] | None = None,
     ) -> Any:
         """Train from scratch on labeled rows ``X`` (n, d) with class indices ``y`` (n,); return self.
 
@@ -67,11 +68,11 @@ class FeatureLearner(Protocol):
         """
         ...
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: NDArray[np.float32]) -> NDArray[Any]:
         """Class probabilities of shape (n, n_classes); rows sum to 1."""
         ...
 
-    def embed(self, X: np.ndarray) -> np.ndarray | None:
+    def embed(self, X: NDArray[np.float32]) -> NDArray[Any] | None:
         """Model features of shape (n, k) for embedding-based strategies, or None to use ``X``."""
         ...
 
@@ -129,7 +130,7 @@ class ExternalResult:
 
     task: str
     keys: tuple[str, ...]
-    proba: np.ndarray | None
+    proba: NDArray[np.float32] | None
     detections: Proposals | None
     metrics: dict[str, float]
     run_dir: Path

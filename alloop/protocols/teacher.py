@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
+from numpy.typing import NDArray
 
 from alloop.progress import Progress
 from alloop.protocols.context import PluginContext
@@ -40,7 +40,7 @@ class Teacher(Protocol):
         """Changes whenever the probabilities for the same content could change."""
         ...
 
-    def predict_proba(self, samples: Sequence[SampleRef], progress: Progress) -> np.ndarray:
+    def predict_proba(self, samples: Sequence[SampleRef], progress: Progress) -> NDArray[Any]:
         """Class probabilities of shape (len(samples), n_labels), rows summing to 1.
 
         Columns follow the project's label set (``TeacherContext.labels``).

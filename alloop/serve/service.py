@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, update
-from sqlmodel import select
+from sqlmodel import col, select
 
 from alloop.errors import (
     AlloopError,
@@ -41,9 +41,10 @@ from alloop.errors import (
     EmptyPoolError,
     LockedError,
 )
-from alloop.loop.controller import Controller, TickResult
-from alloop.serve.schedule import describe, make_trigger
+from alloop.loop.controller import Controller
+from alloop.loop.result import TickResult
 from alloop.protocols import WebhookSource
+from alloop.serve.schedule import describe, make_trigger
 from alloop.serve.webhooks import Target, create_app, webhook_path
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Sample, utcnow
@@ -142,7 +143,7 @@ class ProjectRunner:
         except AlloopError as exc:
             logger.error("project %s: %s", self.name, " ".join([str(exc), *getattr(exc, "__notes__", ())]))
             self.status.last_error = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a bug in one project must not stop the others
+        except Exception as exc:  # a bug in one project must not stop the others
             logger.exception("project %s: unexpected error", self.name)
             self.status.last_error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -157,7 +158,7 @@ class ProjectRunner:
                 self.unschedule()
         try:
             self.refresh()
-        except Exception:  # noqa: BLE001 - the database may be briefly unreachable
+        except Exception:  # the database may be briefly unreachable
             logger.exception("project %s: could not read or write its status", self.name)
         return results
 
@@ -197,7 +198,7 @@ class ProjectRunner:
         with session_scope(self.ws.engine) as s:
             project = get_project(s, self.name)
             rnd = current_round(s, project.id)  # type: ignore[arg-type]
-            s.execute(update(Project).where(Project.id == project.id)
+            s.execute(update(Project).where(col(Project.id) == project.id)
                       .values(next_action_at=at, next_action=self.what if at is not None else None))
         self.status.next_run_at = at
         self.status.round = rnd.number if rnd else None
@@ -207,7 +208,7 @@ class ProjectRunner:
         if self.job is not None:
             try:
                 self.job.remove()
-            except Exception:  # noqa: BLE001 - already gone (scheduler shut down)
+            except Exception:  # already gone (scheduler shut down)
                 pass
             self.job = None
             logger.info("project %s finished: no more scheduled ticks", self.name)
@@ -215,7 +216,7 @@ class ProjectRunner:
     def forget_next_action(self) -> None:
         """Clear the next action in the database, if it is still this process's."""
         with session_scope(self.ws.engine) as s:
-            s.execute(update(Project).where(Project.name == self.name, Project.next_action == self.what)
+            s.execute(update(Project).where(col(Project.name) == self.name, col(Project.next_action) == self.what)
                       .values(next_action_at=None, next_action=None))
 
 
@@ -405,7 +406,7 @@ class Service:
         for r in self.runners.values() if not quiet else ():
             try:
                 r.forget_next_action()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("project %s: could not clear its next action", r.name)
         if self._http is not None:
             self._http.should_exit = True

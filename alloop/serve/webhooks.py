@@ -109,7 +109,9 @@ def create_app(
         target.wake(f"webhook {event.action}")
         return JSONResponse({"project": target.name, "action": event.action, "woken": True}, status_code=202)
 
-    def _find(events: list[tuple[Target, WebhookEvent | None]], named: str | None) -> tuple[Target, WebhookEvent] | None:
+    def _find(
+        events: list[tuple[Target, WebhookEvent | None]], named: str | None
+    ) -> tuple[Target, WebhookEvent] | None:
         for target, event in events:
             if event is not None and (named is not None or (event.tool_project is not None
                                                            and event.tool_project == target.tool_project)):

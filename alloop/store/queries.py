@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlmodel import Session, func, select
+from sqlalchemy import ColumnElement
+from sqlmodel import Session, col, func, select
 
 from alloop.errors import ConfigError, ProjectNotFoundError
 from alloop.labels import Vote, aggregate
@@ -29,7 +32,9 @@ def get_project(session: Session, name: str) -> Project:
     return project
 
 
-def ensure_project(session: Session, *, name: str, task: str, labels: Sequence[str] | None, seed: int, config: dict) -> Project:
+def ensure_project(
+    session: Session, *, name: str, task: str, labels: Sequence[str] | None, seed: int, config: dict[str, Any]
+) -> Project:
     """Create the project row, or refresh its stored config from the project file.
 
     The label set may be set once; changing it after annotations exist is refused.
@@ -60,7 +65,9 @@ def ensure_project(session: Session, *, name: str, task: str, labels: Sequence[s
                 "be added once labeling started; restore them in [project] labels."
             )
         project.labels = list(labels)
-    if project.seed != seed and session.exec(select(func.count()).select_from(Round).where(Round.project_id == project.id)).one():
+    if project.seed != seed and session.exec(
+        select(func.count()).select_from(Round).where(Round.project_id == project.id)
+    ).one():
         raise ConfigError(
             f"Project {name!r} already ran rounds with seed {project.seed}; the project file says {seed}. "
             "Changing the seed mid-project would break reproducibility: restore it."
@@ -78,7 +85,7 @@ def pool_samples(session: Session, project_id: int) -> list[Sample]:
         session.exec(
             select(Sample)
             .where(Sample.project_id == project_id, Sample.status == "ok", Sample.split == "pool")
-            .order_by(Sample.id)
+            .order_by(col(Sample.id))
         ).all()
     )
 
@@ -86,10 +93,12 @@ def pool_samples(session: Session, project_id: int) -> list[Sample]:
 def test_samples(session: Session, project_id: int, *, labeled: bool = True) -> list[Sample]:
     """Held-out readable samples in id order; with ``labeled``, only those with a reference label
     (detection samples carry their truth in ``data["reference_boxes"]`` instead: pass False)."""
-    where = [Sample.project_id == project_id, Sample.status == "ok", Sample.split == "test"]
+    where: list[ColumnElement[bool]] = [
+        col(Sample.project_id) == project_id, col(Sample.status) == "ok", col(Sample.split) == "test"
+    ]
     if labeled:
-        where.append(Sample.reference_label.is_not(None))  # type: ignore[union-attr]
-    return list(session.exec(select(Sample).where(*where).order_by(Sample.id)).all())
+        where.append(col(Sample.reference_label).is_not(None))
+    return list(session.exec(select(Sample).where(*where).order_by(col(Sample.id))).all())
 
 
 def selected_ids(session: Session, project_id: int) -> set[int]:
@@ -97,12 +106,12 @@ def selected_ids(session: Session, project_id: int) -> set[int]:
 
 
 def rounds(session: Session, project_id: int) -> list[Round]:
-    return list(session.exec(select(Round).where(Round.project_id == project_id).order_by(Round.number)).all())
+    return list(session.exec(select(Round).where(Round.project_id == project_id).order_by(col(Round.number))).all())
 
 
 def current_round(session: Session, project_id: int) -> Round | None:
     return session.exec(
-        select(Round).where(Round.project_id == project_id).order_by(Round.number.desc())  # type: ignore[attr-defined]
+        select(Round).where(Round.project_id == project_id).order_by(col(Round.number).desc())
     ).first()
 
 
@@ -113,22 +122,24 @@ def training_labels(session: Session, project: Project, rule: str) -> dict[int, 
             Annotation.project_id == project.id,
             Annotation.valid == True,  # noqa: E712
             Annotation.cancelled == False,  # noqa: E712
-            Annotation.label.is_not(None),  # type: ignore[union-attr]
+            col(Annotation.label).is_not(None),
         )
         # a fixed order, so votes with equal timestamps break ties alike on every backend (PostgreSQL
         # returns rows in storage order, which an updated annotation changes)
-        .order_by(Annotation.id)
+        .order_by(col(Annotation.id))
     ).all()
     return aggregate((Vote(*r) for r in rows), rule)
 
 
 def model_versions(session: Session, project_id: int) -> list[ModelVersion]:
     return list(
-        session.exec(select(ModelVersion).where(ModelVersion.project_id == project_id).order_by(ModelVersion.id)).all()
+        session.exec(
+            select(ModelVersion).where(ModelVersion.project_id == project_id).order_by(col(ModelVersion.id))
+        ).all()
     )
 
 
-def training_boxes(session: Session, project: Project) -> dict[int, list[dict]]:
+def training_boxes(session: Session, project: Project) -> dict[int, list[dict[str, Any]]]:
     """Detection: the boxes of each labeled sample id, from its latest valid box annotation.
 
     Boxes are in percent of the image (``{"x", "y", "width", "height", "rotation", "label"}``).
@@ -140,11 +151,11 @@ def training_boxes(session: Session, project: Project) -> dict[int, list[dict]]:
             Annotation.project_id == project.id,
             Annotation.valid == True,  # noqa: E712
             Annotation.cancelled == False,  # noqa: E712
-            Annotation.value.is_not(None),  # type: ignore[union-attr]
+            col(Annotation.value).is_not(None),
         )
-        .order_by(Annotation.id)  # equal timestamps: the same winner on every backend
+        .order_by(col(Annotation.id))  # equal timestamps: the same winner on every backend
     ).all()
-    best: dict[int, tuple] = {}
+    best: dict[int, tuple[list[dict[str, Any]], datetime]] = {}
     for sid, value, at in rows:
         if isinstance(value, dict) and "boxes" in value and (sid not in best or at > best[sid][1]):
             best[sid] = (value["boxes"], at)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from alloop.checks import check_choice, check_int
 from alloop.errors import InvalidInputError
@@ -23,7 +24,7 @@ Allocation = Literal["uniform", "sqrt", "proportional"]
 _FRAC_DIGITS = 9  # fractional parts are compared rounded, so float noise cannot break ties
 
 
-def check_counts(a, name: str) -> np.ndarray:
+def check_counts(a: ArrayLike, name: str) -> NDArray[np.int64]:
     """``a`` as a 1-D int64 array of non-negative integers (one per class)."""
     arr = np.asarray(a)
     if arr.ndim != 1 or (arr.size and (arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer))):
@@ -38,7 +39,9 @@ def check_counts(a, name: str) -> np.ndarray:
     return arr
 
 
-def _water_fill(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: int) -> np.ndarray:
+def _water_fill(
+    w: NDArray[np.float64], lo: NDArray[np.float64], hi: NDArray[np.float64], total: int
+) -> NDArray[np.float64]:
     """Real shares ``x = clip(lam * w, lo, hi)`` with ``sum(x) == total`` (``sum lo <= total <= sum hi``).
 
     ``f(lam) = sum clip(lam w, lo, hi)`` is piecewise linear and non-decreasing with breakpoints
@@ -51,10 +54,13 @@ def _water_fill(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: int) -> np
         lam = bps[min(i, bps.size - 1)]
     else:
         lam = bps[i] + (total - F[i]) * (bps[i + 1] - bps[i]) / (F[i + 1] - F[i])
-    return np.clip(lam * w, lo, hi)
+    shares: NDArray[np.float64] = np.clip(lam * w, lo, hi)
+    return shares
 
 
-def allocate(budget: int, counts, mode: Allocation = "sqrt", *, caps=None) -> np.ndarray:
+def allocate(
+    budget: int, counts: ArrayLike, mode: Allocation = "sqrt", *, caps: ArrayLike | None = None
+) -> NDArray[np.int64]:
     """Split ``budget`` image slots across classes with object counts ``counts``.
 
     Parameters

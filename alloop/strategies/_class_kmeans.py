@@ -14,8 +14,10 @@ here changes which images OFDS selects for a given seed.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.checks import check_int, check_matrix
 
@@ -24,11 +26,14 @@ __all__ = ["ClassClusters", "class_representatives"]
 _CHUNK = 16384  # rows per block when measuring distances to centroids
 
 
-def _sq_norms(A: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", A, A)
+def _sq_norms(A: NDArray[np.float32]) -> NDArray[np.float32]:
+    norms: NDArray[np.float32] = np.einsum("ij,ij->i", A, A)
+    return norms
 
 
-def _sq_dist_to_centres(X: np.ndarray, C: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def _sq_dist_to_centres(
+    X: NDArray[np.float32], C: NDArray[np.float64], labels: NDArray[np.int64]
+) -> NDArray[np.float64]:
     """Squared distance of each row of ``X`` to its own centre ``C[labels]`` (float64)."""
     out = np.empty(X.shape[0], np.float64)
     for s in range(0, X.shape[0], _CHUNK):
@@ -37,7 +42,7 @@ def _sq_dist_to_centres(X: np.ndarray, C: np.ndarray, labels: np.ndarray) -> np.
     return out
 
 
-def _nearest_centre(X: np.ndarray, C: np.ndarray) -> np.ndarray:
+def _nearest_centre(X: NDArray[np.float32], C: NDArray[np.float32]) -> NDArray[np.int64]:
     """Index of the nearest row of ``C`` for every row of ``X`` (float32 GEMM in blocks)."""
     qC = _sq_norms(C)
     out = np.empty(X.shape[0], np.int64)
@@ -50,8 +55,8 @@ def _nearest_centre(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     return out
 
 
-def _kmeans_pp(S: np.ndarray, qS: np.ndarray, C: np.ndarray, add: int, k: int,
-               rng: np.random.Generator) -> np.ndarray:
+def _kmeans_pp(S: NDArray[np.float32], qS: NDArray[np.float32], C: NDArray[np.float32], add: int, k: int,
+               rng: np.random.Generator) -> NDArray[np.float32]:
     """Extend the centres ``C`` by ``add`` rows of ``S``: greedy k-means++ seeding.
 
     D^2 sampling (Arthur & Vassilvitskii, 2007) with ``2 + ln k`` candidates per step, the one
@@ -107,14 +112,14 @@ class ClassClusters:
     (:func:`class_representatives` and :func:`~alloop.strategies.ofds.ofds_select` do it).
     """
 
-    def __init__(self, X: np.ndarray, seed: int, *, n_init: int, max_iter: int, fit_size: int) -> None:
+    def __init__(self, X: NDArray[np.float32], seed: int, *, n_init: int, max_iter: int, fit_size: int) -> None:
         self.X, self.n = X, int(X.shape[0])
         self.rng = np.random.default_rng(seed)
         self.n_init, self.max_iter, self.fit_size = n_init, max_iter, fit_size
-        self.C: np.ndarray | None = None
-        self.sample = np.empty(0, np.int64)
+        self.C: NDArray[np.float32] | None = None
+        self.sample: NDArray[np.int64] = np.empty(0, np.int64)
 
-    def _fit(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _fit(self, k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Centroids (k, d) and the label of every row."""
         from sklearn.cluster import KMeans
         from sklearn.exceptions import ConvergenceWarning
@@ -138,11 +143,12 @@ class ClassClusters:
                 km.fit(S)
             if best is None or km.inertia_ < best.inertia_:
                 best = km
+        assert best is not None  # n_init >= 1 (checked by the callers): the loop ran
         C = np.ascontiguousarray(best.cluster_centers_, dtype=np.float32)
         labels = np.asarray(best.labels_, np.int64) if m == n else _nearest_centre(X, C)
         return C, labels
 
-    def representatives(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def representatives(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """See :func:`class_representatives`."""
         n = self.n
         if k >= n:
@@ -162,14 +168,14 @@ class ClassClusters:
 
 
 def class_representatives(
-    X: np.ndarray,
+    X: NDArray[Any],
     k: int,
     *,
     seed: int,
     n_init: int = 1,
     max_iter: int = 50,
     fit_size: int = 20000,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Cluster the rows ``X`` into ``k`` groups; return one representative row per cluster.
 
     Parameters

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
 
 from alloop.checks import check_int
 from alloop.errors import EmptyPoolError, PoolExhaustedError
 
-__all__ = ["Worlds", "sample_worlds", "reach_counts", "activate", "influence", "celf_greedy"]
+__all__ = ["Worlds", "activate", "celf_greedy", "influence", "reach_counts", "sample_worlds"]
 
 _VISITED_BYTES = 1 << 26  # dense per-slot visited array of a BFS batch (64 MiB)
 _LAZY_MAX = 32  # CELF: most stale heap entries re-evaluated in one batch
@@ -59,8 +60,8 @@ class Worlds:
 
     n: int
     runs: int
-    indptr: np.ndarray
-    indices: np.ndarray
+    indptr: NDArray[np.int64]
+    indices: NDArray[np.int64]
 
 
 def sample_worlds(G: sp.csr_matrix, runs: int, rng: np.random.Generator) -> Worlds:
@@ -93,7 +94,9 @@ def sample_worlds(G: sp.csr_matrix, runs: int, rng: np.random.Generator) -> Worl
     return Worlds(n, runs, indptr, np.concatenate(indices) if indices else np.empty(0, np.int64))
 
 
-def _successors(W: Worlds, nodes: np.ndarray, tags: np.ndarray):
+def _successors(
+    W: Worlds, nodes: NDArray[np.int64], tags: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """All (successor, tag) pairs of ``nodes`` (world-node ids), tags repeated per edge."""
     start = W.indptr[nodes]
     cnt = W.indptr[nodes + 1] - start
@@ -104,7 +107,7 @@ def _successors(W: Worlds, nodes: np.ndarray, tags: np.ndarray):
     return W.indices[np.arange(total) + offset], np.repeat(tags, cnt)
 
 
-def activate(W: Worlds, seeds, active: np.ndarray) -> int:
+def activate(W: Worlds, seeds: ArrayLike, active: NDArray[np.bool_]) -> int:
     """Mark everything reachable from ``seeds`` (in every world) in ``active``; in place.
 
     Parameters
@@ -131,7 +134,7 @@ def activate(W: Worlds, seeds, active: np.ndarray) -> int:
     return total
 
 
-def reach_counts(W: Worlds, sources, active: np.ndarray | None = None) -> np.ndarray:
+def reach_counts(W: Worlds, sources: ArrayLike, active: NDArray[np.bool_] | None = None) -> NDArray[np.int64]:
     """For each source v: ``sum_r |reach_r(v) minus active_r|``, all sources batched.
 
     Parameters
@@ -158,7 +161,9 @@ def reach_counts(W: Worlds, sources, active: np.ndarray | None = None) -> np.nda
     return out
 
 
-def _batch_bfs(W: Worlds, src: np.ndarray, active: np.ndarray, seen: np.ndarray) -> np.ndarray:
+def _batch_bfs(
+    W: Worlds, src: NDArray[np.int64], active: NDArray[np.bool_], seen: NDArray[np.bool_]
+) -> NDArray[np.int64]:
     """BFS from each of ``src`` in every world at once; ``seen`` is all-False scratch."""
     nr, b = W.n * W.runs, src.size
     nodes = (src[:, None] + W.n * np.arange(W.runs)[None, :]).reshape(-1)
@@ -180,12 +185,14 @@ def _batch_bfs(W: Worlds, src: np.ndarray, active: np.ndarray, seen: np.ndarray)
     return counts
 
 
-def influence(W: Worlds, seeds) -> float:
+def influence(W: Worlds, seeds: ArrayLike) -> float:
     """Monte-Carlo influence ``(1 / runs) * sum_r |reach_r(seeds)|`` of a seed set."""
     return activate(W, seeds, np.zeros(W.n * W.runs, bool)) / W.runs
 
 
-def celf_greedy(W: Worlds, k: int, candidates, seeds=None) -> tuple[np.ndarray, np.ndarray]:
+def celf_greedy(
+    W: Worlds, k: int, candidates: ArrayLike, seeds: ArrayLike | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Greedy maximisation of the influence over the fixed worlds, lazily (CELF).
 
     Repeat ``k`` times: add the candidate with the largest marginal gain (ties: lowest

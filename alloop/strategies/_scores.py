@@ -7,14 +7,15 @@ their input once (shape, finiteness, non-negativity) and compute in float64.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from alloop.checks import check_int, check_proba
 from alloop.errors import InvalidInputError, PoolExhaustedError
 
-__all__ = ["entropy", "margin", "least_confidence", "top_k"]
+__all__ = ["entropy", "least_confidence", "margin", "top_k"]
 
 
-def entropy(proba: np.ndarray) -> np.ndarray:
+def entropy(proba: ArrayLike) -> NDArray[np.float64]:
     """Shannon entropy of each row, in nats, with ``0 log 0 = 0``.
 
     Parameters
@@ -30,10 +31,11 @@ def entropy(proba: np.ndarray) -> np.ndarray:
     p = check_proba(proba)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return -terms.sum(axis=1)
+    h: NDArray[np.float64] = -terms.sum(axis=1)
+    return h
 
 
-def margin(proba: np.ndarray) -> np.ndarray:
+def margin(proba: ArrayLike) -> NDArray[np.float64]:
     """Margin informativeness ``1 - (p_top1 - p_top2)`` of each row.
 
     Parameters
@@ -53,7 +55,7 @@ def margin(proba: np.ndarray) -> np.ndarray:
     return 1.0 - (top2[:, 1] - top2[:, 0])
 
 
-def least_confidence(proba: np.ndarray) -> np.ndarray:
+def least_confidence(proba: ArrayLike) -> NDArray[np.float64]:
     """Least-confidence informativeness ``1 - max_c p_c`` of each row.
 
     Parameters
@@ -67,10 +69,11 @@ def least_confidence(proba: np.ndarray) -> np.ndarray:
         Higher = the model is less sure of its top class.
     """
     p = check_proba(proba)
-    return 1.0 - p.max(axis=1)
+    top: NDArray[np.float64] = p.max(axis=1)
+    return 1.0 - top
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k(scores: ArrayLike, k: int) -> NDArray[np.int64]:
     """Positions of the ``k`` largest scores, largest first, ties to the lowest position.
 
     Runs in ``O(n + k log k)``: a partition finds the k-th largest value, then only the

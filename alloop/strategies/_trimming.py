@@ -9,8 +9,10 @@ classes take turns, rarest first, and any prefix of the selection is balanced ac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from alloop.checks import check_int
 from alloop.errors import InvalidInputError
@@ -19,7 +21,7 @@ from alloop.strategies._allocation import check_counts
 __all__ = ["interleave", "trim_union"]
 
 
-def _owners(reps: Sequence[np.ndarray]) -> dict[int, list[int]]:
+def _owners(reps: Sequence[NDArray[Any]]) -> dict[int, list[int]]:
     owners: dict[int, list[int]] = {}
     for c, images in enumerate(reps):
         for x in np.asarray(images).tolist():
@@ -27,7 +29,7 @@ def _owners(reps: Sequence[np.ndarray]) -> dict[int, list[int]]:
     return owners
 
 
-def _rarity_rank(counts: np.ndarray) -> np.ndarray:
+def _rarity_rank(counts: NDArray[np.int64]) -> NDArray[np.int64]:
     """Rank of each class from rarest (0): fewer objects first, ties lower class index."""
     order = np.lexsort((np.arange(counts.size), counts))
     rank = np.empty(counts.size, np.int64)
@@ -35,7 +37,9 @@ def _rarity_rank(counts: np.ndarray) -> np.ndarray:
     return rank
 
 
-def trim_union(reps: Sequence[np.ndarray], counts, quotas, budget: int) -> np.ndarray:
+def trim_union(
+    reps: Sequence[NDArray[Any]], counts: ArrayLike, quotas: ArrayLike, budget: int
+) -> NDArray[np.int64]:
     """Cut the union of the classes' images down to ``budget``, most frequent classes first.
 
     Parameters
@@ -109,7 +113,9 @@ def trim_union(reps: Sequence[np.ndarray], counts, quotas, budget: int) -> np.nd
     return np.array(sorted(kept), dtype=np.int64)
 
 
-def interleave(reps: Sequence[np.ndarray], counts, kept) -> tuple[np.ndarray, np.ndarray]:
+def interleave(
+    reps: Sequence[NDArray[Any]], counts: ArrayLike, kept: ArrayLike
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Order the kept images so that classes take turns, rarest first.
 
     Each kept image is credited to the rarest class it belongs to (fewest objects, ties lower

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import Self
 
@@ -41,8 +42,8 @@ class Selection:
         The informativeness of each pick when it was made (higher = more informative).
     """
 
-    positions: np.ndarray
-    scores: np.ndarray
+    positions: NDArray[np.int64]
+    scores: NDArray[np.float64]
 
     def __post_init__(self) -> None:
         pos = np.ascontiguousarray(self.positions, dtype=np.int64).reshape(-1)
@@ -89,13 +90,13 @@ class SelectionContext:
     """
 
     n_samples: int
-    candidates: np.ndarray
-    labeled: np.ndarray
+    candidates: NDArray[np.int64]
+    labeled: NDArray[np.int64]
     rng: np.random.Generator
-    proba: np.ndarray | None = None
-    embeddings: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    keys: np.ndarray | None = None
+    proba: NDArray[Any] | None = None
+    embeddings: NDArray[Any] | None = None
+    labels: NDArray[np.int64] | None = None
+    keys: NDArray[np.str_] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.errors import ConfigError, format_list
 from alloop.strategies.base import Selection, SelectionContext, Strategy
@@ -30,7 +31,8 @@ class GivenStrategy(Strategy):
         keys = list(self.keys)
         if self.path is not None:
             try:
-                keys += [line.strip() for line in Path(self.path).read_text(encoding="utf-8").splitlines() if line.strip()]
+                lines = Path(self.path).read_text(encoding="utf-8").splitlines()
+                keys += [line.strip() for line in lines if line.strip()]
             except OSError as exc:
                 raise ConfigError(f"Cannot read the keys file of strategy 'given' ({self.path}): {exc}.") from None
         return keys
@@ -52,6 +54,8 @@ class GivenStrategy(Strategy):
             if pos in open_ and pos not in picks and len(picks) < k:
                 picks.append(pos)
         rest = np.setdiff1d(ctx.candidates, np.array(picks, dtype=np.int64))
-        fill = ctx.rng.choice(rest, size=k - len(picks), replace=False) if k > len(picks) else []
+        fill: NDArray[Any] | list[int] = (
+            ctx.rng.choice(rest, size=k - len(picks), replace=False) if k > len(picks) else []
+        )
         scores = [1.0] * len(picks) + [0.0] * (k - len(picks))
         return Selection(positions=np.array(picks + list(fill), dtype=np.int64), scores=np.array(scores))

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from pydantic import Field
 
 from alloop.strategies._influence import celf_greedy, sample_worlds
@@ -40,18 +41,18 @@ logger = logging.getLogger(__name__)
 
 
 def ideal_select(
-    embeddings: np.ndarray,
+    embeddings: NDArray[Any],
     k: int,
     *,
     rng: np.random.Generator,
-    candidates=None,
-    labeled=None,
+    candidates: ArrayLike | None = None,
+    labeled: ArrayLike | None = None,
     n_neighbors: int = 10,
     runs: int = 10,
     neighbors: str = "auto",
     nlist: int | None = None,
     nprobe: int = 16,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Pick ``k`` candidates by greedy influence maximisation on the kNN graph.
 
     Parameters

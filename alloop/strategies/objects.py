@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from alloop.errors import InvalidInputError
 
 __all__ = ["ObjectSet"]
 
 
-def _int_column(a, name: str, n: int | None) -> np.ndarray:
+def _int_column(a: ArrayLike, name: str, n: int | None) -> NDArray[np.int64]:
     arr = np.asarray(a)
     if arr.ndim != 1 or (arr.size and (arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer))):
         raise InvalidInputError(
@@ -38,7 +39,7 @@ def _int_column(a, name: str, n: int | None) -> np.ndarray:
     return arr
 
 
-def _real_array(a, name: str, shape: tuple, what: str) -> np.ndarray:
+def _real_array(a: ArrayLike, name: str, shape: tuple[int | None, ...], what: str) -> NDArray[np.float32]:
     arr = np.asarray(a)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise InvalidInputError(f"ObjectSet.{name} must hold real numbers; got dtype {arr.dtype}.")
@@ -82,11 +83,11 @@ class ObjectSet:
         score or feature, a box with ``x1 < x0`` or ``y1 < y0``.
     """
 
-    image: np.ndarray
-    label: np.ndarray
-    score: np.ndarray
-    features: np.ndarray
-    box: np.ndarray | None = None
+    image: NDArray[np.int64]
+    label: NDArray[np.int64]
+    score: NDArray[np.float32]
+    features: NDArray[np.float32]
+    box: NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         image = _int_column(self.image, "image", None)

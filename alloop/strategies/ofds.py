@@ -48,6 +48,7 @@ import time
 from typing import ClassVar
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from pydantic import Field
 
 from alloop.checks import check_choice, check_int, check_number, check_positions
@@ -55,16 +56,16 @@ from alloop.errors import EmptyPoolError, InvalidInputError, PoolExhaustedError
 from alloop.rng import derive_rng, derive_seed
 from alloop.strategies._allocation import ALLOCATIONS, Allocation, allocate
 from alloop.strategies._class_kmeans import ClassClusters
-from alloop.strategies.objects import ObjectSet
 from alloop.strategies._trimming import interleave, trim_union
 from alloop.strategies.base import Selection, SelectionContext, Strategy
+from alloop.strategies.objects import ObjectSet
 
 __all__ = ["OfdsStrategy", "ofds_select"]
 
 logger = logging.getLogger(__name__)
 
 
-def _distinct_in_order(a: np.ndarray) -> np.ndarray:
+def _distinct_in_order(a: NDArray[np.int64]) -> NDArray[np.int64]:
     """``a`` without repeats, each value at its first occurrence."""
     if a.size == 0:
         return a
@@ -72,7 +73,8 @@ def _distinct_in_order(a: np.ndarray) -> np.ndarray:
     return a[np.sort(first)]
 
 
-def _check_args(objects, budget, candidates, n_samples, allocation, min_score, settings) -> np.ndarray:
+def _check_args(objects: object, budget: int, candidates: ArrayLike | None, n_samples: int | None, allocation: str,
+                min_score: float, settings: dict[str, int]) -> NDArray[np.int64]:
     """Check the arguments of :func:`ofds_select`; the candidate positions (sorted, unique)."""
     if not isinstance(objects, ObjectSet):
         raise InvalidInputError(
@@ -97,7 +99,7 @@ def ofds_select(
     objects: ObjectSet,
     budget: int,
     *,
-    candidates=None,
+    candidates: ArrayLike | None = None,
     n_samples: int | None = None,
     allocation: Allocation = "sqrt",
     rng: np.random.Generator | int | None = None,
@@ -106,7 +108,7 @@ def ofds_select(
     max_iter: int = 50,
     max_rounds: int = 8,
     fit_size: int = 20000,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Select ``budget`` images through their objects (OFDS); see the module docstring.
 
     Parameters
@@ -181,13 +183,13 @@ def ofds_select(
 
     quotas = allocate(budget, n_c, allocation, caps=m_c)
     k = np.minimum(quotas, n_c)
-    reps: list[np.ndarray] = [np.empty(0, np.int64) for _ in range(C)]
+    reps: list[NDArray[np.int64]] = [np.empty(0, np.int64) for _ in range(C)]
     clusters = [ClassClusters(X[sl], derive_seed(base, "ofds-kmeans", int(classes[c])), n_init=n_init,
                                max_iter=max_iter, fit_size=fit_size) for c, sl in enumerate(slices)]
     changed = np.flatnonzero(k > 0)
     prev_union = prev_k = 0
     rounds = 0
-    union = np.empty(0, np.int64)
+    union: NDArray[np.int64] = np.empty(0, np.int64)
     while True:
         rounds += 1
         for c in changed.tolist():

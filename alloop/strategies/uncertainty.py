@@ -7,9 +7,10 @@ Learning Literature Survey" (2009), section 3.1; Scheffer et al. (2001) for the 
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.strategies import _scores
 from alloop.strategies.base import Selection, SelectionContext, Strategy
@@ -19,7 +20,7 @@ class _UncertaintyStrategy(Strategy):
     """Score candidates with ``_score(proba)`` and keep the top ``k``."""
 
     requires: ClassVar[frozenset[str]] = frozenset({"proba"})
-    _score: ClassVar[Callable[[np.ndarray], np.ndarray]]
+    _score: ClassVar[staticmethod[[NDArray[Any]], NDArray[np.float64]]]
 
     def _select(self, ctx: SelectionContext, k: int) -> Selection:
         proba = np.asarray(ctx.require("proba"))[ctx.candidates]

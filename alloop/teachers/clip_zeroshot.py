@@ -26,12 +26,11 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from alloop.params import parse_params
 from alloop.errors import ConfigError, SampleDecodeError, format_list
-from alloop.protocols import SampleRef
 from alloop.features.open_clip import OpenClipImageEncoder
+from alloop.params import parse_params
 from alloop.progress import NULL_PROGRESS, Progress
-from alloop.protocols import TeacherContext
+from alloop.protocols import SampleRef, TeacherContext
 
 __all__ = ["DEFAULT_TEMPLATES", "ClipZeroShotParams", "ClipZeroShotTeacher"]
 

@@ -32,9 +32,8 @@ from pydantic import BaseModel, ConfigDict
 
 from alloop.errors import ConfigError, format_list
 from alloop.files import iter_jsonl
-from alloop.protocols import SampleRef
 from alloop.progress import NULL_PROGRESS, Progress
-from alloop.protocols import TeacherContext
+from alloop.protocols import SampleRef, TeacherContext
 
 
 class PredictionsParams(BaseModel):
@@ -59,7 +58,7 @@ class PredictionsTeacher:
         self._table: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None, *, context: TeacherContext) -> "PredictionsTeacher":
+    def from_params(cls, params: dict[str, Any] | None, *, context: TeacherContext) -> PredictionsTeacher:
         from alloop.params import parse_params
 
         return cls(context, parse_params(PredictionsParams, params, "predictions teacher parameters"))
@@ -86,7 +85,9 @@ class PredictionsTeacher:
                 keys, proba = [str(k) for k in z["keys"]], np.asarray(z["proba"], dtype=np.float64)
                 names = [str(x) for x in z["labels"]] if "labels" in z.files else None
             if proba.ndim != 2 or proba.shape[0] != len(keys):
-                raise ConfigError(f"{self.path}: proba has shape {proba.shape}; expected one row per key ({len(keys)}).")
+                raise ConfigError(
+                    f"{self.path}: proba has shape {proba.shape}; expected one row per key ({len(keys)})."
+                )
             if names is not None:
                 if len(names) != proba.shape[1]:
                     raise ConfigError(f"{self.path}: {len(names)} labels but {proba.shape[1]} probability columns.")

@@ -134,7 +134,10 @@ class LabelStudioConnector:
                 )
             from label_studio_sdk import LabelStudio
 
-            self._client = LabelStudio(base_url=self.url, api_key=token, timeout=self.params.timeout_s, max_retries=0)
+            # the SDK's LabelStudio.__init__ is untyped (*args, **kwargs)
+            self._client = LabelStudio(  # type: ignore[no-untyped-call]
+                base_url=self.url, api_key=token, timeout=self.params.timeout_s, max_retries=0
+            )
         return self._client
 
     def _call(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
@@ -199,11 +202,16 @@ class LabelStudioConnector:
         where = "connector.params.label_config" if self.params.label_config else "the generated labeling config"
         inspect(wanted, self.context.task, self.context.labels, where)  # user config errors first
         if self._project_id is None:
-            found = self._call("find the project", lambda: [p for p in self.client.projects.list(title=self.title) if p.title == self.title])
+            found = self._call(
+                "find the project",
+                lambda: [p for p in self.client.projects.list(title=self.title) if p.title == self.title],
+            )
             if found:
                 self._project_id = found[0].id
             else:
-                p = self._call("create the project", lambda: self.client.projects.create(title=self.title, label_config=wanted))
+                p = self._call(
+                    "create the project", lambda: self.client.projects.create(title=self.title, label_config=wanted)
+                )
                 self._project_id = p.id
                 logger.info("Created Label Studio project %s (%s)", p.id, self.title)
         project = self._call("read the project", lambda: self.client.projects.get(self._project_id))
@@ -222,7 +230,9 @@ class LabelStudioConnector:
         key = str(folder.resolve())
         if key in self._storages:
             return
-        existing = self._call("list local storages", lambda: self.client.import_storage.local.list(project=self.project_id))
+        existing = self._call(
+            "list local storages", lambda: self.client.import_storage.local.list(project=self.project_id)
+        )
         if not any(str(Path(s.path).resolve()) == key for s in existing):
             self._call("create a local-files storage", lambda: self.client.import_storage.local.create(
                 project=self.project_id, path=key, use_blob_urls=True, title=f"alloop pool {folder.name}"))
@@ -238,8 +248,10 @@ class LabelStudioConnector:
             path = Path(t.data["path"])
             if self.params.images == "local-files":
                 root = self.context.pool_root
-                inside = root is not None and Path(root).resolve() in path.resolve().parents
-                self._ensure_storage(Path(root) if inside else path.parent)
+                if root is not None and Path(root).resolve() in path.resolve().parents:
+                    self._ensure_storage(Path(root))
+                else:
+                    self._ensure_storage(path.parent)
             data[info.data_key] = image_reference(path, self.params.images, document_root=self.document_root,
                                                   url_prefix=self.params.url_prefix)
         else:
@@ -352,7 +364,8 @@ class LabelStudioConnector:
         def download() -> list[dict[str, Any]]:
             chunks = self.client.projects.exports.download_sync(
                 self.project_id, export_type="JSON", download_all_tasks=False, request_options=extra)
-            return json.loads(b"".join(chunks) or b"[]")
+            tasks: list[dict[str, Any]] = json.loads(b"".join(chunks) or b"[]")
+            return tasks
 
         return self._call("export annotations", download)
 
@@ -382,7 +395,9 @@ class LabelStudioConnector:
             if str(task.get("id")) not in wanted:
                 continue
             if "sample_id" not in (task.get("data") or {}):
-                raise ConnectorDataError(f"Label Studio task {task.get('id')} has no data.sample_id; it was not created by alloop.")
+                raise ConnectorDataError(
+                    f"Label Studio task {task.get('id')} has no data.sample_id; it was not created by alloop."
+                )
             for ann in task.get("annotations") or []:
                 if ann.get("completed_by") not in users:
                     self._users = None
@@ -408,7 +423,8 @@ class LabelStudioConnector:
         wanted = {"url": url, "actions": list(WEBHOOK_ACTIONS), "headers": {SECRET_HEADER: secret},
                   "send_payload": True, "send_for_all_actions": False, "is_active": True}
         hooks = self._call("list webhooks", lambda: list(self.client.webhooks.list(project=str(pid))))
-        mine = [h for h in hooks if getattr(h, "project", None) == pid and (h.url == url or (match is not None and match(h.url)))]
+        mine = [h for h in hooks
+                if getattr(h, "project", None) == pid and (h.url == url or (match is not None and match(h.url)))]
         mine.sort(key=lambda h: h.url != url)  # the exact URL first
         if mine:
             hook = mine[0]

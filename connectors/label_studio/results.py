@@ -39,7 +39,9 @@ def image_reference(path: Path, mode: str, *, document_root: Path | None, url_pr
         if not url_prefix:
             raise ConnectorDataError("images = 'url' needs connector.params.url_prefix (where your images are served).")
         if document_root is None:
-            raise ConnectorDataError("images = 'url' needs connector.params.document_root (the folder url_prefix serves).")
+            raise ConnectorDataError(
+                "images = 'url' needs connector.params.document_root (the folder url_prefix serves)."
+            )
         return url_prefix.rstrip("/") + "/" + path.resolve().relative_to(document_root.resolve()).as_posix()
     if document_root is None:
         raise ConnectorDataError(
@@ -63,7 +65,9 @@ def _time(value: str | None) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def parse_annotation(task: dict[str, Any], ann: dict[str, Any], info: ConfigInfo, users: dict[int, str]) -> AnnotationRecord:
+def parse_annotation(
+    task: dict[str, Any], ann: dict[str, Any], info: ConfigInfo, users: dict[int, str]
+) -> AnnotationRecord:
     """One exported annotation as an AnnotationRecord.
 
     Classification: the label is the chosen choice (none chosen -> label None: an *empty*

@@ -177,13 +177,12 @@ class LocalLabelStudio:
             env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] = "true"
             env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(self.document_root)
         (self.data_dir / "home").mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "server.log", "ab")
-        proc = subprocess.Popen(
-            [str(self.executable), "start", "--no-browser", "--internal-host", "127.0.0.1",
-             "--port", str(self.port), "--data-dir", str(self.data_dir), "--log-level", "WARNING"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        log.close()
+        with open(self.data_dir / "server.log", "ab") as log:  # the child keeps its own handle
+            proc = subprocess.Popen(
+                [str(self.executable), "start", "--no-browser", "--internal-host", "127.0.0.1",
+                 "--port", str(self.port), "--data-dir", str(self.data_dir), "--log-level", "WARNING"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -32,13 +32,16 @@ def coverage(project_dir: Path) -> dict:
             pool = s.exec(select(Sample).where(Sample.project_id == project.id, Sample.split == "pool")).all()
             picked = set(s.exec(select(Selection.sample_id).where(Selection.project_id == project.id)).all())
             total = Counter(b["label"] for smp in pool for b in smp.data.get("reference_boxes", []))
-            labeled = Counter(b["label"] for smp in pool if smp.id in picked for b in smp.data.get("reference_boxes", []))
+            labeled = Counter(
+                b["label"] for smp in pool if smp.id in picked for b in smp.data.get("reference_boxes", [])
+            )
             labels = list(project.labels)
         status = project_status(ws.engine, ws.name)
         curve = learning_curve(ws.engine, ws.name)
     finally:
         ws.close()
-    name = cfg.strategy.name if cfg.strategy.name == cfg.cold_start.name else f"{cfg.cold_start.name}+{cfg.strategy.name}"
+    same = cfg.strategy.name == cfg.cold_start.name
+    name = cfg.strategy.name if same else f"{cfg.cold_start.name}+{cfg.strategy.name}"
     return {"name": name, "labels": labels, "total": total, "labeled": labeled, "images": len(picked),
             "curve": curve, "final": (status["final_model"] or {}).get("accuracy")}
 

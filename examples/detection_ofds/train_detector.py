@@ -162,7 +162,7 @@ def detect(clf, img: np.ndarray, args) -> list[tuple[list[float], str, float]]:
     score = proba[np.arange(len(props)), best]
     out: list[tuple[list[float], str, float]] = []
     for i in np.argsort(-score, kind="stable"):
-        if classes[int(proba[i].argmax())] == BACKGROUND or out and iou([props[i]], [o[0] for o in out]).max() >= 0.5:
+        if classes[int(proba[i].argmax())] == BACKGROUND or (out and iou([props[i]], [o[0] for o in out]).max() >= 0.5):
             continue  # background, or a worse box on an object already found (non-maximum suppression)
         out.append((props[i].tolist(), classes[best[i]], float(score[i])))
     return out

@@ -101,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     rows, dropped = read_reviews(path)
     print(f"read {path}")
     print("dropped: " + ", ".join(f"{n} {why}" for why, n in dropped.items()))
-    print(f"{len(rows)} unique reviews: " + ", ".join(f"{n} {k}" for k, n in sorted(Counter(r['label'] for r in rows).items())))
+    by_label = sorted(Counter(r["label"] for r in rows).items())
+    print(f"{len(rows)} unique reviews: " + ", ".join(f"{n} {k}" for k, n in by_label))
     if args.limit is not None and args.limit < len(rows):
         rows = balanced_subset(rows, args.limit, args.seed)
         counts = Counter(r["label"] for r in rows)
-        print(f"kept a balanced subset of {len(rows)} (seed {args.seed}): " + ", ".join(f"{counts[k]} {k}" for k in LABELS))
+        print(f"kept a balanced subset of {len(rows)} (seed {args.seed}): "
+              + ", ".join(f"{counts[k]} {k}" for k in LABELS))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as fh:
         for row in rows:

@@ -207,7 +207,7 @@ class PostgresCluster:
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
         try:
             self._admin(f'CREATE DATABASE "{name}"')
-        except Exception as exc:  # noqa: BLE001 - report with the server's log
+        except Exception as exc:  # report with the server's log
             raise self._fail(f"CREATE DATABASE failed: {type(exc).__name__}: {exc}") from exc
         return self.admin_url(name)
 
@@ -218,5 +218,5 @@ class PostgresCluster:
             try:
                 self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 return
-            except Exception:  # noqa: BLE001 - a leftover database costs nothing; retry briefly
+            except Exception:  # a leftover database costs nothing; retry briefly
                 time.sleep(0.2)

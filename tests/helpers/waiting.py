@@ -8,7 +8,8 @@ the order with a handshake (a file, a line on a pipe, a row in the database).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

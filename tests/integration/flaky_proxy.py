@@ -56,7 +56,8 @@ class FlakyProxy:
                     time.sleep(delay)
                 if not drop:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                    r = httpx.request(self.command, proxy.upstream + self.path, headers=headers, content=body, timeout=600)
+                    r = httpx.request(self.command, proxy.upstream + self.path, headers=headers, content=body,
+                                      timeout=600)
                 if drop or lose:
                     status, payload, ctype = proxy.status, b'{"detail": "proxy says no"}', "application/json"
                 else:

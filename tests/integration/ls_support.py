@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from label_studio_sdk import LabelStudio
 
@@ -50,7 +51,9 @@ def annotate(ls: LabelStudio, jobs: list[tuple[int, list[dict[str, Any]], int, b
         return list(pool.map(one, jobs))
 
 
-def label_all(ls: LabelStudio, pid: int, answer: Callable[[dict[str, Any]], str], who: list[int], to_name: str = "image") -> int:
+def label_all(
+    ls: LabelStudio, pid: int, answer: Callable[[dict[str, Any]], str], who: list[int], to_name: str = "image"
+) -> int:
     """Every annotator labels every task that has no annotation from them yet."""
     jobs = []
     for t in tasks(ls, pid):

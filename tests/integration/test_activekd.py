@@ -42,7 +42,8 @@ def test_kd_student_with_pcoreset_runs_end_to_end(tmp_path):
     ws = open_workspace(pf)
     write_teacher(ws, folder / "teacher.npz")
     ws.close()
-    pf = write_project(folder, learner=KD, strategy={"name": "pcoreset"}, teacher={"name": "predictions", "params": {"path": "teacher.npz"}},
+    pf = write_project(folder, learner=KD, strategy={"name": "pcoreset"},
+                       teacher={"name": "predictions", "params": {"path": "teacher.npz"}},
                        loop={"initial_size": 10, "batch_size": 10, "max_rounds": 3})
     ws = open_workspace(pf, do_import=False)
     results = Controller(ws).run()

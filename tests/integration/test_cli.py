@@ -65,8 +65,8 @@ def test_run_once_does_a_single_step(tmp_path):
 
 def test_budget_larger_than_pool(tmp_path):
     images = _images(tmp_path / "imgs", n_per_class=5)
-    pf = write_project(tmp_path / "p", pool={"source": {"type": "folder", "path": str(images), "labels_from_subfolders": True}},
-                       loop={"initial_size": 30})
+    source = {"type": "folder", "path": str(images), "labels_from_subfolders": True}
+    pf = write_project(tmp_path / "p", pool={"source": source}, loop={"initial_size": 30})
     assert run_cli("import", "-p", str(pf)).returncode == 0
     r = run_cli("run", "-p", str(pf))
     assert r.returncode == 2
@@ -104,7 +104,8 @@ def test_empty_pool(tmp_path):
 
 def test_corrupt_image_is_quarantined_not_fatal(tmp_path):
     images = _images(tmp_path / "imgs", corrupt=True)
-    pf = write_project(tmp_path / "p", pool={"source": {"type": "folder", "path": str(images), "labels_from_subfolders": True}},
+    source = {"type": "folder", "path": str(images), "labels_from_subfolders": True}
+    pf = write_project(tmp_path / "p", pool={"source": source},
                        loop={"initial_size": 4, "batch_size": 4, "max_rounds": 3})
     r = run_cli("import", "-p", str(pf))
     assert r.returncode == 0, r.stderr
@@ -177,7 +178,8 @@ def test_simulate_batch_size_one_and_other_estimator(tmp_path):
 def test_init_sets_encoder_and_cold_start_and_refuses_unknown_names(tmp_path):
     texts = tmp_path / "t.jsonl"
     texts.write_text('{"id": "a", "text": "good", "label": "pos"}\n{"id": "b", "text": "bad", "label": "neg"}\n')
-    r = run_cli("init", str(tmp_path / "p"), "--texts", str(texts), "--features", "transformers", "--cold-start", "ideal")
+    r = run_cli("init", str(tmp_path / "p"), "--texts", str(texts), "--features", "transformers",
+                "--cold-start", "ideal")
     assert r.returncode == 0, r.stderr
     from alloop.config import load_config
 
@@ -195,17 +197,20 @@ def test_init_detection_project_from_truth_proposals_and_a_trainer(tmp_path):
     from alloop.config import load_config
 
     (tmp_path / "imgs").mkdir()
-    r = run_cli("init", str(tmp_path / "p"), "--images", str(tmp_path / "imgs"), "--annotations", str(tmp_path / "t.json"),
-                "--proposals", str(tmp_path / "yolo.onnx"), "--trainer", "{python} train.py")
+    r = run_cli("init", str(tmp_path / "p"), "--images", str(tmp_path / "imgs"),
+                "--annotations", str(tmp_path / "t.json"), "--proposals", str(tmp_path / "yolo.onnx"),
+                "--trainer", "{python} train.py")
     assert r.returncode == 0, r.stderr
     cfg, _ = load_config(tmp_path / "p")
     assert cfg.project.task == "detection" and (cfg.strategy.name, cfg.cold_start.name) == ("ofds", "ofds")
     assert cfg.pool.source.annotations == tmp_path / "t.json" and cfg.pool.test_fraction == 0.3
     assert (cfg.proposals.source, cfg.proposals.path) == ("onnx", tmp_path / "yolo.onnx")
     assert cfg.learner.name == "command" and cfg.learner.params["command"] == "{python} train.py"
-    r = run_cli("init", str(tmp_path / "q"), "--images", str(tmp_path / "imgs"), "--annotations", str(tmp_path / "t.json"))
+    r = run_cli("init", str(tmp_path / "q"), "--images", str(tmp_path / "imgs"),
+                "--annotations", str(tmp_path / "t.json"))
     cfg, _ = load_config(tmp_path / "q")  # truth only: random images, no model, no proposals
-    assert (cfg.strategy.name, cfg.cold_start.name, cfg.learner.name, cfg.proposals) == ("random", "random", "none", None)
+    assert (cfg.strategy.name, cfg.cold_start.name, cfg.learner.name, cfg.proposals) == (
+        "random", "random", "none", None)
     r = run_cli("init", str(tmp_path / "r"), "--proposals", "a.jsonl")
     assert r.returncode == 2 and "give its --images folder too" in r.stderr
 
@@ -234,7 +239,8 @@ def test_a_warning_of_the_estimator_is_shown_once_per_run_with_its_round(tmp_pat
     r = run_cli("run", "-p", str(pf))
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("ConvergenceWarning") == 1, r.stderr
-    assert "ConvergenceWarning (first seen in round 1, training; shown once): lbfgs failed" in " ".join(r.stderr.split())
+    said = " ".join(r.stderr.split())
+    assert "ConvergenceWarning (first seen in round 1, training; shown once): lbfgs failed" in said
     r = run_cli("simulate", "-p", str(pf), "--strategies", "margin,random", "--seeds", "3", "--rounds", "4",
                 "--batch-size", "5", "--jobs", "2", "--estimator", "sklearn.linear_model.LogisticRegression",
                 "--estimator-params", '{"max_iter": 1}')

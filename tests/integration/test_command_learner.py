@@ -37,7 +37,8 @@ def test_margin_rounds_on_the_probabilities_of_a_user_script(tmp_path):
     folder = tmp_path / "p"
     folder.mkdir()
     (folder / "train.py").write_text(SCRIPT)
-    pf = write_project(folder, learner={"name": "command", "params": {"command": "{python} train.py {train} {predict} {output}"}},
+    command = "{python} train.py {train} {predict} {output}"
+    pf = write_project(folder, learner={"name": "command", "params": {"command": command}},
                        loop={"initial_size": 20, "batch_size": 15, "max_rounds": 3})
     assert run_cli("import", "-p", str(pf)).returncode == 0
     r = run_cli("run", "-p", str(pf))

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,7 @@ def _assert_rounds_in_order(db_url: str) -> None:
     engine.dispose()
     assert [r.number for r in rounds] == [0, 1, 2, 3]
     assert all(r.state == "CLOSED" and r.attempt == 0 and r.last_error is None for r in rounds)
-    for a, b in zip(rounds, rounds[1:]):  # a round is created only once the previous one closed
+    for a, b in pairwise(rounds):  # a round is created only once the previous one closed
         assert a.created_at <= a.pushed_at <= a.completed_at <= b.created_at
 
 
@@ -191,13 +192,13 @@ def test_two_processes_ticking_one_project_take_turns(tmp_path, db_url, uninterr
         x, _ = t.expect("a first progress", lambda i, m: "holding" in m)
         for holder, other in ((x, 1 - x), (1 - x, x)):
             if holder != x:
-                t.expect(f"ticker {holder} to progress", lambda i, m: i == holder and "holding" in m)
+                t.expect(f"ticker {holder} to progress", lambda i, m, h=holder: i == h and "holding" in m)
                 t.send(other, "continue")
             pid = t.procs[holder].pid
             t.expect(f"ticker {other} refused by ticker {holder}",
-                     lambda i, m: i == other and "locked" in m and m["holder"].split(":")[1] == str(pid))
+                     lambda i, m, o=other, pid=pid: i == o and "locked" in m and m["holder"].split(":")[1] == str(pid))
             t.send(holder, "release")
-            t.expect(f"ticker {holder} to let go", lambda i, m: i == holder and "released" in m)
+            t.expect(f"ticker {holder} to let go", lambda i, m, h=holder: i == h and "released" in m)
         t.send(1 - x, "continue")
         t.finish()
     finally:
@@ -255,12 +256,13 @@ def test_alloop_run_processes_racing_on_postgres(tmp_path, postgres_url, uninter
                 procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, env=pair_env))
         try:
             if hold:
-                def both_exited() -> str | None:
+                def both_exited(procs: list[subprocess.Popen] = procs, outs: list[Path] = outs) -> str | None:
                     if all(p.poll() is not None for p in procs):
                         return "both processes exited: " + " | ".join(o.read_text()[-1500:] for o in outs)
                     return None
 
-                holder = wait_until(lambda: _held(release), f"pair {pair}: a process held at {hold}", alive=both_exited)
+                holder = wait_until(lambda r=release: _held(r), f"pair {pair}: a process held at {hold}",
+                                    alive=both_exited)
                 (winner,) = [i for i, p in enumerate(procs) if p.pid == holder]
                 loser = procs[1 - winner]
                 assert loser.wait(SAFETY_NET_S) == 2, outs[1 - winner].read_text()

@@ -54,7 +54,8 @@ def test_kill_at_every_round_state_then_resume(tmp_path, db_url, reference):
     points = [f"0:{p}:{st}" for st in STATES for p in ("before_commit", "after_commit")]
     points += [f"2:{p}:{st}" for st in STATES for p in ("before_commit", "after_commit")]
     points += ["1:after_push", "3:after_push"]
-    points.sort(key=lambda p: (int(p.split(":")[0]), STATES.index(p.split(":")[-1]) if p.split(":")[-1] in STATES else 4.5))
+    points.sort(key=lambda p: (int(p.split(":")[0]),
+                               STATES.index(p.split(":")[-1]) if p.split(":")[-1] in STATES else 4.5))
     killed = 0
     for point in points:
         r = run_cli("run", "-p", str(pf), env={"ALLOOP_TEST_KILL_AT": point})

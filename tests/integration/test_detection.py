@@ -241,7 +241,7 @@ def test_example_project_end_to_end(tmp_path: Path, pool_data: Path) -> None:
     # models: none in round 0 (no labels), then one per round trained on every label so far
     models = state["models"]
     assert [(m[0], m[1], m[2]) for m in models] == [(1, False, 12), (2, False, 20), (None, True, 28)]
-    for (number, final, n_labels, metrics), row in zip(models, status["rounds"][1:] + [status["final_model"]]):
+    for (_, _, n_labels, metrics), row in zip(models, [*status["rounds"][1:], status["final_model"]]):
         assert metrics["n_labels"] == n_labels
         assert 0.0 <= metrics["map50"] <= 1.0 and 0.0 <= metrics["map"] <= metrics["map50"]
         assert metrics["n_test_images"] == len(state["test"])
@@ -413,7 +413,8 @@ def test_malformed_autolabel_line_names_file_and_line(tmp_path: Path, pool_data:
     assert "Traceback" not in err
     state = db(proj)
     assert state["selections"] == [] and state["tasks"] == [] and state["annotations"] == []
-    assert [(n, st, attempt) for n, st, attempt, _ in state["rounds"]] == [(0, "TRAINED", 0)]  # a user error: no attempt used
+    # a user error: no attempt used
+    assert [(n, st, attempt) for n, st, attempt, _ in state["rounds"]] == [(0, "TRAINED", 0)]
 
     path.write_text(good)  # fixed: the run goes on from where it stopped
     ok(cli("run", folder=proj))
@@ -501,7 +502,8 @@ def test_corrupt_png_is_quarantined_and_the_run_finishes(tmp_path: Path, pool_da
 def test_onnx_cache_line_cut_by_a_kill_is_detected_again(tmp_path: Path, pool_data: Path) -> None:
     proj = make_project(
         tmp_path / "onnx", pool_data, loop={"max_rounds": 2}, learner=None,
-        proposals={"source": "onnx", "path": "detector.onnx", "classes": ONNX_CLASSES, "input_size": S, "min_score": 0.25},
+        proposals={"source": "onnx", "path": "detector.onnx", "classes": ONNX_CLASSES, "input_size": S,
+                   "min_score": 0.25},
     )
     export_detector(proj / "detector.onnx")
     ok(cli("import", folder=proj))
@@ -526,7 +528,8 @@ def test_onnx_cache_line_cut_by_a_kill_is_detected_again(tmp_path: Path, pool_da
 
 
 def test_model_proposals_without_a_model_are_refused(tmp_path: Path, pool_data: Path) -> None:
-    proj = make_project(tmp_path / "p", pool_data, learner=None, proposals={"source": "model", "path": "data/autolabels.jsonl"})
+    proj = make_project(tmp_path / "p", pool_data, learner=None,
+                        proposals={"source": "model", "path": "data/autolabels.jsonl"})
     ok(cli("import", folder=proj))
     r = cli("run", folder=proj)
     assert r.returncode == 2, r.stdout + r.stderr

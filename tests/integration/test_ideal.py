@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import select
 
-from alloop.protocols import SampleRef
 from alloop.features.text_transformers import TransformersTextEncoder
 from alloop.loop.controller import Controller
+from alloop.protocols import SampleRef
 from alloop.rng import derive_rng
 from alloop.store.engine import session_scope
 from alloop.store.models import ModelVersion, Round, Sample, Selection
@@ -42,7 +42,8 @@ def test_text_project_ideal_cold_start_then_margin_through_the_cli(tmp_path):
     """Real Rotten Tomatoes snippets, real MiniLM, real `alloop` processes."""
     data = tmp_path / "p" / "data" / "rt.jsonl"
     prep = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "text_ideal" / "prepare_rotten_tomatoes.py"), str(data), "--limit", "400"],
+        [sys.executable, str(ROOT / "examples" / "text_ideal" / "prepare_rotten_tomatoes.py"), str(data),
+         "--limit", "400"],
         capture_output=True, text=True,
     )
     assert prep.returncode == 0, prep.stderr
@@ -109,7 +110,8 @@ def test_ideal_cold_start_on_given_vectors_covers_the_classes(tmp_path):
     # round 1: the labeled picks of round 0 are active seeds, the rest of the pool candidates
     with session_scope(ws.engine) as s:
         pool = pool_samples(s, ws.project().id)
-    X, _ = ws.feature_cache.get([SampleRef(p.key, p.kind, p.content_hash, p.data, ws.work_dir) for p in pool], ws.encoder)
+    X, _ = ws.feature_cache.get([SampleRef(p.key, p.kind, p.content_hash, p.data, ws.work_dir) for p in pool],
+                                ws.encoder)
     keys = [p.key for p in pool]
     labeled = np.array(sorted(keys.index(k) for k in rounds[0][1]))
     picks, gains = ideal_select(X, 6, rng=derive_rng(0, "round", 1, "select"), runs=50,

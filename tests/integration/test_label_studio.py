@@ -66,7 +66,8 @@ def test_image_classification_multi_round_with_two_annotators(label_studio):
     import httpx
 
     img = ls_tasks[0].data["image"]
-    r = httpx.get(label_studio.url + img, headers={"Authorization": f"Token {label_studio.credentials()['LABEL_STUDIO_API_KEY']}"})
+    token = label_studio.credentials()["LABEL_STUDIO_API_KEY"]
+    r = httpx.get(label_studio.url + img, headers={"Authorization": f"Token {token}"})
     assert img.startswith("/data/local-files/?d=img/") and r.status_code == 200 and r.content[:4] == b"\x89PNG"
     ws.close()
 
@@ -113,9 +114,11 @@ def test_detection_round_with_proposals_as_preannotations_and_boxes_back(label_s
     root = Path(label_studio.document_root) / "det-pool"
     pool = make_detection_pool(root, n_images=10, class_names=["0", "1", "7"], seed=3, overwrite=True)
     auto = write_autolabels_from_truth(pool.path, root / "autolabels.jsonl", seed=3, false_positive_rate=0.0)
-    pf, _ = _ls_project(label_studio, "det", project={"name": "det", "task": "detection", "labels": ["0", "1", "7", "blot"]},
+    pf, _ = _ls_project(label_studio, "det",
+                        project={"name": "det", "task": "detection", "labels": ["0", "1", "7", "blot"]},
                         loop={"initial_size": 3, "batch_size": 3, "max_rounds": 1},
-                        pool={"source": {"type": "folder", "path": str(pool.images_dir), "annotations": str(pool.path)}},
+                        pool={"source": {"type": "folder", "path": str(pool.images_dir),
+                                         "annotations": str(pool.path)}},
                         proposals={"source": "file", "path": str(auto.path)},
                         cold_start={"name": "ofds"})
     ws = open_workspace(pf)
@@ -140,7 +143,8 @@ def test_detection_round_with_proposals_as_preannotations_and_boxes_back(label_s
 
     def accept(task, extra=()):  # the annotator keeps the proposals (as Label Studio submits them) and adds boxes
         pred = task.predictions[0]
-        result = [{k: r[k] for k in ("from_name", "to_name", "type", "value")} | {"original_width": 128, "original_height": 128}
+        size = {"original_width": 128, "original_height": 128}
+        result = [{k: r[k] for k in ("from_name", "to_name", "type", "value")} | size
                   for r in (pred["result"] if isinstance(pred, dict) else pred.result)]
         return result + list(extra)
 
@@ -166,7 +170,8 @@ def test_detection_round_with_proposals_as_preannotations_and_boxes_back(label_s
     assert counts == {"samples": 2, "boxes": n1 + 1}
     img1 = next(i for i in doc["images"] if i["alloop_key"] == t1.data["sample_id"])
     boxes1 = sorted(a["bbox"] for a in doc["annotations"] if a["image_id"] == img1["id"])
-    want = sorted([[float(v) for v in b] for b in props.of_image(t1.data["sample_id"]).box] + [[64.0, 12.8, 32.0, 64.0]])
+    want = sorted([[float(v) for v in b] for b in props.of_image(t1.data["sample_id"]).box]
+                  + [[64.0, 12.8, 32.0, 64.0]])
     np.testing.assert_allclose(boxes1, want, atol=0.02)
     ws.close()
 
@@ -199,7 +204,9 @@ def test_unknown_label_updated_and_cancelled_annotations(label_studio):
     with session_scope(ws.engine) as s:
         again = s.exec(select(Annotation).where(Annotation.source_id == str(made[1].id))).all()
         n_all = len(s.exec(select(Annotation)).all())
-        labels = {a.label for a in s.exec(select(Annotation).where(Annotation.valid == True, Annotation.cancelled == False))}  # noqa: E712
+        labels = {a.label for a in s.exec(
+            select(Annotation).where(Annotation.valid == True, Annotation.cancelled == False)  # noqa: E712
+        )}
     assert len(again) == 1 and again[0].label == truth and n_all == 4
     assert "unicorn" not in labels
     ws.close()
@@ -401,7 +408,7 @@ def test_5xx_is_retried_and_a_lost_import_answer_duplicates_nothing(label_studio
 def test_slow_server_times_out_then_the_round_continues(label_studio, proxy):
     params = {"url": proxy.url, "retries": 1, "backoff_s": 0.1, "timeout_s": 0.5}
     sections = dict(loop={"initial_size": 4, "batch_size": 2, "max_rounds": 1})
-    pf, folder = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": params}, **sections)
+    pf, _ = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": params}, **sections)
     ws = open_workspace(pf)
     proxy.stall = True  # no answer at all: the 0.5 s time-out fires whatever the machine's load
     with pytest.raises(ConnectorUnavailableError, match="ReadTimeout"):
@@ -411,7 +418,8 @@ def test_slow_server_times_out_then_the_round_continues(label_studio, proxy):
     proxy.release.set()
     # the server answers again; the next run (time-out back at the default, so the real server's own
     # speed does not matter) continues the round from where it stopped
-    pf, _ = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": {"url": proxy.url}}, **sections)
+    pf, _ = _ls_project(label_studio, "slow", connector={"name": "label_studio", "params": {"url": proxy.url}},
+                        **sections)
     ws = open_workspace(pf, do_import=False)
     results = Controller(ws).run()
     assert results[-1].waiting and "0/4" in results[-1].message

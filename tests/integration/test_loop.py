@@ -122,7 +122,8 @@ def test_file_corrupted_after_import_is_quarantined_and_loop_goes_on(tmp_path, d
 
 def test_failed_step_is_recorded_then_failed_then_retried(tmp_path, db_url):
     # a learner that fails for real once trained: 50 neighbours but only 20 labels in round 1
-    bad = {"name": "sklearn", "params": {"estimator": "sklearn.neighbors.KNeighborsClassifier", "params": {"n_neighbors": 50}}}
+    bad = {"name": "sklearn",
+           "params": {"estimator": "sklearn.neighbors.KNeighborsClassifier", "params": {"n_neighbors": 50}}}
     pf = write_project(tmp_path / "p", database=db_url, learner=bad)
     ws = open_workspace(pf)
     ctl = Controller(ws)

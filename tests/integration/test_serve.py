@@ -10,9 +10,11 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 from sqlmodel import select
@@ -50,7 +52,9 @@ def _serve(projects: list[Path], port: int, log: Path, **env: str) -> subprocess
         return subprocess.Popen(args, env=full, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def _wait(cond: Callable[[], Any], what: str, timeout: float = SAFETY_NET_S, every: float = 0.1, proc=None, log=None) -> Any:
+def _wait(
+    cond: Callable[[], Any], what: str, timeout: float = SAFETY_NET_S, every: float = 0.1, proc=None, log=None
+) -> Any:
     """Wait for an event (``timeout`` is a safety net); fail at once if serve exits meanwhile."""
 
     def alive() -> str | None:
@@ -156,32 +160,38 @@ def test_serve_drives_label_studio_rounds_from_webhooks(label_studio, tmp_path):
     proc = _serve([pf], port, log)
     try:
         # started: round 0 pushed to Label Studio at once, the webhook registered
-        pid = _wait(lambda: next((p.id for p in ls.projects.list(title="alloop: srv") if p.title == "alloop: srv"), None),
+        pid = _wait(lambda: next((p.id for p in ls.projects.list(title="alloop: srv") if p.title == "alloop: srv"),
+                                 None),
                     "the Label Studio project", proc=proc, log=log)
         _wait(lambda: ls.projects.get(pid).task_number == 6, "round 0's tasks", proc=proc, log=log)
         _wait(lambda: _rounds(db) == [(0, "COLLECTING")], "round 0 collecting", proc=proc, log=log)
         hooks = [h for h in ls.webhooks.list(project=str(pid)) if h.project == pid]
         hook_url = f"http://127.0.0.1:{port}/webhooks/label-studio?project=srv"
         assert len(hooks) == 1 and hooks[0].url == hook_url and hooks[0].send_for_all_actions is False
-        assert set(hooks[0].actions) == {"ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"}
+        assert set(hooks[0].actions) == {
+            "ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"
+        }
 
         # /healthz and `alloop status` show the next scheduled action
         health = _wait(lambda: (h := _health(port)) and h["projects"]["srv"]["state"] == "COLLECTING" and h, "healthz")
         assert health["status"] == "ok" and health["projects"]["srv"]["round"] == 0
         assert health["projects"]["srv"]["next_run_at"] and health["projects"]["srv"]["last_error"] is None
         r = run_cli("status", "-p", str(pf))
-        assert r.returncode == 0 and re.search(r"Next: tick \(every 3600 s\) by \S+:\d+ at .* UTC \(in \d+ min\)", r.stdout), r.stdout
+        assert r.returncode == 0, r.stdout
+        assert re.search(r"Next: tick \(every 3600 s\) by \S+:\d+ at .* UTC \(in \d+ min\)", r.stdout), r.stdout
         nxt = json.loads(run_cli("status", "-p", str(pf), "--json").stdout)["next_action"]
         assert nxt["what"] == f"tick (every 3600 s) by {nxt['what'].split(' by ')[1]}" and nxt["at"].startswith("20")
 
         # a call with a wrong or missing secret is refused and changes nothing
         before = snapshot(db)
         event = {"action": "ANNOTATION_CREATED", "project": {"id": pid}, "annotation": {"id": 1, "project": pid}}
-        assert httpx.post(hook_url, json=event, headers={"X-Alloop-Secret": "wrong"}, timeout=SAFETY_NET_S).status_code == 401
+        wrong = {"X-Alloop-Secret": "wrong"}
+        assert httpx.post(hook_url, json=event, headers=wrong, timeout=SAFETY_NET_S).status_code == 401
         assert httpx.post(hook_url, json=event, timeout=SAFETY_NET_S).status_code == 401
         # refused before any wake (the receiver's unit tests check no wake is called); the refusal is
         # logged before the 401 is answered
-        assert snapshot(db) == before and "Webhook from 127.0.0.1 refused: wrong X-Alloop-Secret header" in log.read_text()
+        assert snapshot(db) == before
+        assert "Webhook from 127.0.0.1 refused: wrong X-Alloop-Secret header" in log.read_text()
 
         # retrain_after_labels = 3: the third label closes round 0, and round 1's tasks appear with no command run
         tasks0 = sorted(lss.tasks(ls, pid), key=lambda t: t.id)
@@ -206,7 +216,9 @@ def test_serve_drives_label_studio_rounds_from_webhooks(label_studio, tmp_path):
 
         def stored(where):
             with session_scope(engine) as s:
-                return s.exec(select(Annotation, Round.number).join(Round, Round.id == Annotation.round_id).where(where)).all()
+                return s.exec(
+                    select(Annotation, Round.number).join(Round, Round.id == Annotation.round_id).where(where)
+                ).all()
 
         got = _wait(lambda: stored(Annotation.sample_id.in_(  # type: ignore[attr-defined]
             select(Sample.id).where(Sample.key == late.data["sample_id"]))), "the late label", proc=proc, log=log)
@@ -374,7 +386,7 @@ def test_two_serve_processes_on_one_postgres_database_never_advance_the_same_rou
         mine = [r for r in rows if r.project_id == pid]
         assert [r.number for r in mine] == [0, 1, 2, 3]  # each number once, created in order
         assert all(r.state == "CLOSED" for r in mine)
-        assert all(a.completed_at <= b.created_at for a, b in zip(mine, mine[1:]))  # one round at a time
+        assert all(a.completed_at <= b.created_at for a, b in pairwise(mine))  # one round at a time
         assert all(r.created_at <= r.pushed_at <= r.completed_at for r in mine)
         # every transition was done once, by one of the two processes, in the order of the state machine
         done = [_transitions(t, name) for t in texts]

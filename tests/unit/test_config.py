@@ -15,7 +15,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_minimal_config_gets_defaults(tmp_path):
-    cfg, path = load_config(_write(tmp_path, '[project]\nname = "x"\n'))
+    cfg, _ = load_config(_write(tmp_path, '[project]\nname = "x"\n'))
     assert cfg.strategy.name == "margin"
     assert cfg.connector.name == "oracle"
     assert cfg.loop.batch_size == 20
@@ -96,7 +96,9 @@ params = { labels_path = "out/labels.jsonl" }
     assert cfg.features.params["model_config"] == str((tmp_path / "cfg.json").resolve())
     assert cfg.features.params["model"] == "ViT-B-32"  # not a path
     assert cfg.connector.params["labels_path"] == str((tmp_path / "out" / "labels.jsonl").resolve())
-    cfg, _ = load_config(_write(tmp_path, '[project]\nname = "x"\n[features]\nname = "open_clip"\nparams = { pretrained = "openai" }\n'))
+    cfg, _ = load_config(_write(
+        tmp_path, '[project]\nname = "x"\n[features]\nname = "open_clip"\nparams = { pretrained = "openai" }\n'
+    ))
     assert cfg.features.params["pretrained"] == "openai"  # a hub tag stays a tag
 
 
@@ -114,7 +116,8 @@ def test_detection_sections_resolve_and_default_to_no_model(tmp_path):
 
 def test_command_learner_runs_next_to_the_project_file(tmp_path):
     (tmp_path / "alloop.toml").write_text(
-        '[project]\nname = "d"\ntask = "detection"\n[learner]\nname = "command"\nparams = { command = "python train.py" }\n'
+        '[project]\nname = "d"\ntask = "detection"\n'
+        '[learner]\nname = "command"\nparams = { command = "python train.py" }\n'
     )
     cfg, _ = load_config(tmp_path)
     assert cfg.learner.params["cwd"] == str(tmp_path.resolve())
@@ -127,7 +130,8 @@ def test_command_learner_runs_next_to_the_project_file(tmp_path):
         ({"project": {"name": "c"}, "pool": {"source": {"type": "folder", "path": "x", "annotations": "t.json"}}},
          "annotations"),
         ({"project": {"name": "d", "task": "detection"}, "proposals": {"source": "file"}}, "needs `path`"),
-        ({"project": {"name": "d", "task": "detection"}, "proposals": {"path": "a.jsonl", "min_score": 2}}, "min_score"),
+        ({"project": {"name": "d", "task": "detection"}, "proposals": {"path": "a.jsonl", "min_score": 2}},
+         "min_score"),
     ],
 )
 def test_detection_sections_are_checked(data, message):

@@ -85,7 +85,8 @@ def test_docker_compose_runs_label_studio_postgres_and_alloop_serve():
     _check_alloop_command(["alloop", *alloop["command"]])
     assert alloop["command"][0] == "serve" and "--public-url" in alloop["command"]
     build = alloop["build"]
-    assert (compose_file.parent / build["context"] / build["dockerfile"]).resolve() == (DEPLOY / "docker" / "Dockerfile")
+    dockerfile = (compose_file.parent / build["context"] / build["dockerfile"]).resolve()
+    assert dockerfile == (DEPLOY / "docker" / "Dockerfile")
     env_example = _env_file(DEPLOY / "docker" / alloop["env_file"].replace(".env", ".env.example"))
     _known_env(set(alloop["environment"]) | set(env_example), "docker compose")
     assert "ALLOOP_WEBHOOK_SECRET" in env_example and alloop["environment"]["ALLOOP_DATABASE_URL"].startswith("postgresql+psycopg://")
@@ -97,7 +98,8 @@ def test_docker_compose_runs_label_studio_postgres_and_alloop_serve():
             src = vol.split(":")[0]
             if src.startswith("./") and src not in ("./project", "./pools"):
                 assert (DEPLOY / "docker" / src).exists(), src
-    assert services["labelstudio"]["environment"]["LABEL_STUDIO_USER_TOKEN"] == "${LABEL_STUDIO_API_KEY:?set LABEL_STUDIO_API_KEY in alloop.env}"
+    assert (services["labelstudio"]["environment"]["LABEL_STUDIO_USER_TOKEN"]
+            == "${LABEL_STUDIO_API_KEY:?set LABEL_STUDIO_API_KEY in alloop.env}")
 
 
 def test_dockerfile_copies_what_exists_and_starts_serve():

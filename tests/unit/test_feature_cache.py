@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 
 from alloop.errors import SampleDecodeError
-from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
+from alloop.protocols import SampleRef
 
 
 class CountingEncoder:

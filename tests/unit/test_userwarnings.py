@@ -34,7 +34,8 @@ def test_each_distinct_warning_is_reported_once_with_where_it_first_appeared(cap
     ]
     records = [r.getMessage() for r in caplog.records]
     assert len(records) == 2
-    assert records[0].startswith("FutureWarning (first seen in round 1, training; shown once): this estimator is deprecated")
+    assert records[0].startswith(
+        "FutureWarning (first seen in round 1, training; shown once): this estimator is deprecated")
     assert "test_userwarnings.py:" in records[0]  # the line that warned
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
+from alloop.errors import ConfigError
 from alloop.store import models  # noqa: F401  (registers the tables)
 
 target_metadata = SQLModel.metadata
@@ -16,14 +18,20 @@ def run_migrations() -> None:
     if connection is None:  # `alembic` CLI use: build an engine from the ini url
         from alloop.store.engine import make_engine
 
-        engine = make_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise ConfigError(
+                "Alembic was run without a database: set sqlalchemy.url in its ini file. (alloop itself "
+                "hands over its connection: every database it opens is migrated by open_store.)"
+            )
+        engine = make_engine(url)
         with engine.begin() as conn:
             _run(conn)
         return
     _run(connection)
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

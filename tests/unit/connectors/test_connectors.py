@@ -104,7 +104,8 @@ def test_jsonl_bad_line_names_file_and_line(tmp_path):
         j.pull([TaskRef("s1", "s1", 0, T0)])
 
 
-BOXES = {f"img{i}": {"boxes": [{"x": 10.0 * j, "y": 5.0, "width": 8.0, "height": 9.0, "rotation": 0, "label": LABELS[(i + j) % 3]}
+BOXES = {f"img{i}": {"boxes": [{"x": 10.0 * j, "y": 5.0, "width": 8.0, "height": 9.0, "rotation": 0,
+                                "label": LABELS[(i + j) % 3]}
                                for j in range(i % 4)]} for i in range(200)}
 
 
@@ -155,8 +156,8 @@ def test_jsonl_detection_writes_and_reads_pixel_boxes(tmp_path):
     assert got["a.png"].value == {"boxes": [{"x": 10.0, "y": 50.0, "width": 20.0, "height": 25.0, "rotation": 0,
                                              "label": "dog"}]} and got["a.png"].label is None
     assert got["b.png"].value == {"boxes": []}
-    conn.labels_path.write_text(json.dumps({"key": "a.png", "label": "dog"}) + "\n"
-                                + json.dumps({"key": "b.png", "boxes": [{"bbox": [1, 2, 0, 4], "label": "cat"}]}) + "\n")
+    bad = {"key": "b.png", "boxes": [{"bbox": [1, 2, 0, 4], "label": "cat"}]}
+    conn.labels_path.write_text(json.dumps({"key": "a.png", "label": "dog"}) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(ConnectorDataError, match=r"labels.jsonl:1: a detection label needs \"boxes\""):
         conn.pull([TaskRef("a.png", "a.png", 1, T0)])
     with pytest.raises(ConnectorDataError, match=r"labels.jsonl:2: boxes\[0\] must be .* w, h > 0"):

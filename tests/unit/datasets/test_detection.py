@@ -167,7 +167,8 @@ def test_same_seed_same_bytes_and_folder_keys_match_coco(tmp_path: Path) -> None
 def test_coco_output_reads_back_as_proposals(tmp_path: Path) -> None:
     pool = make_detection_pool(tmp_path, n_images=30)
     coco = load(pool)  # os.fspath(pool) is the COCO file
-    truth = read_autolabels(pool, labels=list(pool.class_names), image_sizes={f"{i:06d}.png": (128, 128) for i in range(30)})
+    truth = read_autolabels(pool, labels=list(pool.class_names),
+                            image_sizes={f"{i:06d}.png": (128, 128) for i in range(30)})
     assert len(truth) == pool.n_objects
     np.testing.assert_array_equal(truth.box, [a["bbox"] for a in coco["annotations"]])
     assert truth.score.tolist() == [1.0] * len(truth)
@@ -249,7 +250,8 @@ def match(pool, proposals_path: Path) -> list[tuple[str, str | None, float]]:
     """(proposal label, label of the best-overlapping true box or None, that IoU) per proposal."""
     coco = load(pool.path)
     cats = {c["id"]: c["name"] for c in coco["categories"]}
-    truth = {k: ([a["bbox"] for a in anns], [cats[a["category_id"]] for a in anns]) for k, anns in by_image(coco).items()}
+    truth = {k: ([a["bbox"] for a in anns], [cats[a["category_id"]] for a in anns])
+             for k, anns in by_image(coco).items()}
     sizes = {im["file_name"]: (im["width"], im["height"]) for im in coco["images"]}
     props = read_autolabels(proposals_path, labels=list(pool.class_names), image_sizes=sizes)
     out = []

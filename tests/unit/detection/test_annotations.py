@@ -8,19 +8,21 @@ import numpy as np
 import pytest
 
 from alloop.detection.annotations import image_size, percent_boxes, pixel_boxes
-from alloop.detection.truth import read_coco_truth
 from alloop.detection.boxes import Proposals
 from alloop.detection.metrics import coco_map
+from alloop.detection.truth import read_coco_truth
 from alloop.errors import PoolImportError, SampleDecodeError
 
 
 def test_percent_and_pixel_boxes_round_trip():
-    boxes = [{"bbox": [10.0, 20.0, 30.0, 40.0], "label": "cat", "score": 0.9}, {"bbox": [0, 0, 200, 100], "label": "dog"}]
+    boxes = [{"bbox": [10.0, 20.0, 30.0, 40.0], "label": "cat", "score": 0.9},
+             {"bbox": [0, 0, 200, 100], "label": "dog"}]
     pct = percent_boxes(boxes, (200, 100))
     assert pct[0] == {"x": 5.0, "y": 20.0, "width": 15.0, "height": 40.0, "rotation": 0, "label": "cat", "score": 0.9}
     assert pct[1]["width"] == 100.0 and "score" not in pct[1]
     back = pixel_boxes(pct, (200, 100))
-    assert back == [{"bbox": [10.0, 20.0, 30.0, 40.0], "label": "cat"}, {"bbox": [0.0, 0.0, 200.0, 100.0], "label": "dog"}]
+    assert back == [{"bbox": [10.0, 20.0, 30.0, 40.0], "label": "cat"},
+                    {"bbox": [0.0, 0.0, 200.0, 100.0], "label": "dog"}]
 
 
 def test_pixel_boxes_clip_to_the_image_and_drop_empty_ones():
@@ -68,7 +70,8 @@ def test_read_coco_truth(tmp_path):
     ("over", "message"),
     [
         ({"categories": []}, "non-empty 'categories'"),
-        ({"annotations": [{"id": 1, "image_id": 9, "category_id": 1, "bbox": [1, 2, 3, 4]}]}, r"annotations\[0\].*image_id 9"),
+        ({"annotations": [{"id": 1, "image_id": 9, "category_id": 1, "bbox": [1, 2, 3, 4]}]},
+         r"annotations\[0\].*image_id 9"),
         ({"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, -3, 4]}]}, "non-positive width"),
         ({"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [70, 2, 3, 4]}]},
          r"annotations\[0\] \(id 1\): box .* lies outside its 64x32 image 'a.png'"),
@@ -94,10 +97,12 @@ def _truth():
 
 
 def test_coco_map_perfect_and_wrong_detections():
-    perfect = Proposals(["a", "a", "b"], [[10, 10, 20, 20], [50, 50, 30, 30], [0, 0, 40, 40]], ["cat", "dog", "cat"], [0.9, 0.8, 0.7])
+    perfect = Proposals(["a", "a", "b"], [[10, 10, 20, 20], [50, 50, 30, 30], [0, 0, 40, 40]], ["cat", "dog", "cat"],
+                        [0.9, 0.8, 0.7])
     m = coco_map(_truth(), perfect, ["cat", "dog"])
     assert m["map50"] == pytest.approx(1.0) and m["map"] == pytest.approx(1.0) and m["n_test_images"] == 2
-    shifted = Proposals(["a", "a", "b"], [[25, 25, 20, 20], [50, 50, 30, 30], [0, 0, 40, 40]], ["cat", "dog", "cat"], [0.9, 0.8, 0.7])
+    shifted = Proposals(["a", "a", "b"], [[25, 25, 20, 20], [50, 50, 30, 30], [0, 0, 40, 40]], ["cat", "dog", "cat"],
+                        [0.9, 0.8, 0.7])
     half = coco_map(_truth(), shifted, ["cat", "dog"])  # one cat of two missed (IoU 0.14)
     assert 0.4 < half["map50"] < 1.0
     wrong_class = Proposals(["a"], [[10, 10, 20, 20]], ["dog"], [0.9])

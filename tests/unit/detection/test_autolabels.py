@@ -98,7 +98,8 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
 
 
 def test_format_follows_the_content(tmp_path: Path) -> None:
-    rows = [{"image": "a.png", "box": [0, 0, 1, 1], "label": "cat"}, {"image": "b.png", "box": [0, 0, 2, 2], "label": "dog"}]
+    rows = [{"image": "a.png", "box": [0, 0, 1, 1], "label": "cat"},
+            {"image": "b.png", "box": [0, 0, 2, 2], "label": "dog"}]
     as_json = read_autolabels(write_lines(tmp_path / "lines.json", rows), labels=LABELS)
     assert as_json.image.tolist() == ["a.png", "b.png"]
     one_line = read_autolabels(write_lines(tmp_path / "one.json", rows[:1]), labels=LABELS)
@@ -124,14 +125,19 @@ JSONL_ERRORS = [
     ({"box": [0, 0, 1, 1], "label": "cat"}, "missing field(s) 'image'"),
     ({"image": "a.png", "box": [0, 0, 1], "label": "cat"}, "'box' must be a list of 4 numbers"),
     ({"image": "a.png", "box": [0, 0, "1", 1], "label": "cat"}, "'box' must be a list of 4 numbers"),
-    ({"image": "a.png", "bbox": [0, 0, 0, 5], "label": "cat"}, "'bbox' [0, 0, 0, 5] has a non-positive width or height"),
+    ({"image": "a.png", "bbox": [0, 0, 0, 5], "label": "cat"},
+     "'bbox' [0, 0, 0, 5] has a non-positive width or height"),
     ({"image": "a.png", "box": [0, 0, -3, 5], "label": "cat"}, "non-positive width or height"),
     ('{"image": "a.png", "box": [0, NaN, 1, 1], "label": "cat"}', "holds a non-finite number"),
     ('{"image": "a.png", "box": [0, 0, Infinity, 1], "label": "cat"}', "holds a non-finite number"),
-    ({"image": "a.png", "box": [0, 0, 1, 1], "label": "zebar"}, "label 'zebar' is not one of the classes ('cat', 'dog', 'zebra'). Did you mean 'zebra'?"),
-    ({"image": "a.png", "box": [0, 0, 1, 1], "label": "cat", "score": 1.5}, "'score' must be a number between 0 and 1, got 1.5"),
-    ({"image": "a.png", "box": [0, 0, 1, 1], "label": "cat", "score": "high"}, "'score' must be a number between 0 and 1"),
-    ({"image": "a.png", "box": [0, 0, 1, 1], "bbox": [0, 0, 1, 1], "label": "cat"}, "not both"),
+    ({"image": "a.png", "box": [0, 0, 1, 1], "label": "zebar"},
+     "label 'zebar' is not one of the classes ('cat', 'dog', 'zebra'). Did you mean 'zebra'?"),
+    ({"image": "a.png", "box": [0, 0, 1, 1], "label": "cat", "score": 1.5},
+     "'score' must be a number between 0 and 1, got 1.5"),
+    ({"image": "a.png", "box": [0, 0, 1, 1], "label": "cat", "score": "high"},
+     "'score' must be a number between 0 and 1"),
+    ({"image": "a.png", "box": [0, 0, 1, 1], "bbox": [0, 0, 1, 1], "label": "cat"},
+     "not both"),
     ({"image": "", "box": [0, 0, 1, 1], "label": "cat"}, "'image' must be a non-empty string or number"),
     ({"image": "a.png", "box": [0, 0, 1, 1], "label": None}, "'label' must be a non-empty string or number"),
 ]
@@ -148,7 +154,8 @@ def test_jsonl_errors_name_file_and_line(tmp_path: Path, bad: Any, expected: str
 
 
 def test_jsonl_box_outside_its_image(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "dets.jsonl", [GOOD, {"image": "a.png", "box": [0.1, 0.2, 0.3, 0.4], "label": "cat"}, {"image": "a.png", "box": [50, 0, 5, 5], "label": "dog"}])
+    path = write_lines(tmp_path / "dets.jsonl", [GOOD, {"image": "a.png", "box": [0.1, 0.2, 0.3, 0.4], "label": "cat"},
+                                                 {"image": "a.png", "box": [50, 0, 5, 5], "label": "dog"}])
     with pytest.raises(PoolImportError) as exc:
         read_autolabels(path, labels=LABELS, image_sizes={"a.png": (40, 30)})
     assert f"{path}, line 3: box [50.0, 0.0, 5.0, 5.0] lies outside its 40x30 image 'a.png'" in str(exc.value)
@@ -158,7 +165,8 @@ def coco_error_cases() -> list[tuple[dict[str, Any], str]]:
     base = coco()
     ann, imgs, cats = base["annotations"], base["images"], base["categories"]
     return [
-        ({"images": imgs, "annotations": ann}, "needs a top-level 'categories' list (keys found: 'images', 'annotations')"),
+        ({"images": imgs, "annotations": ann},
+         "needs a top-level 'categories' list (keys found: 'images', 'annotations')"),
         ({**base, "annotations": {"a": 1}}, "'annotations' must be a list, got a JSON dict"),
         ({**base, "images": [imgs[0], "b.png"]}, "images[1]: expected a JSON object, got a JSON str"),
         ({**base, "annotations": [ann[0], {"id": 11, "image_id": 2, "category_id": 7}]},
@@ -169,7 +177,8 @@ def coco_error_cases() -> list[tuple[dict[str, Any], str]]:
          "annotations[1] (id 11): category_id 4 matches no entry of 'categories' (ids: 3, 7, 9)"),
         ({**base, "annotations": [ann[0], {"id": 11, "image_id": 2, "bbox": [0, 0, 0, 1], "category_id": 7}]},
          "annotations[1] (id 11): 'bbox' [0, 0, 0, 1] has a non-positive width or height"),
-        ({**base, "annotations": [ann[0], {"id": 11, "image_id": 2, "bbox": [0, 0, 1, 1], "category_id": 7, "score": -0.1}]},
+        ({**base,
+          "annotations": [ann[0], {"id": 11, "image_id": 2, "bbox": [0, 0, 1, 1], "category_id": 7, "score": -0.1}]},
          "annotations[1] (id 11): 'score' must be a number between 0 and 1, got -0.1"),
         ({**base, "images": [imgs[0], {"id": 1, "file_name": "b.png"}]},
          "images[1] (id 1): image id 1 is already used by images[0]"),
@@ -181,7 +190,8 @@ def coco_error_cases() -> list[tuple[dict[str, Any], str]]:
         ({**base, "categories": [cats[0], {"id": 3, "name": "cat"}]},
          "categories[1] (id 3): category id 3 is already used by categories[0]"),
         ({**base, "categories": [cats[0], {"id": 7, "name": "cta"}]},
-         "categories[1] (id 7) (used by annotations[1]): label 'cta' is not one of the classes ('cat', 'dog', 'zebra'). Did you mean 'cat'?"),
+         "categories[1] (id 7) (used by annotations[1]): label 'cta' is not one of the classes "
+         "('cat', 'dog', 'zebra'). Did you mean 'cat'?"),
     ]
 
 

@@ -165,7 +165,8 @@ def test_detector_errors(models: dict[str, Path], tmp_path: Path) -> None:
         OnnxYoloDetector(models["flat"], ["a", "b"], input_size=S)
     assert "shape (1, 54), which is not YOLO-like" in str(exc.value)
     assert "expected (1, 4 + 2 = 6, n_anchors) or (1, n_anchors, 6)" in str(exc.value)
-    with pytest.raises(ConfigError, match=r"exported for \(1, 3, 64, 64\) inputs but input_size=640.*Pass input_size=64"):
+    with pytest.raises(ConfigError,
+                       match=r"exported for \(1, 3, 64, 64\) inputs but input_size=640.*Pass input_size=64"):
         OnnxYoloDetector(models["yolo"], ["a", "b"])
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00not an onnx model")

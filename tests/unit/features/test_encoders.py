@@ -14,11 +14,11 @@ from sklearn.datasets import load_digits
 
 from alloop.config import BundledSource
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.protocols import Encoder, SampleRef
 from alloop.features.hashing import HashingTextEncoder
 from alloop.features.pixels import PixelEncoder
 from alloop.features.vector import VectorEncoder
 from alloop.pool.bundled import scan_bundled
+from alloop.protocols import Encoder, SampleRef
 from alloop.registry import create
 
 FINGERPRINT = re.compile(r"^[a-z]+-v\d+-[0-9a-f]{12}$")

@@ -115,7 +115,7 @@ def test_crops_are_cached_per_content_box_and_encoder(pool, tmp_path):
     assert cache.encoded_count == 3  # nothing re-encoded, order follows the input
     np.testing.assert_array_equal(again, first[::-1])
     fresh = FeatureCache(tmp_path / "cache")  # another process, same folder
-    object_features(images, keys + ["b.png"], boxes + [[5, 5, 9, 9]], PixelEncoder(size=4), fresh,
+    object_features(images, [*keys, "b.png"], [*boxes, [5, 5, 9, 9]], PixelEncoder(size=4), fresh,
                     work_dir=tmp_path)
     assert fresh.encoded_count == 1  # only the new box
     other = object_features(images, keys, boxes, PixelEncoder(size=3), fresh, work_dir=tmp_path)

@@ -12,9 +12,9 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.protocols import Encoder, SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.open_clip import OpenClipImageEncoder
+from alloop.protocols import Encoder, SampleRef
 from tests.helpers.files import overwrite
 from tests.helpers.network import refuse_network
 from tests.helpers.progress import RecordingProgress
@@ -180,7 +180,8 @@ def test_fingerprint_follows_weights_and_config_not_batch_or_device(tiny, tmp_pa
     (tmp_path / "a" / "alloop-tiny-alt.json").write_text(json.dumps(TINY_CLIP_CONFIG))
     (tmp_path / "b" / "alloop-tiny-alt.json").write_text(json.dumps(alt))
     prints = [
-        OpenClipImageEncoder(model="alloop-tiny-alt", pretrained=str(tiny[1]), model_config=tmp_path / d / "alloop-tiny-alt.json").fingerprint()
+        OpenClipImageEncoder(model="alloop-tiny-alt", pretrained=str(tiny[1]),
+                             model_config=tmp_path / d / "alloop-tiny-alt.json").fingerprint()
         for d in ("a", "b")
     ]
     assert prints[0] != prints[1]
@@ -204,7 +205,8 @@ def test_unknown_tag_of_a_custom_model_suggests_a_checkpoint(tiny, refs) -> None
     with pytest.raises(ConfigError, match="neither a pretrained tag of 'alloop-tiny-clip'.*torch.save"):
         OpenClipImageEncoder(model=TINY_CLIP_NAME, pretrained="openai", model_config=config).encode(refs[:1])
     with pytest.raises(ConfigError, match="No checkpoint file at pretrained = '/no/such/weights.pt'"):
-        OpenClipImageEncoder(model=TINY_CLIP_NAME, pretrained="/no/such/weights.pt", model_config=config).encode(refs[:1])
+        OpenClipImageEncoder(model=TINY_CLIP_NAME, pretrained="/no/such/weights.pt",
+                             model_config=config).encode(refs[:1])
 
 
 def test_unknown_model_name_lists_models_and_mentions_model_config(refs) -> None:
@@ -234,7 +236,8 @@ def test_config_file_name_must_match_the_model(tiny, tmp_path: Path) -> None:
         OpenClipImageEncoder(model=TINY_CLIP_NAME, pretrained=str(tiny[1]), model_config=other).fingerprint()
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ConfigError, match="Cannot read the open_clip model config"):
-        OpenClipImageEncoder(model="broken", pretrained=str(tiny[1]), model_config=tmp_path / "broken.json").fingerprint()
+        OpenClipImageEncoder(model="broken", pretrained=str(tiny[1]),
+                             model_config=tmp_path / "broken.json").fingerprint()
 
 
 @pytest.mark.parametrize(
@@ -252,6 +255,7 @@ def test_bad_parameters_are_config_errors(params, mention) -> None:
 
 def test_registered_as_open_clip(tiny, refs) -> None:
     config, ckpt0, _ = tiny
-    enc = registry.create("encoder", "open_clip", {"model": TINY_CLIP_NAME, "pretrained": str(ckpt0), "model_config": str(config)})
+    enc = registry.create("encoder", "open_clip",
+                          {"model": TINY_CLIP_NAME, "pretrained": str(ckpt0), "model_config": str(config)})
     assert isinstance(enc, OpenClipImageEncoder)
     np.testing.assert_allclose(enc.encode(refs[:2]), encoder(tiny).encode(refs[:2]), atol=1e-6)

@@ -17,13 +17,13 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.protocols import Encoder, SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.text_transformers import (
     TransformersTextEncoder,
     model_files,
     package_model_dir,
 )
+from alloop.protocols import Encoder, SampleRef
 from tests.helpers.files import overwrite
 from tests.helpers.network import refuse_network
 from tests.helpers.progress import RecordingProgress
@@ -135,7 +135,8 @@ def test_rows_come_back_in_input_order_whatever_the_batch_size(bert) -> None:
         feats = encoder(bert[0], batch_size=batch_size).encode(refs())
         np.testing.assert_allclose(feats, single, atol=1e-5)
     shuffled = [TEXTS[i] for i in (3, 6, 0, 5, 1, 4, 2)]
-    np.testing.assert_allclose(encoder(bert[0], batch_size=3).encode(refs(shuffled)), single[[3, 6, 0, 5, 1, 4, 2]], atol=1e-5)
+    np.testing.assert_allclose(encoder(bert[0], batch_size=3).encode(refs(shuffled)), single[[3, 6, 0, 5, 1, 4, 2]],
+                               atol=1e-5)
     assert np.array_equal(encoder(bert[0]).encode(refs()), encoder(bert[0]).encode(refs()))
 
 
@@ -161,7 +162,8 @@ def test_fingerprint_follows_weights_tokenizer_and_parameters(bert, tmp_path: Pa
     base = encoder(bert[0]).fingerprint()
     assert FINGERPRINT.match(base)
     assert encoder(bert[1]).fingerprint() != base  # other weights
-    others = {encoder(bert[0], **p).fingerprint() for p in ({"max_length": 128}, {"pooling": "cls"}, {"normalize": False})}
+    others = {encoder(bert[0], **p).fingerprint()
+              for p in ({"max_length": 128}, {"pooling": "cls"}, {"normalize": False})}
     assert len(others) == 3 and base not in others
     assert encoder(bert[0], batch_size=3, device="cuda").fingerprint() == base
     # the same files under another path share the cache
@@ -263,8 +265,10 @@ def test_registered_as_transformers(bert) -> None:
 # sentence-transformers 6.2.0, SentenceTransformer(<package model folder>).encode(texts),
 # first 8 of 384 values, rounded to 6 decimals
 ST_REFERENCE = {
-    "A three-hour cinema master class.": [0.017987, -0.042805, -0.028355, -0.009823, -0.083376, 0.031233, -0.006813, -0.039087],
-    "The plot is thin and the jokes fall flat.": [-0.015611, -0.027931, -0.014279, 0.053549, 0.003311, -0.043444, 0.008649, 0.09783],
+    "A three-hour cinema master class.":
+        [0.017987, -0.042805, -0.028355, -0.009823, -0.083376, 0.031233, -0.006813, -0.039087],
+    "The plot is thin and the jokes fall flat.":
+        [-0.015611, -0.027931, -0.014279, 0.053549, 0.003311, -0.043444, 0.008649, 0.09783],
 }
 
 

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.protocols import Encoder, SampleRef
-from alloop.features.cache import FeatureCache
 from alloop.features._io import file_sha256
+from alloop.features.cache import FeatureCache
 from alloop.features.timm_encoder import TimmImageEncoder
+from alloop.protocols import Encoder, SampleRef
 from tests.helpers.network import refuse_network
 
 TINY = "test_efficientnet"

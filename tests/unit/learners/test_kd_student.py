@@ -66,9 +66,12 @@ def test_prediction_mix_alpha_beta():
 def test_seeded_reinitialized_and_save_load(tmp_path):
     X, y = blobs(n=120)
     t = np.full((120, 3), 1 / 3)
-    a = registry.create("learner", "kd_student", {"epochs": 3}).fit(X[:20], y[:20], n_classes=3, seed=5, X_pool=X, teacher_proba=t[:20], teacher_pool=t)
-    b = registry.create("learner", "kd_student", {"epochs": 3}).fit(X[:20], y[:20], n_classes=3, seed=5, X_pool=X, teacher_proba=t[:20], teacher_pool=t)
-    c = registry.create("learner", "kd_student", {"epochs": 3}).fit(X[:20], y[:20], n_classes=3, seed=6, X_pool=X, teacher_proba=t[:20], teacher_pool=t)
+
+    def fit(seed):
+        return registry.create("learner", "kd_student", {"epochs": 3}).fit(
+            X[:20], y[:20], n_classes=3, seed=seed, X_pool=X, teacher_proba=t[:20], teacher_pool=t)
+
+    a, b, c = fit(5), fit(5), fit(6)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
     buf = io.BytesIO()

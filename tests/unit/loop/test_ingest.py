@@ -7,10 +7,10 @@ from sqlmodel import select
 
 from alloop.errors import ConnectorDataError
 from alloop.loop.ingest import ingest
+from alloop.protocols import AnnotationRecord
 from alloop.store.engine import open_store, session_scope
 from alloop.store.models import Annotation, Project, Round, Sample, Task
 from alloop.store.queries import training_labels
-from alloop.protocols import AnnotationRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -27,7 +27,8 @@ def env(db_url):
         s.add(r)
         s.add_all(smp)
         s.flush()
-        tasks = {x.key: Task(project_id=p.id, round_id=r.id, sample_id=x.id, connector="c", external_id=f"t-{x.key}") for x in smp}
+        tasks = {x.key: Task(project_id=p.id, round_id=r.id, sample_id=x.id, connector="c", external_id=f"t-{x.key}")
+                 for x in smp}
         s.add_all(tasks.values())
     return engine, p, tasks
 

@@ -15,10 +15,10 @@ from alloop.config import LoopConfig
 from alloop.loop.controller import Controller
 from alloop.loop.ingest import DELETED, ingest, new_labels_since, resolved_tasks
 from alloop.loop.policies import close_reason
+from alloop.protocols import AnnotationRecord
 from alloop.store.engine import session_scope
 from alloop.store.models import Annotation, ModelVersion, Round, Sample, Task, utcnow
 from alloop.store.queries import get_project, training_labels
-from alloop.protocols import AnnotationRecord
 from tests.conftest import open_workspace, write_project
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -61,7 +61,8 @@ def _project(tmp_path: Path, **loop):
 
 def _pushed(ws, number: int) -> list[str]:
     with session_scope(ws.engine) as s:
-        return list(s.exec(select(Sample.key).join(Task, Task.sample_id == Sample.id).join(Round, Round.id == Task.round_id)
+        return list(s.exec(select(Sample.key).join(Task, Task.sample_id == Sample.id)
+                           .join(Round, Round.id == Task.round_id)
                            .where(Round.number == number).order_by(Task.id)).all())
 
 
@@ -101,7 +102,9 @@ def test_retrain_after_labels_closes_at_the_nth_label_and_late_labels_are_still_
     r = ctl.run()[-1]
     assert r.waiting and _states(ws)[-1] == (1, "COLLECTING")
     with session_scope(ws.engine) as s:
-        by_round = dict(s.exec(select(Annotation.sample_id, Round.number).join(Round, Round.id == Annotation.round_id)).all())
+        by_round = dict(
+            s.exec(select(Annotation.sample_id, Round.number).join(Round, Round.id == Annotation.round_id)).all()
+        )
         key_of = dict(s.exec(select(Sample.id, Sample.key)).all())
         assert sorted(key_of[i] for i, n in by_round.items() if n == 0) == sorted(round0[:7])
         assert resolved_tasks(s, rnd1.id) == 0
@@ -135,7 +138,8 @@ def test_retrain_after_s_needs_an_old_model_and_one_new_label(tmp_path):
     _set_model_age(ws, 0, 3600)
     results = ctl.run()
     closed = [x for x in results if x.action == "closed"]
-    assert closed and re.search(r"closed early: model \d+ s old with 1 new labels, retrain_after_s = 600", closed[0].message)
+    assert closed
+    assert re.search(r"closed early: model \d+ s old with 1 new labels, retrain_after_s = 600", closed[0].message)
     assert _states(ws)[0] == (0, "CLOSED")
     ws.close()
 

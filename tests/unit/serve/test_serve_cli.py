@@ -12,7 +12,8 @@ def test_no_secret_for_a_label_studio_project_is_a_clear_error(tmp_path):
     r = run_cli("serve", "-p", str(pf), env={"ALLOOP_WEBHOOK_SECRET": ""}, timeout=60)
     assert r.returncode == 2
     assert "ALLOOP_WEBHOOK_SECRET is not set" in r.stderr and "--no-webhook" in r.stderr
-    r = run_cli("serve", "-p", str(pf), "--no-webhook", "--register-webhook", env={"ALLOOP_WEBHOOK_SECRET": ""}, timeout=60)
+    r = run_cli("serve", "-p", str(pf), "--no-webhook", "--register-webhook", env={"ALLOOP_WEBHOOK_SECRET": ""},
+                timeout=60)
     assert r.returncode == 2 and "contradict" in r.stderr
 
 

@@ -13,14 +13,14 @@ from starlette.testclient import TestClient
 
 from alloop.errors import LockedError
 from alloop.loop.lock import ProjectLease
+from alloop.protocols import ConnectorContext, WebhookSource
 from alloop.report import project_status
 from alloop.serve.service import ProjectRunner, webhook_url
-from alloop.protocols import ConnectorContext, WebhookSource
 from alloop.serve.webhooks import Target, create_app, webhook_path
 from alloop.store.engine import session_scope
 from alloop.store.models import Project
-from tests.conftest import open_workspace, write_project
 from connectors.label_studio.connector import LabelStudioConnector
+from tests.conftest import open_workspace, write_project
 from tests.integration.snapshot import snapshot
 
 SECRET = "s3cret-" + "x" * 30
@@ -65,7 +65,8 @@ def _post(client, body, secret=SECRET, project="cats"):
 def test_missing_or_wrong_secret_is_refused_and_logged_without_the_secret(app, caplog):
     client, woken, events = app
     caplog.set_level(logging.WARNING, logger="alloop.serve.webhooks")
-    for secret, word in ((None, "missing"), ("nope", "wrong"), (SECRET[:-1], "wrong"), (SECRET + "x", "wrong"), ("", "wrong")):
+    for secret, word in ((None, "missing"), ("nope", "wrong"), (SECRET[:-1], "wrong"), (SECRET + "x", "wrong"),
+                         ("", "wrong")):
         r = _post(client, EVENT, secret=secret)
         assert r.status_code == 401, secret
         assert f"{word} X-Alloop-Secret header" in caplog.records[-1].getMessage()

@@ -66,9 +66,9 @@ def test_timestamps_come_back_aware_utc_to_the_microsecond(db_url):
         later = s.exec(select(Project).where(Project.created_at > at - timedelta(microseconds=1))).all()
     assert back == at and back.tzinfo is not None and back.utcoffset() == timedelta(0)
     assert back.microsecond == 123456 and len(later) == 1
-    with pytest.raises(StatementError, match="timezone"):  # naive datetimes are refused, not guessed
-        with session_scope(engine) as s:
-            s.add(Project(name="q", task="classification", created_at=datetime(2026, 1, 1)))
+    # naive datetimes are refused, not guessed
+    with pytest.raises(StatementError, match="timezone"), session_scope(engine) as s:
+        s.add(Project(name="q", task="classification", created_at=datetime(2026, 1, 1)))
 
 
 def test_64_bit_seeds_and_json_round_trip(db_url):
@@ -81,9 +81,8 @@ def test_64_bit_seeds_and_json_round_trip(db_url):
         p = get_project(s, "p")
         assert (p.seed, p.config, p.labels) == (2**40 + 7, config, ["a"])
         assert get_project(s, "n").seed == -(2**63)
-    with pytest.raises(ConfigError, match="64 bits"):
-        with session_scope(engine) as s:
-            ensure_project(s, name="x", task="classification", labels=None, seed=2**63, config={})
+    with pytest.raises(ConfigError, match="64 bits"), session_scope(engine) as s:
+        ensure_project(s, name="x", task="classification", labels=None, seed=2**63, config={})
 
 
 def test_non_finite_floats_in_json_are_stored(db_url):
@@ -102,9 +101,8 @@ def test_non_finite_floats_in_json_are_stored(db_url):
 def test_foreign_keys_are_enforced(db_url):
     engine = open_store(db_url)
     pid, rid, _ = _project_with_samples(engine)
-    with pytest.raises(IntegrityError):
-        with session_scope(engine) as s:
-            s.add(Selection(project_id=pid, round_id=rid, sample_id=999_999, rank=0, score=1.0))
+    with pytest.raises(IntegrityError), session_scope(engine) as s:
+        s.add(Selection(project_id=pid, round_id=rid, sample_id=999_999, rank=0, score=1.0))
 
 
 def _migration_lock_waiters(engine) -> int:
@@ -211,9 +209,8 @@ def test_a_sample_cannot_be_selected_twice(db_url):
     pid, rid, sids = _project_with_samples(engine)
     with session_scope(engine) as s:
         s.add(Selection(project_id=pid, round_id=rid, sample_id=sids[0], rank=0, score=1.0))
-    with pytest.raises(IntegrityError):
-        with session_scope(engine) as s:
-            s.add(Selection(project_id=pid, round_id=rid, sample_id=sids[0], rank=1, score=0.5))
+    with pytest.raises(IntegrityError), session_scope(engine) as s:
+        s.add(Selection(project_id=pid, round_id=rid, sample_id=sids[0], rank=1, score=0.5))
     with session_scope(engine) as s:  # the failed transaction left the connection usable
         s.add(Selection(project_id=pid, round_id=rid, sample_id=sids[1], rank=1, score=0.5))
     with session_scope(engine) as s:
@@ -223,14 +220,12 @@ def test_a_sample_cannot_be_selected_twice(db_url):
 def test_duplicate_sample_key_rejected(db_url):
     engine = open_store(db_url)
     pid, _, _ = _project_with_samples(engine)
-    with pytest.raises(IntegrityError):
-        with session_scope(engine) as s:
-            s.add(Sample(project_id=pid, key="k0", kind="vector", content_hash="zz"))
+    with pytest.raises(IntegrityError), session_scope(engine) as s:
+        s.add(Sample(project_id=pid, key="k0", kind="vector", content_hash="zz"))
 
 
 def test_project_not_found_lists_known(db_url):
     engine = open_store(db_url)
     _project_with_samples(engine)
-    with session_scope(engine) as s:
-        with pytest.raises(ProjectNotFoundError, match="known: p"):
-            get_project(s, "nope")
+    with session_scope(engine) as s, pytest.raises(ProjectNotFoundError, match="known: p"):
+        get_project(s, "nope")

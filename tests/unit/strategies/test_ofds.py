@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, EmptyPoolError, InvalidInputError, PoolExhaustedError
 from alloop.strategies import ofds
-from alloop.strategies.objects import ObjectSet
 from alloop.strategies.base import SelectionContext
+from alloop.strategies.objects import ObjectSet
 from alloop.strategies.ofds import OfdsStrategy, ofds_select
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -60,7 +60,8 @@ def test_given_strategy_takes_listed_keys_then_fills(tmp_path):
     from alloop.errors import ConfigError
 
     keys = np.array([f"k{i}" for i in range(10)], dtype=object)
-    ctx = SelectionContext(10, np.array([0, 2, 3, 4, 5, 6, 7, 8, 9]), np.array([1]), np.random.default_rng(0), keys=keys)
+    ctx = SelectionContext(10, np.array([0, 2, 3, 4, 5, 6, 7, 8, 9]), np.array([1]), np.random.default_rng(0),
+                           keys=keys)
     sel = registry.create("strategy", "given", {"keys": ["k5", "k1", "k3"]}).select(ctx, 4)
     assert sel.positions[:2].tolist() == [5, 3]  # k1 is labeled already: skipped
     assert sel.scores.tolist() == [1, 1, 0, 0] and len(set(sel.positions)) == 4

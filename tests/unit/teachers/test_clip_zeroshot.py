@@ -9,11 +9,10 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError, SampleDecodeError
-from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
 from alloop.features.open_clip import OpenClipImageEncoder
+from alloop.protocols import SampleRef, Teacher, TeacherContext
 from alloop.teachers.base import teacher_proba
-from alloop.protocols import Teacher, TeacherContext
 from alloop.teachers.clip_zeroshot import DEFAULT_TEMPLATES, ClipZeroShotTeacher
 from tests.helpers.tiny_clip import TINY_CLIP_NAME, make_tiny_clip, write_test_images
 
@@ -73,7 +72,8 @@ def test_probabilities_equal_a_hand_computation(tiny, refs, tmp_path: Path) -> N
     assert proba.max() - proba.min() > 0.05  # not uniform: the comparison has teeth
     # a single template and another logit scale, too
     one = make_teacher(tiny, tmp_path, templates=["a photo of a {}."], logit_scale=30.0).predict_proba(refs)
-    np.testing.assert_allclose(one, by_hand(tiny, refs, ["zero", "one", "red disc", "blue square"], ["a photo of a {}."], 30.0), atol=1e-5)
+    want = by_hand(tiny, refs, ["zero", "one", "red disc", "blue square"], ["a photo of a {}."], 30.0)
+    np.testing.assert_allclose(one, want, atol=1e-5)
 
 
 def test_columns_follow_the_label_order(tiny, refs, tmp_path: Path) -> None:
@@ -161,7 +161,8 @@ def test_fingerprint_follows_logit_scale_but_not_batch_size(tiny, tmp_path: Path
 def test_image_features_are_shared_with_an_identical_encoder(tiny, refs, tmp_path: Path) -> None:
     config, ckpt = tiny
     teacher = make_teacher(tiny, tmp_path)
-    project_encoder = OpenClipImageEncoder(model=TINY_CLIP_NAME, pretrained=str(ckpt), model_config=config, batch_size=5)
+    project_encoder = OpenClipImageEncoder(model=TINY_CLIP_NAME, pretrained=str(ckpt), model_config=config,
+                                           batch_size=5)
     assert project_encoder.fingerprint() == teacher.encoder.fingerprint()
     feats, _ = teacher.context.cache.get(refs, project_encoder)
     assert teacher.context.cache.encoded_count == len(refs)

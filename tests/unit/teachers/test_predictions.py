@@ -7,14 +7,14 @@ import pytest
 
 from alloop import registry
 from alloop.errors import ConfigError
-from alloop.protocols import SampleRef
 from alloop.features.cache import FeatureCache
+from alloop.protocols import SampleRef, TeacherContext
 from alloop.teachers.base import teacher_proba
-from alloop.protocols import TeacherContext
 
 
 def ctx(tmp_path):
-    return TeacherContext(labels=("cat", "dog", "eel"), work_dir=tmp_path / ".alloop", cache=FeatureCache(tmp_path / "c"))
+    return TeacherContext(labels=("cat", "dog", "eel"), work_dir=tmp_path / ".alloop",
+                          cache=FeatureCache(tmp_path / "c"))
 
 
 def refs(keys, tmp_path):
