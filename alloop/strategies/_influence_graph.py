@@ -43,13 +43,16 @@ node with none has no out-edge (it can only activate itself).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
+from alloop.checks import check_int
 from alloop.errors import ConfigError, InvalidInputError
 
-__all__ = ["knn_graph", "NEIGHBORS", "AUTO_FAISS_ROWS"]
+__all__ = ["AUTO_FAISS_ROWS", "NEIGHBORS", "knn_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ _PAIR_ELEMS = 1 << 17  # gathered values per chunk of the exact recomputation (c
 
 
 def knn_graph(
-    X: np.ndarray,
+    X: NDArray[Any],
     k: int = 10,
     *,
     neighbors: str = "auto",
@@ -107,12 +110,12 @@ def knn_graph(
     """
     U = _unit_rows(X)
     n = U.shape[0]
-    _check_int("k", k, 1)
-    _check_int("nprobe", nprobe, 1)
+    check_int("k", k, 1)
+    check_int("nprobe", nprobe, 1)
     if block_rows is not None:
-        _check_int("block_rows", block_rows, 1)
+        check_int("block_rows", block_rows, 1)
     if nlist is not None:
-        _check_int("nlist", nlist, 1)
+        check_int("nlist", nlist, 1)
     if neighbors not in NEIGHBORS:
         raise InvalidInputError(f"neighbors must be one of {', '.join(NEIGHBORS)}; got {neighbors!r}.")
     kk = min(int(k), n - 1)
@@ -126,12 +129,7 @@ def knn_graph(
     return _weights(nbr, sim, n)
 
 
-def _check_int(name: str, v, lo: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise InvalidInputError(f"{name} must be an integer >= {lo}; got {v!r}.")
-
-
-def _unit_rows(X) -> np.ndarray:
+def _unit_rows(X: Any) -> NDArray[Any]:
     """Mean-centred, L2-normalised float32 copy of ``X`` (zero rows stay 0), rounded to the
     grid of multiples of ``2**-24``.
 
@@ -169,7 +167,7 @@ def _unit_rows(X) -> np.ndarray:
     return U
 
 
-def _sq_norms(U: np.ndarray) -> np.ndarray:
+def _sq_norms(U: NDArray[Any]) -> NDArray[Any]:
     """Squared row norms in float64, summed in one fixed order (a halving tree over the
     features: element ``i`` += element ``i + w - w // 2`` while the width ``w`` > 1), so that
     they are the same on every CPU; the squares of float32 values are exact in float64."""
@@ -199,7 +197,7 @@ def _resolve(neighbors: str, n: int) -> str:
     return "faiss-ivf"
 
 
-def _exact_knn(U: np.ndarray, k: int, block_rows: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _exact_knn(U: NDArray[Any], k: int, block_rows: int | None) -> tuple[NDArray[Any], NDArray[Any]]:
     """Top-``k`` cosine neighbours, ties to the lowest column. Returns (n, k) arrays: columns,
     and their float64 cosines (see the module docstring)."""
     n = U.shape[0]
@@ -219,7 +217,7 @@ def _exact_knn(U: np.ndarray, k: int, block_rows: int | None) -> tuple[np.ndarra
     return nbr, sim
 
 
-def _margin(U: np.ndarray) -> float:
+def _margin(U: NDArray[Any]) -> float:
     """How far below a row's ``k``-th largest computed cosine the shortlist reaches: ``2 E``.
 
     ``E = gamma_d nmax^2`` bounds the error of a float32 dot product of two rows in any
@@ -233,13 +231,13 @@ def _margin(U: np.ndarray) -> float:
     return 2.0 * d * _U32 / (1 - d * _U32) * nmax2
 
 
-def _below(t: np.ndarray, margin: float) -> np.ndarray:
+def _below(t: NDArray[Any], margin: float) -> NDArray[Any]:
     """float32 values at or below ``t - margin`` (computed in float64, then rounded down)."""
     lo = (t.astype(np.float64) - margin).astype(_F32)
     return np.nextafter(lo, _F32(-np.inf))
 
 
-def _shortlist(S: np.ndarray, mask: np.ndarray, k: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
+def _shortlist(S: NDArray[Any], mask: NDArray[Any], k: int, margin: float) -> tuple[NDArray[Any], NDArray[Any]]:
     """Entries of ``S`` (m, width) that may hold one of their row's ``k`` largest exact values.
     Returns (rows, columns), sorted by row. ``mask`` is scratch.
 
@@ -260,7 +258,7 @@ def _shortlist(S: np.ndarray, mask: np.ndarray, k: int, margin: float) -> tuple[
     return np.divmod(np.flatnonzero(mask), width)
 
 
-def _dots(U: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _dots(U: NDArray[Any], r: NDArray[Any], c: NDArray[Any]) -> NDArray[Any]:
     """``U[r] . U[c]`` pair by pair, exactly (see :func:`_unit_rows`), in float64."""
     out = np.empty(r.size, np.float64)
     step = max(1, _PAIR_ELEMS // U.shape[1])
@@ -269,7 +267,7 @@ def _dots(U: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     return out
 
 
-def _rank(r: np.ndarray, c: np.ndarray, v: np.ndarray, m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _rank(r: NDArray[Any], c: NDArray[Any], v: NDArray[Any], m: int, k: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """Per row (``r`` in 0..m-1, each at least ``k`` times): the ``k`` best by (-v, column)."""
     order = np.lexsort((c, -v, r))
     r, c, v = r[order], c[order], v[order]
@@ -278,7 +276,7 @@ def _rank(r: np.ndarray, c: np.ndarray, v: np.ndarray, m: int, k: int) -> tuple[
     return c[keep].reshape(m, k), v[keep].reshape(m, k)
 
 
-def _import_faiss():
+def _import_faiss() -> Any:
     try:
         import faiss
     except ImportError:
@@ -289,7 +287,8 @@ def _import_faiss():
     return faiss
 
 
-def _faiss_knn(U, k: int, method: str, nlist, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+def _faiss_knn(U: NDArray[Any], k: int, method: str, nlist: int | None,
+               nprobe: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """Top-``k`` neighbours by faiss inner product; missing neighbours are marked -1."""
     faiss = _import_faiss()
     n, d = U.shape
@@ -314,7 +313,7 @@ def _faiss_knn(U, k: int, method: str, nlist, nprobe: int) -> tuple[np.ndarray, 
     return nbr, sim
 
 
-def _weights(nbr: np.ndarray, sim: np.ndarray, n: int) -> sp.csr_matrix:
+def _weights(nbr: NDArray[Any], sim: NDArray[Any], n: int) -> sp.csr_matrix:
     """CSR of ``sim / row sum`` over the positive entries; rows sorted by column."""
     w = sim.astype(np.float64)
     w[(w <= 0) | (nbr < 0)] = 0.0

@@ -29,14 +29,17 @@ Numerics, shared by every path so that results depend neither on chunking nor on
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alloop.checks import check_choice, check_int, check_matrix, check_positions
 from alloop.errors import EmptyPoolError, InvalidInputError, PoolExhaustedError
 
-__all__ = ["k_center_greedy", "METRICS", "METHODS"]
+__all__ = ["METHODS", "METRICS", "k_center_greedy"]
 
 METRICS = ("euclidean", "cosine")
 METHODS = ("auto", "naive", "pruned")
@@ -58,19 +61,19 @@ class _Pool:
     ``gather``: the pruned method's buffers, made on first use.
     """
 
-    X: np.ndarray
-    q: np.ndarray
-    w: np.ndarray | None
-    mind: np.ndarray
+    X: NDArray[Any]
+    q: NDArray[Any]
+    w: NDArray[Any] | None
+    mind: NDArray[Any]
     tol: float
-    pad: np.ndarray
+    pad: NDArray[Any]
     chunk: int
-    gather: tuple[np.ndarray, np.ndarray] | None = None
+    gather: tuple[NDArray[Any], NDArray[Any]] | None = None
 
-    def w_at(self, idx) -> np.ndarray | None:
+    def w_at(self, idx: Any) -> NDArray[Any] | None:
         return None if self.w is None else self.w[idx]
 
-    def gather_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+    def gather_buffers(self) -> tuple[NDArray[Any], NDArray[Any]]:
         """The pruned method's (rows (g, d), dots (g,)): g a multiple of 16 of at most
         ``max(16, min(chunk, _GATHER_BYTES / 4d))`` rows."""
         if self.gather is None:
@@ -80,12 +83,12 @@ class _Pool:
             self.gather = np.empty((g, d), _F32), np.empty(g, _F32)
         return self.gather
 
-    def centre(self, p: int) -> tuple[np.ndarray, float, float]:
+    def centre(self, p: int) -> tuple[NDArray[Any], float, float]:
         """Row ``p`` as a centre: coordinates, norm term, inverse norm."""
         return self.X[p], self.q[p], 1.0 if self.w is None else self.w[p]
 
 
-def _gemv(A: np.ndarray, c: np.ndarray, out: np.ndarray, pad: np.ndarray) -> np.ndarray:
+def _gemv(A: NDArray[Any], c: NDArray[Any], out: NDArray[Any], pad: NDArray[Any]) -> NDArray[Any]:
     """``out = A @ c`` with every BLAS call on a multiple of 16 rows."""
     n = A.shape[0]
     n16 = n - n % _PAD
@@ -98,7 +101,7 @@ def _gemv(A: np.ndarray, c: np.ndarray, out: np.ndarray, pad: np.ndarray) -> np.
     return out
 
 
-def _sq(dots: np.ndarray, q: np.ndarray, w: np.ndarray | None, qc, wc, tol: float) -> np.ndarray:
+def _sq(dots: NDArray[Any], q: NDArray[Any], w: NDArray[Any] | None, qc: Any, wc: Any, tol: float) -> NDArray[Any]:
     """Turn raw dot products ``x.c`` into snapped squared distances, in place.
 
     ``q``/``w`` are the rows' norm terms, ``qc``/``wc`` the centre's (scalars or arrays).
@@ -113,7 +116,7 @@ def _sq(dots: np.ndarray, q: np.ndarray, w: np.ndarray | None, qc, wc, tol: floa
     return dots
 
 
-def _row_terms(A: np.ndarray, metric: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _row_terms(A: NDArray[Any], metric: str, rows: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any] | None]:
     """Norm terms ``(q, w)`` of rows ``A`` (input positions ``rows``): ``(|x|^2, None)``, or
     ``(1, 1/|x|)`` for cosine."""
     xx = np.einsum("ij,ij->i", A, A)
@@ -132,7 +135,7 @@ def _row_terms(A: np.ndarray, metric: str, rows: np.ndarray) -> tuple[np.ndarray
     return np.ones_like(xx), (_F32(1.0) / np.sqrt(xx)).astype(_F32)
 
 
-def _stream(pool: _Pool, c: np.ndarray, qc: float, wc: float):
+def _stream(pool: _Pool, c: NDArray[Any], qc: float, wc: float) -> Iterator[tuple[int, int, NDArray[Any]]]:
     """Yield ``(start, stop, sq)`` chunk by chunk: squared distances of the rows to ``c``."""
     n, ch = pool.X.shape[0], pool.chunk
     buf = np.empty(min(ch, n), _F32)
@@ -142,7 +145,7 @@ def _stream(pool: _Pool, c: np.ndarray, qc: float, wc: float):
         yield s, e, _sq(dots, pool.q[s:e], pool.w_at(slice(s, e)), qc, wc, pool.tol)
 
 
-def _nearest(pool: _Pool, C: np.ndarray, Cq: np.ndarray, Cw, assign: np.ndarray) -> None:
+def _nearest(pool: _Pool, C: NDArray[Any], Cq: NDArray[Any], Cw: NDArray[Any] | None, assign: NDArray[Any]) -> None:
     """Set ``pool.mind`` (and ``assign``) from the nearest of the centres ``C`` (l, d).
 
     A GEMM over blocks of (chunk rows x centres) ranks the centres; its rounding depends on the
@@ -171,7 +174,9 @@ def _nearest(pool: _Pool, C: np.ndarray, Cq: np.ndarray, Cw, assign: np.ndarray)
         pool.mind[sl], assign[sl] = _sq_to(pool, sl, C, Cq, Cw, arg), arg
 
 
-def _near_pairs(Xc: np.ndarray, Cs: np.ndarray, Cq: np.ndarray, cb: int, win: np.ndarray):
+def _near_pairs(
+    Xc: NDArray[Any], Cs: NDArray[Any], Cq: NDArray[Any], cb: int, win: NDArray[Any]
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """(row, centre) pairs whose GEMM value ``x.Cs + |c|^2`` is within ``win`` of the row's
     smallest (``Cs = -2 C``, or ``-2 C / |c|`` for cosine: the row's own factors do not change
     the order). Every row has at least one pair: its smallest."""
@@ -186,7 +191,7 @@ def _near_pairs(Xc: np.ndarray, Cs: np.ndarray, Cq: np.ndarray, cb: int, win: np
         lim = best + win
         near = np.flatnonzero(v <= lim)  # rows with a pair in this block
         if near.size == m:
-            r, j = np.nonzero(G <= lim[:, None])
+            r, j = np.nonzero(lim[:, None] >= G)
         else:
             r, j = np.nonzero(G[near] <= lim[near, None])
             r = near[r]
@@ -198,7 +203,7 @@ def _near_pairs(Xc: np.ndarray, Cs: np.ndarray, Cq: np.ndarray, cb: int, win: np
     return r[keep], j[keep]
 
 
-def _window(pool: _Pool, sl, Cq: np.ndarray) -> np.ndarray:
+def _window(pool: _Pool, sl: Any, Cq: NDArray[Any]) -> NDArray[Any]:
     """How far above a row's best GEMM value a centre may be and still be the nearest by the
     recomputed distances: ``10 tol S``, ``S = |x|^2 + max |c|^2`` (cosine: ``1 + |x|``, the
     GEMM value's scale).
@@ -209,17 +214,18 @@ def _window(pool: _Pool, sl, Cq: np.ndarray) -> np.ndarray:
     distances too.
     """
     if pool.w is None:
-        return _F32(10.0 * pool.tol) * (pool.q[sl] + _F32(Cq.max()))
-    return _F32(10.0 * pool.tol) * (_F32(1.0) + _F32(1.0) / pool.w[sl])
+        return np.asarray(_F32(10.0 * pool.tol) * (pool.q[sl] + _F32(Cq.max())))
+    return np.asarray(_F32(10.0 * pool.tol) * (_F32(1.0) + _F32(1.0) / pool.w[sl]))
 
 
-def _sq_to(pool: _Pool, rows, C, Cq, Cw, arg) -> np.ndarray:
+def _sq_to(pool: _Pool, rows: Any, C: NDArray[Any], Cq: NDArray[Any], Cw: NDArray[Any] | None,
+           arg: NDArray[Any]) -> NDArray[Any]:
     """Snapped squared distances of working rows ``rows`` to centres ``arg``, row by row."""
     dots = np.einsum("ij,ij->i", pool.X[rows], C[arg])
     return _sq(dots, pool.q[rows], pool.w_at(rows), Cq[arg], 1.0 if Cw is None else Cw[arg], pool.tol)
 
 
-def _first_pick(pool: _Pool, pickable: np.ndarray) -> tuple[int, float]:
+def _first_pick(pool: _Pool, pickable: NDArray[Any]) -> tuple[int, float]:
     """Empty ``init``: the candidate farthest from the candidates' mean (ties: lowest).
 
     The mean is summed without BLAS, in float64, in blocks of ``_MEAN_ROWS`` rows whatever
@@ -243,7 +249,7 @@ def _first_pick(pool: _Pool, pickable: np.ndarray) -> tuple[int, float]:
     return _argmax(dist)
 
 
-def _dense_update(pool: _Pool, p: int, assign: np.ndarray | None = None, j: int = 0) -> None:
+def _dense_update(pool: _Pool, p: int, assign: NDArray[Any] | None = None, j: int = 0) -> None:
     """One streaming pass: lower ``mind`` with the distances to working row ``p``."""
     for s, e, sq in _stream(pool, *pool.centre(p)):
         m = pool.mind[s:e]
@@ -255,7 +261,7 @@ def _dense_update(pool: _Pool, p: int, assign: np.ndarray | None = None, j: int 
             np.copyto(assign[s:e], j, where=better)
 
 
-def _sparse_update(pool: _Pool, p: int, idx: np.ndarray, assign: np.ndarray, j: int) -> None:
+def _sparse_update(pool: _Pool, p: int, idx: NDArray[Any], assign: NDArray[Any], j: int) -> None:
     """Lower ``mind`` on rows ``idx`` (sorted) only, gathered piece by piece into a buffer.
 
     A gathered row must get the value the dense pass computes for it (see the module
@@ -291,7 +297,7 @@ def _sparse_update(pool: _Pool, p: int, idx: np.ndarray, assign: np.ndarray, j: 
         assign[ii[better]] = j
 
 
-def _lanes(rows: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+def _lanes(rows: NDArray[Any], g: int) -> tuple[NDArray[Any], NDArray[Any], int, NDArray[Any]]:
     """Deal ``rows`` into 16 lanes by residue mod 16, lane ``r`` filling slots ``r, r + 16,
     ...`` of a buffer of ``g`` rows (a multiple of 16). Returns the rows placed, their slots,
     the slots used (a multiple of 16) and the rows left for later (a lane beyond ``g / 16``)."""
@@ -331,7 +337,8 @@ class _Pruner:
     ``>= mind(x)`` for x and leave it unchanged, so both methods stay identical.
     """
 
-    def __init__(self, pool: _Pool, k: int, C0: np.ndarray, q0: np.ndarray, w0, assign):
+    def __init__(self, pool: _Pool, k: int, C0: NDArray[Any], q0: NDArray[Any], w0: NDArray[Any] | None,
+                 assign: NDArray[Any]) -> None:
         self.l, d = C0.shape
         self.C, self.Cq = np.empty((self.l + k, d), _F32), np.empty(self.l + k, _F32)
         self.Cw = None if pool.w is None else np.empty(self.l + k, _F32)
@@ -362,7 +369,8 @@ class _Pruner:
             _sparse_update(pool, p, active, self.assign, j)
 
 
-def _greedy(pool: _Pool, k: int, first, pruner: _Pruner | None) -> tuple[np.ndarray, np.ndarray]:
+def _greedy(pool: _Pool, k: int, first: tuple[int, float] | None,
+            pruner: _Pruner | None) -> tuple[NDArray[Any], NDArray[Any]]:
     """Pick ``k`` working rows. Returns (rows, squared min-distances at pick time)."""
     picks, scores = np.empty(k, np.int64), np.empty(k, np.float64)
     for t in range(k):
@@ -371,36 +379,36 @@ def _greedy(pool: _Pool, k: int, first, pruner: _Pruner | None) -> tuple[np.ndar
         pool.mind[p] = -np.inf
         if t + 1 < k and pruner is None:
             _dense_update(pool, p)
-        elif t + 1 < k:
+        elif t + 1 < k and pruner is not None:
             pruner.add(pool, p)
     return picks, scores
 
 
-def _argmax(mind: np.ndarray) -> tuple[int, float]:
+def _argmax(mind: NDArray[Any]) -> tuple[int, float]:
     p = int(np.argmax(mind))
     return p, float(mind[p])
 
 
-def _check_args(X, k, metric: str, method: str, chunk_rows) -> np.ndarray:
-    X = check_matrix(X, "X", finite=False)
+def _check_args(X: Any, k: Any, metric: str, method: str, chunk_rows: Any) -> NDArray[Any]:
+    matrix = check_matrix(X, "X", finite=False)
     check_choice("metric", metric, METRICS)
     check_choice("method", method, METHODS)
     check_int("k", k, 0)
     check_int("chunk_rows", chunk_rows, 1)
-    return X
+    return matrix
 
 
 def k_center_greedy(
-    X: np.ndarray,
+    X: NDArray[Any],
     k: int,
     *,
-    init: np.ndarray | None = None,
-    candidates: np.ndarray | None = None,
+    init: NDArray[Any] | None = None,
+    candidates: NDArray[Any] | None = None,
     metric: str = "euclidean",
     method: str = "auto",
     chunk_rows: int = 32768,
     out_scores: bool = True,
-) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
+) -> tuple[NDArray[Any], NDArray[Any]] | NDArray[Any]:
     """Greedy farthest-first k-center selection (Gonzalez 1985; Sener & Savarese 2018).
 
     Repeat ``k`` times: pick the candidate whose distance to its nearest centre is largest

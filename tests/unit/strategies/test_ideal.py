@@ -82,7 +82,7 @@ def brute_greedy(worlds, k, candidates, seeds=()):
     base = python_influence(worlds, chosen)
     cand = sorted(set(candidates) - set(seeds))
     for _ in range(k):
-        vals = [python_influence(worlds, chosen + [v]) for v in cand]
+        vals = [python_influence(worlds, [*chosen, v]) for v in cand]
         best = int(np.argmax(vals))  # first max: lowest position
         gains.append(vals[best] - base)
         base = vals[best]
@@ -138,7 +138,7 @@ def test_graph_does_not_depend_on_block_rows():
         ref = knn_graph(X, 10, neighbors="exact")
         for b in (1, 7, 64, 1000):
             G = knn_graph(X, 10, neighbors="exact", block_rows=b)
-            assert (G != ref).nnz == 0, f"block_rows={b}: {(G != ref).nnz} entries differ"
+            assert (ref != G).nnz == 0, f"block_rows={b}: {(ref != G).nnz} entries differ"
             assert (G.indptr == ref.indptr).all() and (G.indices == ref.indices).all()
 
 
@@ -166,8 +166,8 @@ def test_graph_is_identical_under_every_blas_kernel_family(tmp_path):
     graphs, ran = {}, {}
     for family in kernel_families():
         env = {**os.environ, "OPENBLAS_CORETYPE": family, "PYTHONPATH": str(REPO)}
-        proc = subprocess.run([sys.executable, "-c", _GRAPH_CHILD, str(tmp_path / "X.npy"), str(tmp_path / f"{family}.npz")],
-                              check=False, env=env, cwd=REPO, capture_output=True, text=True)
+        args = [sys.executable, "-c", _GRAPH_CHILD, str(tmp_path / "X.npy"), str(tmp_path / f"{family}.npz")]
+        proc = subprocess.run(args, check=False, env=env, cwd=REPO, capture_output=True, text=True)
         assert proc.returncode == 0, f"OPENBLAS_CORETYPE={family}: {proc.stderr}"
         ran[family] = proc.stdout.strip()
         graphs[family] = dict(np.load(tmp_path / f"{family}.npz"))
@@ -227,7 +227,8 @@ def test_faiss_exact_matches_exact_and_ivf_is_a_valid_graph():
     assert np.allclose(sums[sums > 0], 1)
     # IVF is approximate, but most neighbours agree with the exact ones
     overlap = np.mean([
-        len(set(exact.indices[exact.indptr[i]:exact.indptr[i + 1]]) & set(ivf.indices[ivf.indptr[i]:ivf.indptr[i + 1]])) / 10
+        len(set(exact.indices[exact.indptr[i]:exact.indptr[i + 1]])
+            & set(ivf.indices[ivf.indptr[i]:ivf.indptr[i + 1]])) / 10
         for i in range(2000)
     ])  # fmt: skip
     assert overlap > 0.5
@@ -280,7 +281,7 @@ def test_influence_and_reach_counts_equal_python_bfs_on_the_same_worlds(seed):
     activate(W, seeds, active)
     base = python_influence(worlds, seeds)
     got = reach_counts(W, np.arange(n), active)
-    want = [python_influence(worlds, seeds + [v]) - base for v in range(n)]
+    want = [python_influence(worlds, [*seeds, v]) - base for v in range(n)]
     assert got.tolist() == want
 
 
@@ -307,7 +308,9 @@ def test_celf_selection_and_influence_equal_brute_force_greedy(seed):
     W = sample_worlds(G, runs, np.random.default_rng(seed))
     worlds = python_worlds(G, runs, seed)
     candidates = np.sort(rng.choice(n, size=int(rng.integers(n // 2, n + 1)), replace=False))
-    labeled = rng.choice(np.setdiff1d(np.arange(n), candidates), size=min(3, n - candidates.size), replace=False) if seed % 3 == 0 else []
+    labeled = []
+    if seed % 3 == 0:
+        labeled = rng.choice(np.setdiff1d(np.arange(n), candidates), size=min(3, n - candidates.size), replace=False)
     k = int(min(rng.integers(1, 15), candidates.size))
     picks, gains = celf_greedy(W, k, candidates, seeds=labeled)
     ref_picks, ref_gains = brute_greedy(worlds, k, candidates.tolist(), list(map(int, labeled)))
@@ -371,7 +374,9 @@ def test_strategy_uses_labeled_items_as_active_seeds_and_scores_are_gains():
     assert np.all(sel.scores > 1) and sel.scores[0] >= sel.scores[1]
 
 
-@pytest.mark.parametrize("params, match", [({"runs": 0}, "runs"), ({"n_neighbors": 0}, "n_neighbors"), ({"neighbors": "x"}, "neighbors")])
+@pytest.mark.parametrize(
+    "params, match", [({"runs": 0}, "runs"), ({"n_neighbors": 0}, "n_neighbors"), ({"neighbors": "x"}, "neighbors")]
+)
 def test_bad_parameters_are_rejected(params, match):
     with pytest.raises(ConfigError, match=match):
         registry.create("strategy", "ideal", params)
