@@ -18,7 +18,8 @@ The API token comes only from the environment variable named by ``token_env``
   Label Studio just has no annotations any more.
 - Annotations are read through the export API (about 5x cheaper than paging tasks).
 - Unreachable server, time-outs and 5xx answers are retried with exponential backoff, then
-  raised as :class:`ConnectorUnavailableError` (the round waits; the next run continues).
+  raised as :class:`ConnectorUnavailableError` (the round waits; the next run continues):
+  :mod:`connectors.label_studio.api`.
 - The export lists every annotation of the pulled tasks (:meth:`pull_complete`, the
   :class:`~alloop.protocols.CompletePull` capability): one that vanished from it was deleted in
   Label Studio, and alloop marks it so (never trained on again).
@@ -41,7 +42,6 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from alloop.errors import (
-    ConnectorAuthError,
     ConnectorDataError,
     ConnectorUnavailableError,
 )
@@ -53,6 +53,7 @@ from alloop.protocols import (
     TaskRef,
     WebhookEvent,
 )
+from connectors.label_studio.api import LabelStudioApi
 from connectors.label_studio.labeling_config import ConfigInfo, generate, inspect
 from connectors.label_studio.results import (
     image_reference,
@@ -95,10 +96,6 @@ class LabelStudioParams(BaseModel):
     """Tasks per import call."""
 
 
-def _status(exc: BaseException) -> int | None:
-    return getattr(exc, "status_code", None)
-
-
 class LabelStudioConnector:
     """Runs alloop rounds in a Label Studio project."""
 
@@ -110,7 +107,8 @@ class LabelStudioConnector:
         self.url = (params.url or os.environ.get("LABEL_STUDIO_URL") or "http://127.0.0.1:8080").rstrip("/")
         root = params.document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
         self.document_root = Path(root) if root else None
-        self._client: Any = None
+        self.api = LabelStudioApi(self.url, token_env=params.token_env, timeout_s=params.timeout_s,
+                                  retries=params.retries, backoff_s=params.backoff_s)
         self._project_id: int | None = params.project_id
         self._info: ConfigInfo | None = None
         self._users: dict[int, str] | None = None
@@ -125,60 +123,11 @@ class LabelStudioConnector:
     # -- the SDK, errors and retries ------------------------------------------------------------
     @property
     def client(self) -> Any:
-        if self._client is None:
-            token = os.environ.get(self.params.token_env)
-            if not token:
-                raise ConnectorAuthError(
-                    f"No Label Studio API token: set the environment variable {self.params.token_env} "
-                    "(Account & Settings > Access Token in Label Studio). Tokens are read from the environment only."
-                )
-            from label_studio_sdk import LabelStudio
-
-            # the SDK's LabelStudio.__init__ is untyped (*args, **kwargs)
-            self._client = LabelStudio(  # type: ignore[no-untyped-call]
-                base_url=self.url, api_key=token, timeout=self.params.timeout_s, max_retries=0
-            )
-        return self._client
+        """The Label Studio SDK client (the token is read from the environment on first use)."""
+        return self.api.sdk
 
     def _call(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
-        """Run one API call; retry transient failures; translate errors into ConnectorErrors.
-
-        ``retry=False`` for calls that must not be repeated blindly (an import may have been
-        applied although its answer was lost): the caller checks what exists first.
-        """
-        import httpx
-        from label_studio_sdk.core.api_error import ApiError
-
-        delay = self.params.backoff_s
-        retries = self.params.retries if retry else 0
-        for attempt in range(retries + 1):
-            try:
-                return fn()
-            except (httpx.TransportError, ApiError) as exc:
-                status = _status(exc)
-                if status in (401, 403):
-                    raise ConnectorAuthError(
-                        f"Label Studio at {self.url} refused the token ({status}) while trying to {what}. "
-                        f"Check the environment variable {self.params.token_env}: it must hold a valid access "
-                        "token of a user with access to the project."
-                    ) from None
-                transient = status is None or status >= 500 or status in (408, 429)
-                if not transient:
-                    body = getattr(exc, "body", None)
-                    detail = body.get("detail") if isinstance(body, dict) else body
-                    raise ConnectorDataError(
-                        f"Label Studio answered {status} to {what}: {str(detail)[:500]}"
-                    ) from exc
-                reason = f"HTTP {status}" if status else type(exc).__name__
-                if attempt == retries:
-                    raise ConnectorUnavailableError(
-                        f"Label Studio at {self.url} is unavailable ({reason}) after {attempt + 1} attempts to {what}. "
-                        "Nothing was lost: the round waits. Run `alloop run` again once the server is back."
-                    ) from exc
-                logger.warning("Label Studio %s (%s); retrying in %.1f s", what, reason, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self.api.call(what, fn, retry=retry)
 
     # -- project -----------------------------------------------------------------------------
     @property
@@ -458,12 +407,7 @@ class LabelStudioConnector:
         return str(self.project_id)
 
     def close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client._client_wrapper.httpx_client.httpx_client.close()
-            except AttributeError:
-                pass
-            self._client = None
+        self.api.close()
 
 
 __all__ = ["WEBHOOK_ACTIONS", "LabelStudioConnector", "LabelStudioParams"]
