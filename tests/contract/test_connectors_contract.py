@@ -33,6 +33,7 @@ from alloop.protocols import (
     WebhookEvent,
     WebhookSource,
 )
+from tests.contract._coverage import assert_builtins_registered, assert_every_plugin_has_a_harness
 
 NAMES = registry.available("connector")
 BUILTINS = {"oracle", "jsonl", "label_studio"}
@@ -321,12 +322,11 @@ def pushed(h: Harness, kind: str, n: int = 5) -> tuple[Any, list[TaskPayload], d
 # the contract
 # ---------------------------------------------------------------------------------------------
 def test_every_builtin_connector_is_registered():
-    assert set(NAMES) >= BUILTINS, f"missing built-in connectors: {sorted(BUILTINS - set(NAMES))}"
+    assert_builtins_registered("connector", NAMES, BUILTINS)
 
 
 def test_every_registered_connector_has_a_harness():
-    missing = sorted(set(NAMES) - set(HARNESSES))
-    assert not missing, f"registered connectors without a harness in this suite: {missing}"
+    assert_every_plugin_has_a_harness("connector", NAMES, HARNESSES)
 
 
 def test_builtin_capabilities():

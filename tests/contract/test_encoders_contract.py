@@ -24,6 +24,7 @@ import pytest
 from alloop import registry
 from alloop.errors import SampleDecodeError
 from alloop.protocols import Encoder, PluginContext, SampleRef
+from tests.contract._coverage import assert_builtins_registered, assert_every_plugin_has_a_harness
 from tests.contract._tiny_models import TINY_CLIP_B_NAME, make_tiny_clip_b
 
 NAMES = registry.available("encoder")
@@ -215,12 +216,11 @@ def h(request, tmp_path_factory) -> Harness:
 
 
 def test_every_builtin_encoder_is_registered():
-    assert set(NAMES) >= BUILTINS, f"missing built-in encoders: {sorted(BUILTINS - set(NAMES))}"
+    assert_builtins_registered("encoder", NAMES, BUILTINS)
 
 
 def test_every_registered_encoder_has_a_harness():
-    missing = sorted(set(NAMES) - set(HARNESSES))
-    assert not missing, f"registered encoders without a harness in this suite: {missing}"
+    assert_every_plugin_has_a_harness("encoder", NAMES, HARNESSES)
 
 
 def test_is_an_encoder_with_a_folder_safe_fingerprint(h):

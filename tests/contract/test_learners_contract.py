@@ -32,6 +32,7 @@ from alloop.protocols import (
     FeatureLearner,
     Learner,
 )
+from tests.contract._coverage import assert_builtins_registered, assert_every_plugin_has_a_harness
 
 NAMES = registry.available("learner")
 BUILTINS = {"sklearn", "kd_student", "command"}
@@ -196,12 +197,11 @@ def _is_feature(cfg: Config) -> bool:
 
 
 def test_every_builtin_learner_is_registered():
-    assert set(NAMES) >= BUILTINS, f"missing built-in learners: {sorted(BUILTINS - set(NAMES))}"
+    assert_builtins_registered("learner", NAMES, BUILTINS)
 
 
 def test_every_registered_learner_has_a_harness():
-    missing = sorted(set(NAMES) - set(HARNESSES))
-    assert not missing, f"registered learners without a harness in this suite: {missing}"
+    assert_every_plugin_has_a_harness("learner", NAMES, HARNESSES)
 
 
 def test_is_a_learner_of_exactly_one_kind(config, tmp_path):

@@ -24,6 +24,7 @@ from alloop import registry
 from alloop.errors import ConfigError, SampleDecodeError
 from alloop.features.cache import FeatureCache
 from alloop.protocols import SampleRef, Teacher, TeacherContext
+from tests.contract._coverage import assert_builtins_registered, assert_every_plugin_has_a_harness
 from tests.contract._tiny_models import TINY_CLIP_B_NAME, make_tiny_clip_b
 
 NAMES = registry.available("teacher")
@@ -150,12 +151,11 @@ def h(request, tmp_path_factory) -> Harness:
 
 
 def test_every_builtin_teacher_is_registered():
-    assert set(NAMES) >= BUILTINS, f"missing built-in teachers: {sorted(BUILTINS - set(NAMES))}"
+    assert_builtins_registered("teacher", NAMES, BUILTINS)
 
 
 def test_every_registered_teacher_has_a_harness():
-    missing = sorted(set(NAMES) - set(HARNESSES))
-    assert not missing, f"registered teachers without a harness in this suite: {missing}"
+    assert_every_plugin_has_a_harness("teacher", NAMES, HARNESSES)
 
 
 def test_is_a_teacher_with_a_folder_safe_stable_fingerprint(h):
