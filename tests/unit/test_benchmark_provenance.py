@@ -30,6 +30,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 RESULTS = sorted((BENCHMARKS / "results").glob("*.json"))
+#: results recorded before provenance was kept, waiting to be re-run (results/stale/README.md); not
+#: trusted, not checked here, and each must come back to results/ re-run from a clean commit
+STALE = sorted((BENCHMARKS / "results" / "stale").glob("*.json"))
+#: every benchmark that writes results: each has its result, verified or waiting in stale/
+EXPECTED = {"activekd_fashion_mnist", "digits_label_efficiency", "ideal", "ideal_rotten_tomatoes", "kcenter",
+            "label_studio_roundtrip", "ofds_loop", "ofds_rare_class"}
 KEYS = ("git_commit", "dirty", "script")
 FIX = ("Re-run it from a clean checkout of HEAD (git status shows no modified tracked file) with the "
        "current benchmarks/_machine.py, and commit the new result.")
@@ -113,7 +119,9 @@ def problems_of(where: str, rec: dict) -> list[str]:
 
 
 def test_there_are_committed_results_to_check():
-    assert len(RESULTS) >= 8, f"expected the committed benchmark results; found {RESULTS}"
+    verified, stale = {p.stem for p in RESULTS}, {p.stem for p in STALE}
+    assert not verified & stale, f"a result is both verified and stale: {sorted(verified & stale)}"
+    assert verified | stale >= EXPECTED, f"benchmarks without a committed result: {sorted(EXPECTED - verified - stale)}"
 
 
 @pytest.mark.parametrize("result", RESULTS, ids=[p.name for p in RESULTS])
