@@ -129,8 +129,9 @@ def evaluate_external(model: ExternalModel, test: Sequence[Sample], labels: Sequ
     if model.proba is None or not test:
         return {}
     classes = {lb: i for i, lb in enumerate(labels)}
+    predicted = set(model.keys)
     known = [(smp.key, smp.reference_label) for smp in test
-             if smp.key in set(model.keys) and smp.reference_label is not None]
+             if smp.key in predicted and smp.reference_label is not None]
     if not known:
         return {}
     y = np.array([classes[label] for _, label in known])
