@@ -55,6 +55,31 @@ class Sample(SQLModel, table=True):
     status: str = "ok"  # ok | quarantined
     reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    row: int | None = Field(default=None, sa_type=BigInteger)
+    """Vector samples: the sample's row in the project's vector store (see :class:`VectorFile`);
+    ``None`` for other kinds (and for vector samples imported before the store existed)."""
+
+
+class VectorFile(SQLModel, table=True):
+    """One file of a project's vector store: rows ``first_row ..< first_row + rows`` of the store.
+
+    A vectors import writes its float32 matrix once, as ``path`` (relative to the work dir,
+    content-addressed), and gives each new sample ``row = first_row + <its row in the file>``.
+    Rounds read features by these rows, memory-mapped, without a second copy.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "path", name="uq_vectorfile_project_path"),
+        UniqueConstraint("project_id", "first_row", name="uq_vectorfile_project_first_row"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    path: str
+    first_row: int = Field(sa_type=BigInteger)
+    rows: int = Field(sa_type=BigInteger)
+    dim: int
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Round(SQLModel, table=True):
