@@ -218,6 +218,21 @@ class ServeConfig(_Model):
         return self.interval_s if self.interval_s is not None else 300.0
 
 
+class ExecutionConfig(_Model):
+    """``[execution]``: where a round's per-shard work (encoding, scoring, selection) runs."""
+
+    backend: Literal["local", "ray"] = "local"
+    """``local``: in this process (no Ray needed). ``ray``: Ray tasks and Ray Data on a cluster
+    (``pip install 'alloop[ray]'``)."""
+    address: str | None = None
+    """Ray only: ``auto`` (the cluster this machine belongs to), ``ray://host:port`` (Ray Client),
+    ``host:port`` of a head node, or ``local`` / unset (alloop starts a local cluster)."""
+    shard_rows: int = Field(default=65536, ge=1)
+    """Rows per shard: a step holds about one shard of features and scores in memory at a time."""
+    max_retries: int = Field(default=3, ge=0)
+    """Ray only: how often a task whose worker died is retried before the round fails."""
+
+
 class ProjectSection(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: Literal["classification", "text", "detection"] = "classification"
@@ -247,6 +262,8 @@ class ProjectConfig(_Model):
     loop: LoopConfig = Field(default_factory=LoopConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     """``alloop serve``: the schedule it ticks this project on."""
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    """Where per-shard work runs (local by default, or a Ray cluster)."""
 
     @model_validator(mode="before")
     @classmethod
