@@ -164,17 +164,23 @@ def run_one(
     labels: list[str],
     cache_dir: Path,
     cold_start: Component | None = None,
+    vector_files: Sequence[Any] = (),
 ) -> RunResult:
-    """One simulated project: seed-specific test split, the real loop to the end."""
+    """One simulated project: seed-specific test split, the real loop to the end.
+
+    ``vector_files``: the project's vector store (``VectorFileInfo`` with absolute paths), read in
+    place when the samples carry their store rows.
+    """
     import time
 
+    from sqlalchemy import insert
     from sqlmodel import col, select
     from threadpoolctl import threadpool_limits
 
     from alloop.loop.controller import Controller
     from alloop.pool.importer import in_test_split
     from alloop.store.engine import open_store, session_scope
-    from alloop.store.models import ModelVersion, Project, Sample
+    from alloop.store.models import ModelVersion, Project, Sample, VectorFile, utcnow
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="alloop-sim-") as tmp, threadpool_limits(1):
@@ -190,8 +196,12 @@ def run_one(
             project = Project(name=cfg.project.name, task=cfg.project.task, labels=labels, seed=seed, config={})
             s.add(project)
             s.flush()
-            for d in samples:
-                s.add(Sample(project_id=project.id, split="test" if d["key"] in test else "pool", **d))  # type: ignore[arg-type]
+            now = utcnow()
+            s.execute(insert(Sample), [dict(project_id=project.id, split="test" if d["key"] in test else "pool",
+                                            created_at=now, **d) for d in samples])
+            for f in vector_files:
+                s.add(VectorFile(project_id=project.id, path=f.path, first_row=f.first_row, rows=f.rows,  # type: ignore[arg-type]
+                                 dim=f.dim))
         ws.reference_labels_override = {d["key"]: d["reference_label"] for d in samples}
         label = run_label(cold_start, strategy)
         seen = WarningLog(report=False)  # handed back to the parent, which reports each once
@@ -223,7 +233,8 @@ def simulate(
 
     from alloop.protocols import SampleRef
     from alloop.store.engine import session_scope
-    from alloop.store.models import Sample
+    from alloop.features.store import VectorFileInfo
+    from alloop.store.models import Sample, VectorFile
     from alloop.store.queries import get_project
 
     if not spec.strategies or not spec.seeds:
@@ -256,15 +267,21 @@ def simulate(
                 Sample.project_id == project.id, Sample.status == "ok", col(Sample.reference_label).is_not(None)
             ).order_by(col(Sample.id))
         ).all()
+        files = [
+            VectorFileInfo(str((workspace.work_dir / f.path).resolve()), f.first_row, f.rows, f.dim)
+            for f in s.exec(select(VectorFile).where(VectorFile.project_id == project.id)).all()
+        ]
     if len(rows) < spec.initial_size + spec.batch_size:
         raise EmptyPoolError(
             f"Simulation needs at least {spec.initial_size + spec.batch_size} samples with known labels; "
             f"the project has {len(rows)}. Run `alloop import` first, with a pool that has labels "
             "(class sub-folders, a label column, a bundled dataset)."
         )
-    # fill the feature cache once, here, so workers only read it
     refs = [SampleRef(r.key, r.kind, r.content_hash, r.data, workspace.work_dir) for r in rows]
-    _, failures = workspace.feature_cache.get(refs, workspace.encoder, progress)
+    failures: dict[str, str] = {}
+    if not (files and workspace.config.features.name == "vector" and all(r.row is not None for r in rows)):
+        files = []  # fill the feature cache once, here, so workers only read it
+        _, failures = workspace.feature_cache.get(refs, workspace.encoder, progress)
     learner = spec.learner or workspace.config.learner
     if "teacher" in registry.create("learner", learner.name, learner.params).requires:
         from alloop.teachers.base import teacher_proba  # teacher outputs too, once
@@ -272,7 +289,8 @@ def simulate(
         _, bad = teacher_proba(workspace.teacher, list(project.labels), refs, workspace.feature_cache, progress)
         failures.update(bad)
     samples = [
-        dict(key=r.key, kind=r.kind, content_hash=r.content_hash, data=r.data, reference_label=r.reference_label)
+        dict(key=r.key, kind=r.kind, content_hash=r.content_hash, data=r.data, reference_label=r.reference_label,
+             row=r.row if files else None)
         for r in rows
         if r.key not in failures
     ]
@@ -282,7 +300,7 @@ def simulate(
     user_warnings = WarningLog()
     with progress.task(f"Simulating {len(jobs)} runs", total=len(jobs)) as bar:
         for run in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(run_one)(base, spec, c, seed, samples, list(project.labels), workspace.cache_dir, cold)
+            delayed(run_one)(base, spec, c, seed, samples, list(project.labels), workspace.cache_dir, cold, files)
             for cold, c, seed in jobs
         ):
             user_warnings.merge(run.warnings)

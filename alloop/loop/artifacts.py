@@ -2,9 +2,10 @@
 
 A round's files live under the project's work dir:
 
-- ``rounds/round-NNNN/scores.npz``: :class:`RoundScores`, written by the SCORED step and read
-  by the SELECTED and PUSHED steps (so a restarted process selects and pre-annotates from the
-  same numbers);
+- ``rounds/round-NNNN/scores/``: :class:`RoundScores`, one ``.npy`` per array (written shard
+  by shard through :class:`ScoresWriter`, read back memory-mapped), written by the SCORED step
+  and read by the SELECTED and PUSHED steps (so a restarted process selects and pre-annotates
+  from the same numbers);
 - ``models/round-NNNN.joblib``: the fitted model of a feature learner (``[loop] save_models``);
 - ``models/round-NNNN/``: the run folder of an external learner, its predictions included.
 
@@ -13,7 +14,9 @@ Files are written atomically before the transaction that records them commits.
 
 from __future__ import annotations
 
-import io
+import os
+import shutil
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from alloop.files import atomic_write
+__all__ = ["ObjectColumns", "RoundScores", "ScoresWriter", "model_stem", "scores_path"]
 
-__all__ = ["ObjectColumns", "RoundScores", "model_stem", "scores_path"]
+
+#: score files larger than this are read memory-mapped
+MMAP_BYTES = 1 << 24
 
 
 def model_stem(round_number: int) -> str:
@@ -32,7 +37,43 @@ def model_stem(round_number: int) -> str:
 
 
 def scores_path(work_dir: Path, round_number: int) -> Path:
-    return Path(work_dir) / "rounds" / model_stem(round_number) / "scores.npz"
+    return Path(work_dir) / "rounds" / model_stem(round_number) / "scores"
+
+
+class ScoresWriter:
+    """Writes a round's score arrays into a temporary folder, then moves it into place at once.
+
+    Large arrays are created with :meth:`array` as writable memory maps and filled shard by shard
+    (memory: the page cache, not the process); small ones are saved with :meth:`put`.
+    :meth:`commit` flushes everything and renames the folder to ``path`` (a folder left by a
+    killed attempt is replaced). Nothing is visible at ``path`` before the commit.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f"{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self.tmp.mkdir(parents=True)
+        self._maps: list[np.memmap[Any, Any]] = []
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
+        arr = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        self._maps.append(arr)
+        return arr
+
+    def put(self, name: str, arr: NDArray[Any]) -> None:
+        np.save(self.tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+
+    def commit(self) -> None:
+        for arr in self._maps:
+            arr.flush()
+        self._maps.clear()
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._maps.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -104,26 +145,28 @@ class RoundScores:
             objects=None if self.objects is None else self.objects.on(keep),
         )
 
-    # -- the file ------------------------------------------------------------------------------
+    # -- the files -----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
-        """Write an ``.npz`` atomically (keys: ``sample_ids``, ``proba``, ``embeddings``, ``obj_*``)."""
-        arrays: dict[str, NDArray[Any]] = {"sample_ids": np.asarray(self.sample_ids, dtype=np.int64)}
+        """Write the folder at once (files ``sample_ids``, ``proba``, ``embeddings``, ``obj_*``)."""
+        w = ScoresWriter(path)
+        w.put("sample_ids", np.asarray(self.sample_ids, dtype=np.int64))
         if self.proba is not None:
-            arrays["proba"] = np.asarray(self.proba, dtype=np.float32)
+            w.put("proba", np.asarray(self.proba, dtype=np.float32))
         if self.embeddings is not None:
-            arrays["embeddings"] = np.asarray(self.embeddings, dtype=np.float32)
+            w.put("embeddings", np.asarray(self.embeddings, dtype=np.float32))
         if self.objects is not None:
             o = self.objects
-            arrays.update(obj_image=o.image, obj_label=o.label, obj_score=o.score, obj_box=o.box,
-                          obj_features=o.features)
-        buf = io.BytesIO()
-        np.savez(buf, allow_pickle=True, **arrays)  # the default, spelled out: else mypy matches **arrays to it
-        atomic_write(path, buf.getvalue())
+            for name, arr in dict(obj_image=o.image, obj_label=o.label, obj_score=o.score, obj_box=o.box,
+                                  obj_features=o.features).items():
+                w.put(name, arr)
+        w.commit()
 
     @classmethod
     def load(cls, path: Path) -> RoundScores:
-        with np.load(path, allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
+        """Read the folder; large ``proba`` and ``embeddings`` memory-mapped (read-only)."""
+        a = {f.stem: np.load(f, allow_pickle=False, mmap_mode="r" if (
+                 f.stem in ("proba", "embeddings") and f.stat().st_size > MMAP_BYTES) else None)
+             for f in Path(path).glob("*.npy")}
         objects = None
         if "obj_image" in a:
             objects = ObjectColumns(image=a["obj_image"], label=a["obj_label"], score=a["obj_score"],

@@ -30,12 +30,13 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
     """Ingest every annotation of the project's tasks, then close the round when a rule of
     :func:`~alloop.loop.policies.close_reason` fires."""
     ws = env.ws
-    project = ws.project()
+    project = env.project()
     conn = ws.connector
     loop = ws.config.loop
     with session_scope(ws.engine) as s:
-        rows = s.exec(
-            select(Task, Sample.key, Round.number).join(Sample, col(Sample.id) == col(Task.sample_id))
+        rows = s.execute(  # plain columns, not ORM objects: every task of the project, each pull
+            select(Task.id, Task.sample_id, Task.round_id, Task.external_id, Task.pushed_at, Sample.key, Round.number)
+            .join(Sample, col(Sample.id) == col(Task.sample_id))
             .join(Round, col(Round.id) == col(Task.round_id))
             .where(Task.project_id == project.id, Task.connector == conn.name).order_by(col(Task.id))
         ).all()
@@ -43,18 +44,18 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
         if loop.retrain_after_labels is not None or loop.retrain_after_s is not None:
             mv = s.get(ModelVersion, rnd.model_version_id) if rnd.model_version_id is not None else None
             model_at = mv.created_at if mv is not None else rnd.created_at
-    tasks_by_key = {key: t for t, key, _ in rows}
-    refs = [TaskRef(key, t.external_id, number, t.pushed_at) for t, key, number in rows]
+    tasks_by_key = {t.key: t for t in rows}
+    refs = [TaskRef(t.key, t.external_id, t.number, t.pushed_at) for t in rows]
     if isinstance(conn, CompletePull):  # every annotation the tool holds: a missing one was deleted there
         # (stored tasks all have an id: the filter only tells mypy so)
-        records, complete = conn.pull_complete(refs), [t.id for t, _, _ in rows if t.id is not None]
+        records, complete = conn.pull_complete(refs), [t.id for t in rows]
     else:
         records, complete = conn.pull(refs), None
     with Session(ws.engine, expire_on_commit=False) as s:
         stats = ingest(s, project_id=project.id, connector=conn.name, labels=project.labels,  # type: ignore[arg-type]
                        records=records, tasks_by_key=tasks_by_key, complete_tasks=complete)
         s.flush()
-        n_tasks = sum(1 for *_, number in rows if number == rnd.number)
+        n_tasks = sum(1 for t in rows if t.number == rnd.number)
         n_done = resolved_tasks(s, rnd.id)  # type: ignore[arg-type]
         progress = f"{n_done}/{n_tasks} tasks resolved"
         if stats.changed:

@@ -41,15 +41,14 @@ from alloop.loop.score import score
 from alloop.loop.select import select
 from alloop.loop.states import RoundState, check_transition
 from alloop.loop.train import finish, train
+from alloop.store.arrays import count_candidates
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Round, utcnow
 from alloop.store.queries import (
     current_round,
     get_project,
     model_versions,
-    pool_samples,
     rounds,
-    selected_ids,
 )
 from alloop.userwarnings import WarningLog, collecting
 from alloop.workspace import Workspace
@@ -159,6 +158,7 @@ class Controller:
                 f"{rnd.last_error}. Fix the cause, then run `alloop retry` to resume it."
             )
         state = RoundState(rnd.state)
+        self.env.current = project
         try:
             with collecting(self.warnings, f"round {rnd.number}, {STEP_NAMES[state]}"):
                 return STEPS[state](self.env, rnd)
@@ -170,6 +170,8 @@ class Controller:
         except Exception as exc:
             self._record_error(rnd, exc, count=True)
             raise
+        finally:
+            self.env.current = None
 
     def _record_error(self, rnd: Round, exc: BaseException, *, count: bool) -> None:
         message = f"{type(exc).__name__}: {exc}"[:2000]
@@ -196,16 +198,14 @@ class Controller:
         loop = self.ws.config.loop
         with session_scope(self.ws.engine) as s:
             history = rounds(s, project.id)  # type: ignore[arg-type]
-            chosen = selected_ids(s, project.id)  # type: ignore[arg-type]
-            pool = pool_samples(s, project.id)  # type: ignore[arg-type]
-            n_candidates = sum(1 for smp in pool if smp.id not in chosen)
             models = [m for m in model_versions(s, project.id) if not m.final]  # type: ignore[arg-type]
-        reason = stop_reason(loop, history, len(chosen), n_candidates, models[-1] if models else None)
+        n_chosen, n_candidates = count_candidates(self.ws.engine, project.id)  # type: ignore[arg-type]
+        reason = stop_reason(loop, history, n_chosen, n_candidates, models[-1] if models else None)
         if reason is not None:
             with collecting(self.warnings, "the final model"):
                 return finish(self.env, project, reason)
         number = history[-1].number + 1 if history else 0
-        budget = round_budget(loop, number, len(chosen), n_candidates)
+        budget = round_budget(loop, number, n_chosen, n_candidates)
         strategy = self.ws.cold_start if number == 0 else self.ws.strategy
         comp = self.ws.config.cold_start if number == 0 else self.ws.config.strategy
         with session_scope(self.ws.engine) as s:

@@ -1,4 +1,10 @@
-"""The pool as a step reads it: samples, their features and teacher probabilities.
+"""The pool as a step reads it: sample arrays, their features (streamed), teacher probabilities.
+
+Samples travel as :class:`~alloop.store.arrays.SampleArrays` (ids and vector-store rows), one
+query per step. Features come from the project's vector store when the encoder is ``vector``
+(memory-mapped, no copy, see :class:`~alloop.features.store.VectorStore`), else from the
+content-addressed feature cache (encoding what it lacks). :meth:`PoolData.chunks` streams them
+``shard_rows`` at a time, so a step holds one shard of features, not the pool.
 
 Unreadable samples (a corrupt image, a text the encoder cannot take) are quarantined in the
 database with the reason and dropped, so one bad file never stops a round.
@@ -7,16 +13,18 @@ database with the reason and dropped, so one bad file never stops a round.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlalchemy import update
 
+from alloop.features.store import VectorFileInfo, VectorStore
 from alloop.protocols import SampleRef
+from alloop.store.arrays import SampleArrays, sample_arrays, sample_records
 from alloop.store.engine import session_scope
-from alloop.store.models import Project, Sample
-from alloop.store.queries import pool_samples
+from alloop.store.models import Sample, VectorFile
 
 if TYPE_CHECKING:
     from alloop.workspace import Workspace
@@ -25,44 +33,95 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PoolData"]
 
+_REF_COLUMNS = ("key", "kind", "content_hash", "data")
+
 
 class PoolData:
-    """Pool samples, features and teacher outputs of one project (cached on disk by content)."""
+    """Sample arrays, features and teacher outputs of one project."""
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
 
-    def pool(self, project: Project) -> list[Sample]:
-        """The readable pool samples (held-out ones excluded), in id order."""
+    # -- which samples ---------------------------------------------------------------------------
+    def arrays(self, project_id: int, split: str = "pool", *, with_reference: bool = False) -> SampleArrays:
+        """The readable samples of ``split`` in id order (held-out ones are ``split="test"``)."""
+        return sample_arrays(self.ws.engine, project_id, split, with_reference=with_reference)
+
+    def refs(self, ids: NDArray[np.int64]) -> list[SampleRef]:
+        """What an encoder reads of each sample, in the order of ``ids``."""
+        recs = sample_records(self.ws.engine, ids, _REF_COLUMNS)
+        return [SampleRef(*recs[int(i)], self.ws.work_dir) for i in ids]
+
+    def store(self, project_id: int) -> VectorStore:
+        """The project's vector store (its vectors imports' files)."""
         with session_scope(self.ws.engine) as s:
-            return pool_samples(s, project.id)  # type: ignore[arg-type]
+            files = s.exec(
+                VectorFile.__table__.select().where(VectorFile.__table__.c.project_id == project_id)  # type: ignore[attr-defined]
+            ).all()
+        return VectorStore(self.ws.work_dir, [VectorFileInfo(f.path, f.first_row, f.rows, f.dim) for f in files])
 
-    def refs(self, samples: Sequence[Sample]) -> list[SampleRef]:
-        return [SampleRef(s.key, s.kind, s.content_hash, s.data, self.ws.work_dir) for s in samples]
+    def _vector_store(self, project_id: int, samples: SampleArrays) -> VectorStore | None:
+        """The vector store when it can serve these samples' features (the ``vector`` encoder)."""
+        if self.ws.config.features.name != "vector" or not samples.has_rows:
+            return None
+        store = self.store(project_id)
+        return store if store else None
 
-    def quarantine(self, samples: Sequence[Sample], failures: dict[str, str]) -> list[Sample]:
-        """Mark unreadable samples quarantined (with the reason); return the readable ones."""
-        if failures:
-            with session_scope(self.ws.engine) as s:
-                for smp in samples:
-                    if smp.key in failures:
-                        row = s.get(Sample, smp.id)
-                        if row is not None:
-                            row.status, row.reason = "quarantined", failures[smp.key]
-                            s.add(row)
-            for key, reason in failures.items():
-                logger.warning("Quarantined %s: %s", key, reason)
-        return [smp for smp in samples if smp.key not in failures]
+    # -- features --------------------------------------------------------------------------------
+    def quarantine(self, failures: dict[int, tuple[str, str]]) -> None:
+        """Mark unreadable samples (``{sample id: (key, reason)}``) quarantined, with the reason."""
+        if not failures:
+            return
+        with session_scope(self.ws.engine) as s:
+            for sid, (_, reason) in failures.items():
+                s.execute(update(Sample).where(Sample.id == sid).values(status="quarantined", reason=reason))  # type: ignore[arg-type]
+        for key, reason in failures.values():
+            logger.warning("Quarantined %s: %s", key, reason)
 
-    def features(self, samples: Sequence[Sample]) -> tuple[list[Sample], NDArray[np.float32]]:
-        """Features of the readable samples; unreadable ones are quarantined and dropped."""
-        X, failures = self.ws.feature_cache.get(self.refs(samples), self.ws.encoder, self.ws.progress)
-        return self.quarantine(samples, failures), X
+    def _encode(self, samples: SampleArrays) -> tuple[SampleArrays, NDArray[np.float32]]:
+        refs = self.refs(samples.ids)
+        X, failures = self.ws.feature_cache.get(refs, self.ws.encoder, self.ws.progress)
+        if not failures:
+            return samples, X
+        bad = {int(i): (r.key, failures[r.key]) for i, r in zip(samples.ids, refs) if r.key in failures}
+        self.quarantine(bad)
+        keep = np.array([int(i) not in bad for i in samples.ids], dtype=bool)
+        return samples.take(keep), X
 
-    def teacher_proba(self, samples: Sequence[Sample]) -> tuple[list[Sample], NDArray[np.float32]]:
+    def features(self, project_id: int, samples: SampleArrays) -> tuple[SampleArrays, NDArray[np.float32]]:
+        """Features of the readable samples (in memory: ``len(samples) x d``); unreadable ones are
+        quarantined and dropped from the returned arrays."""
+        store = self._vector_store(project_id, samples)
+        if store is not None:
+            view = store.contiguous(samples.rows)
+            return samples, (view if view is not None else store.take(samples.rows))
+        if not len(samples):
+            return samples, np.zeros((0, 0), dtype=np.float32)
+        return self._encode(samples)
+
+    def chunks(self, project_id: int, samples: SampleArrays, chunk_rows: int | None = None
+               ) -> Iterator[tuple[SampleArrays, NDArray[np.float32]]]:
+        """``(samples of the chunk, their features)``, ``chunk_rows`` at a time, in order; unreadable
+        samples are quarantined and left out of their chunk."""
+        chunk_rows = chunk_rows or self.ws.config.execution.shard_rows
+        store = self._vector_store(project_id, samples)
+        for start in range(0, len(samples), chunk_rows):
+            part = samples.take(slice(start, start + chunk_rows))
+            if store is not None:
+                view = store.contiguous(part.rows)
+                yield part, (np.asarray(view) if view is not None else store.take(part.rows))
+            else:
+                yield self._encode(part)
+
+    def teacher_proba(self, samples: SampleArrays) -> tuple[SampleArrays, NDArray[np.float32]]:
         """Cached teacher probabilities of the samples the teacher can read."""
         from alloop.teachers.base import teacher_proba
 
-        T, failures = teacher_proba(self.ws.teacher, self.ws.project().labels, self.refs(samples),
+        refs = self.refs(samples.ids)
+        T, failures = teacher_proba(self.ws.teacher, self.ws.project().labels, refs,
                                     self.ws.feature_cache, self.ws.progress)
-        return self.quarantine(samples, failures), T
+        if not failures:
+            return samples, T
+        bad = {int(i): (r.key, failures[r.key]) for i, r in zip(samples.ids, refs) if r.key in failures}
+        self.quarantine(bad)
+        return samples.take(np.array([int(i) not in bad for i in samples.ids], dtype=bool)), T

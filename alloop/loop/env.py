@@ -18,7 +18,7 @@ from alloop.loop.data import PoolData
 from alloop.loop.models import RoundModels
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
-from alloop.store.models import Round
+from alloop.store.models import Project, Round
 from alloop.strategies.base import Strategy
 
 if TYPE_CHECKING:
@@ -44,6 +44,12 @@ class StepEnv:
     transition: Transition
     data: PoolData
     models: RoundModels
+    current: Project | None = None
+    """The project row the controller read for this tick (steps read it instead of querying again)."""
+
+    def project(self) -> Project:
+        """The project as of this tick."""
+        return self.current if self.current is not None else self.ws.project()
 
     @classmethod
     def create(cls, ws: Workspace, transition: Transition) -> StepEnv:

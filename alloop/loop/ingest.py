@@ -76,7 +76,7 @@ def ingest(
     connector: str,
     labels: Sequence[str],
     records: Sequence[AnnotationRecord],
-    tasks_by_key: dict[str, Task],
+    tasks_by_key: dict[str, Any],
     complete_tasks: Collection[int] | None = None,
 ) -> IngestStats:
     """Upsert ``records`` (in the caller's transaction), with bulk inserts and updates.

@@ -27,8 +27,9 @@ from alloop.loop.external import ExternalModel, train_external
 from alloop.protocols import FeatureLearner
 from alloop.rng import derive_seed
 from alloop.store.engine import session_scope
-from alloop.store.models import ModelVersion, Project, Round, Sample
-from alloop.store.queries import pool_samples, test_samples, training_labels
+from alloop.store.arrays import SampleArrays, arrays_of, reference_arrays
+from alloop.store.models import ModelVersion, Project, Round
+from alloop.store.queries import training_labels
 
 if TYPE_CHECKING:
     from alloop.workspace import Workspace
@@ -48,13 +49,13 @@ class RoundModels:
         self._models: dict[int, Model] = {}
 
     # -- training ---------------------------------------------------------------------------
-    def _fit(self, project: Project, labeled: list[Sample], labels: dict[int, str], round_key: object) -> Model:
+    def _fit(self, project: Project, labeled: SampleArrays, labels: dict[int, str], round_key: object) -> Model:
         classes = {lb: i for i, lb in enumerate(project.labels)}
-        y_names = [labels[smp.id] for smp in labeled]  # type: ignore[index]
-        if len(set(y_names)) < 2:
+        if len({labels[int(i)] for i in labeled.ids}) < 2:
             return None
-        labeled, X = self.data.features(labeled)
-        y = np.array([classes[labels[smp.id]] for smp in labeled], dtype=np.int64)  # type: ignore[index]
+        pid: int = project.id  # type: ignore[assignment]
+        labeled, X = self.data.features(pid, labeled)
+        y = np.array([classes[labels[int(i)]] for i in labeled.ids], dtype=np.int64)
         if len(np.unique(y)) < 2:
             return None
         learner = self.ws.new_learner()
@@ -62,32 +63,33 @@ class RoundModels:
             raise LearnerError(f"Learner {learner.name!r} cannot be fit on feature rows.")
         kwargs: dict[str, Any] = {}
         if "pool" in learner.requires or "teacher" in learner.requires:
-            pool, X_pool = self.data.features(self.data.pool(project))
+            pool, X_pool = self.data.features(pid, self.data.arrays(pid))
             if "teacher" in learner.requires:
                 kept, T_pool = self.data.teacher_proba(pool)
                 if len(kept) != len(pool):  # the teacher could not read some: drop them everywhere
-                    ok = {smp.id for smp in kept}
-                    X_pool = X_pool[[smp.id in ok for smp in pool]]
-                    keep = np.array([smp.id in ok for smp in labeled], dtype=bool)
-                    labeled, X, y = [m for m, k in zip(labeled, keep) if k], X[keep], y[keep]
+                    X_pool = X_pool[np.isin(pool.ids, kept.ids)]
+                    keep = np.isin(labeled.ids, kept.ids)
+                    labeled, X, y = labeled.take(keep), X[keep], y[keep]
                     pool = kept
-                row = {smp.id: i for i, smp in enumerate(pool)}
                 kwargs["teacher_pool"] = T_pool
-                kwargs["teacher_proba"] = T_pool[[row[smp.id] for smp in labeled]]
+                kwargs["teacher_proba"] = T_pool[pool.positions_of(labeled.ids)]
             kwargs["X_pool"] = X_pool
         learner.fit(X, y, n_classes=len(project.labels), seed=derive_seed(project.seed, round_key, "learner"), **kwargs)
         return learner
 
     def _evaluate(self, project: Project, learner: FeatureLearner) -> dict[str, Any]:
-        with session_scope(self.ws.engine) as s:
-            test = test_samples(s, project.id)  # type: ignore[arg-type]
-        if not test:
+        """Held-out accuracy, predicted a shard at a time."""
+        pid: int = project.id  # type: ignore[assignment]
+        test, y = reference_arrays(self.ws.engine, pid, "test", project.labels)
+        if not len(test):
             return {}
-        test, X = self.data.features(test)
-        classes = {lb: i for i, lb in enumerate(project.labels)}
-        y = np.array([classes[smp.reference_label] for smp in test])  # type: ignore[index]
-        pred = np.argmax(learner.predict_proba(X), axis=1)
-        return {"accuracy": float(np.mean(pred == y)), "n_test": len(test)}
+        correct = n = 0
+        for part, X in self.data.chunks(pid, test):
+            if len(part):
+                pred = np.argmax(learner.predict_proba(X), axis=1)
+                correct += int(np.sum(pred == y[test.positions_of(part.ids)]))
+                n += len(part)
+        return {"accuracy": correct / n, "n_test": n} if n else {}
 
     def train(self, project: Project, round_key: object, stem: str) -> tuple[Model, ModelVersion | None]:
         """Train a model on the current labels: ``(model, its ModelVersion row)``, or ``(None, None)``
@@ -98,8 +100,7 @@ class RoundModels:
             return None, None
         with session_scope(self.ws.engine) as s:
             labels = training_labels(s, project, self.ws.config.loop.aggregation)
-            pool = pool_samples(s, project.id)  # type: ignore[arg-type]
-        labeled = [smp for smp in pool if smp.id in labels]
+        labeled = arrays_of(self.ws.engine, list(labels))
         learner = self._fit(project, labeled, labels, round_key)
         if learner is None:
             return None, None

@@ -32,7 +32,7 @@ __all__ = ["payloads", "push"]
 def push(env: StepEnv, rnd: Round) -> TickResult:
     """Create the tasks of the round's selections not pushed yet, and record them with the state change."""
     ws = env.ws
-    project = ws.project()
+    project = env.project()
     conn = ws.connector
     with session_scope(ws.engine) as s:
         picked = s.exec(
@@ -79,8 +79,12 @@ def payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Sample]) 
         return _box_payloads(env, rnd, project, samples)
     scores = _scores(env, rnd)
     proba: dict[int, NDArray[np.float32]] = {}
-    if scores is not None and scores.proba is not None:
-        proba = dict(zip(scores.sample_ids.tolist(), scores.proba))
+    if scores is not None and scores.proba is not None and samples and len(scores.sample_ids):  # the picks' rows only (not the pool's)
+        wanted = np.array([smp.id for smp in samples], dtype=np.int64)
+        pos = np.searchsorted(scores.sample_ids, wanted)
+        pos = np.minimum(pos, len(scores.sample_ids) - 1)
+        hit = scores.sample_ids[pos] == wanted
+        proba = {int(i): np.asarray(scores.proba[p]) for i, p, h in zip(wanted, pos, hit) if h}
     out = []
     for smp in samples:
         pred = None

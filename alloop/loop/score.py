@@ -7,17 +7,20 @@ commits, so the SELECTED step of a restarted process selects from the same numbe
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlmodel import Session
 
-from alloop.loop.artifacts import ObjectColumns, RoundScores, scores_path
+from alloop.loop.artifacts import ObjectColumns, RoundScores, ScoresWriter, scores_path
 from alloop.loop.env import StepEnv, result
 from alloop.loop.external import ExternalModel
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
-from alloop.store.models import Project, Round, Sample
+from alloop.store.arrays import SampleArrays, sample_records
+from alloop.store.models import Project, Round
 
 logger = logging.getLogger(__name__)
 
@@ -25,34 +28,28 @@ __all__ = ["score"]
 
 
 def score(env: StepEnv, rnd: Round) -> TickResult:
-    """Model probabilities (and embeddings, proposals) of every readable pool sample."""
-    project = env.ws.project()
+    """Model probabilities (and embeddings, proposals) of every readable pool sample, shard by shard."""
+    project = env.project()
     model = env.models.of(rnd)
     strategy, name = env.strategy_for(rnd, model is not None)
-    pool, X = env.data.features(env.data.pool(project))
-    proba = embeddings = None
-    if isinstance(model, ExternalModel):
-        if model.proba is not None:
-            known = set(model.keys)
-            late = [smp.key for smp in pool if smp.key not in known]
-            if late:
-                logger.warning("round %d: %d samples imported after the model ran are left out of this "
-                               "round (the next model covers them)", rnd.number, len(late))
-                X = X[[smp.key in known for smp in pool]]
-                pool = [smp for smp in pool if smp.key in known]
-            proba = model.proba_of([smp.key for smp in pool]).astype(np.float32)
-    elif model is not None and len(pool):
-        proba = np.asarray(model.predict_proba(X), dtype=np.float32)
-        if "embeddings" in strategy.requires:
-            emb = model.embed(X)
-            if emb is not None:
-                embeddings = np.asarray(emb, dtype=np.float32)
+    pool = env.data.arrays(project.id)  # type: ignore[arg-type]
+    path = scores_path(env.ws.work_dir, rnd.number)
     objects = None
-    if env.ws.config.proposals is not None:
-        objects = _objects(env, project, pool, model, features="objects" in strategy.requires)
-    scores = RoundScores(sample_ids=np.array([smp.id for smp in pool], dtype=np.int64), proba=proba,
-                         embeddings=embeddings, objects=objects)
-    scores.save(scores_path(env.ws.work_dir, rnd.number))
+    if isinstance(model, ExternalModel):
+        pool, proba = _external(env, rnd, project, pool, model)
+        if env.ws.config.proposals is not None:
+            objects = _objects(env, project, pool, model, features="objects" in strategy.requires)
+        RoundScores(sample_ids=pool.ids, proba=proba, objects=objects).save(path)
+    elif model is not None and len(pool):
+        pool = _stream(env, project, pool, model, "embeddings" in strategy.requires, path)
+    else:
+        if env.data._vector_store(project.id, pool) is None:  # type: ignore[arg-type]
+            # encode (and quarantine what cannot be read) now, as a model would: a cold start never
+            # picks a file the encoder cannot read
+            pool = SampleArrays.concat([part for part, _ in env.data.chunks(project.id, pool)], pool)  # type: ignore[arg-type]
+        if env.ws.config.proposals is not None:
+            objects = _objects(env, project, pool, model, features="objects" in strategy.requires)
+        RoundScores(sample_ids=pool.ids, objects=objects).save(path)
     with Session(env.ws.engine, expire_on_commit=False) as s:
         env.transition(s, rnd, RoundState.SCORED, strategy=name, strategy_params=strategy.model_dump(mode="json"))
     msg = f"round {rnd.number}: scored {len(pool)} samples for {name}"
@@ -61,7 +58,66 @@ def score(env: StepEnv, rnd: Round) -> TickResult:
     return result("scored", rnd, RoundState.SCORED, msg)
 
 
-def _objects(env: StepEnv, project: Project, pool: list[Sample], model: Any, *, features: bool) -> ObjectColumns:
+def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embed: bool, path: Path
+            ) -> SampleArrays:
+    """Predict shard by shard into memory-mapped score files; returns the samples scored.
+
+    Memory: one shard of features and its predictions (``shard_rows x (d + C + k)`` float32); the
+    score files (``n x C``, ``n x k``) are written through the page cache.
+    """
+    n = len(pool)
+    writer = ScoresWriter(path)
+    proba: NDArray[np.float32] | None = None
+    emb: NDArray[np.float32] | None = None
+    ids = np.empty(n, dtype=np.int64)
+    done = 0
+    try:
+        with env.ws.progress.task(f"Scoring {n} samples", total=n) as bar:
+            for part, X in env.data.chunks(project.id, pool):  # type: ignore[arg-type]
+                m = len(part)
+                if m:
+                    p = np.asarray(model.predict_proba(X), dtype=np.float32)
+                    if proba is None:
+                        proba = writer.array("proba", (n, p.shape[1]), np.float32)
+                    proba[done : done + m] = p
+                    if embed:
+                        e = model.embed(X)
+                        if e is not None:
+                            e = np.asarray(e, dtype=np.float32)
+                            if emb is None:
+                                emb = writer.array("embeddings", (n, e.shape[1]), np.float32)
+                            emb[done : done + m] = e
+                    ids[done : done + m] = part.ids
+                    done += m
+                bar.advance(m)
+            if done < n:  # some samples could not be read (quarantined): keep the rows scored
+                for name, arr in (("proba", proba), ("embeddings", emb)):
+                    if arr is not None:
+                        writer.put(name, np.array(arr[:done]))
+            writer.put("sample_ids", ids[:done])
+            writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return pool.take(np.isin(pool.ids, ids[:done], assume_unique=True)) if done < n else pool
+
+
+def _external(env: StepEnv, rnd: Round, project: Project, pool: SampleArrays, model: ExternalModel
+              ) -> tuple[SampleArrays, NDArray[np.float32] | None]:
+    """An external model's probabilities (from its prediction file), for the samples it covers."""
+    if model.proba is None:
+        return pool, None
+    keys = sample_records(env.ws.engine, pool.ids, ("key",))
+    known = set(model.keys)
+    mine = np.array([keys[int(i)][0] in known for i in pool.ids], dtype=bool)
+    if not mine.all():
+        logger.warning("round %d: %d samples imported after the model ran are left out of this "
+                       "round (the next model covers them)", rnd.number, int((~mine).sum()))
+        pool = pool.take(mine)
+    return pool, model.proba_of([keys[int(i)][0] for i in pool.ids]).astype(np.float32)
+
+
+def _objects(env: StepEnv, project: Project, pool: SampleArrays, model: Any, *, features: bool) -> ObjectColumns:
     """The pool's object proposals (crop features only when the strategy clusters them)."""
     from alloop.detection.source import load_proposals, object_set
 
@@ -69,10 +125,11 @@ def _objects(env: StepEnv, project: Project, pool: list[Sample], model: Any, *, 
     cfg = ws.config.proposals
     assert cfg is not None  # the caller checked
     dets = model.detections if isinstance(model, ExternalModel) else None
-    props, where = load_proposals(cfg, project.labels, pool, model_detections=dets,
+    samples = env.data.refs(pool.ids)
+    props, where = load_proposals(cfg, project.labels, samples, model_detections=dets,
                                   cache_dir=ws.cache_dir, progress=ws.progress)
     logger.info("project %s: %d proposals from %s", project.name, len(props), where)
-    cols = object_set(props, pool, project.labels, ws.encoder if features else None, ws.feature_cache,
+    cols = object_set(props, samples, project.labels, ws.encoder if features else None, ws.feature_cache,
                       pad=cfg.pad, work_dir=ws.work_dir, progress=ws.progress)
     return ObjectColumns(image=cols["obj_image"], label=cols["obj_label"], score=cols["obj_score"],
                          box=cols["obj_box"], features=cols["obj_features"])

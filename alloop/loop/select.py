@@ -15,7 +15,8 @@ from alloop.loop.states import RoundState
 from alloop.rng import derive_rng
 from alloop.store.engine import session_scope
 from alloop.store.models import Round, Selection
-from alloop.store.queries import pool_samples, selected_ids, training_boxes, training_labels
+from alloop.store.arrays import SampleArrays, sample_records, selected_array
+from alloop.store.queries import training_boxes, training_labels
 from alloop.strategies.base import SelectionContext
 
 logger = logging.getLogger(__name__)
@@ -26,26 +27,40 @@ __all__ = ["select"]
 def select(env: StepEnv, rnd: Round) -> TickResult:
     """Pick ``rnd.budget`` candidates (never a sample already selected) and record them ranked."""
     ws = env.ws
-    project = ws.project()
+    project = env.project()
     scores = RoundScores.load(scores_path(ws.work_dir, rnd.number))
     strategy, name = env.strategy_for(rnd, scores.proba is not None)
-    with session_scope(ws.engine) as s:
-        by_id = {smp.id: smp for smp in pool_samples(s, project.id)}  # type: ignore[arg-type]
-        chosen = selected_ids(s, project.id)  # type: ignore[arg-type]
-        labels = training_labels(s, project, ws.config.loop.aggregation)
-    keep = np.array([i in by_id for i in scores.sample_ids], dtype=bool)  # quarantined since scoring: drop
-    scores = scores.on(keep)
+    pool = env.data.arrays(project.id)  # type: ignore[arg-type]
+    pos = pool.positions_of(scores.sample_ids)
+    if (pos < 0).any():  # quarantined since scoring: drop
+        scores = scores.on(pos >= 0)
+        pos = pos[pos >= 0]
     ids = scores.sample_ids
-    classes = {lb: i for i, lb in enumerate(project.labels)}
-    if project.task == "detection":  # labeled = has boxes; there is no one class per image
-        with session_scope(ws.engine) as s:
-            boxed = training_boxes(s, project)
-        label_arr = np.array([0 if int(i) in boxed else -1 for i in ids], dtype=np.int64)
+    rows = pool.rows[pos]
+    chosen = selected_array(ws.engine, project.id)  # type: ignore[arg-type]
+    with session_scope(ws.engine) as s:
+        if project.task == "detection":  # labeled = has boxes; there is no one class per image
+            labeled_ids = np.array(sorted(training_boxes(s, project)), dtype=np.int64)
+        else:
+            labels = training_labels(s, project, ws.config.loop.aggregation)
+    n = len(ids)
+    if project.task == "detection":
+        label_arr = np.where(np.isin(ids, labeled_ids), 0, -1).astype(np.int64)
     else:
-        label_arr = np.array([classes.get(labels.get(int(i), ""), -1) for i in ids], dtype=np.int64)
+        classes = {lb: i for i, lb in enumerate(project.labels)}
+        label_arr = np.full(n, -1, dtype=np.int64)
+        if labels:
+            lab_ids = np.fromiter(labels.keys(), dtype=np.int64, count=len(labels))
+            lab_cls = np.array([classes.get(v, -1) for v in labels.values()], dtype=np.int64)
+            where = SampleArrays(ids, rows).positions_of(lab_ids)
+            label_arr[where[where >= 0]] = lab_cls[where >= 0]
     embeddings = scores.embeddings
     if embeddings is None and "embeddings" in strategy.requires:
-        _, embeddings = env.data.features([by_id[int(i)] for i in ids])
+        _, embeddings = env.data.features(project.id, SampleArrays(ids, rows))  # type: ignore[arg-type]
+    keys = None
+    if "keys" in strategy.requires:
+        recs = sample_records(ws.engine, ids, ("key",))
+        keys = np.array([recs[int(i)][0] for i in ids], dtype=object)
     extras = {}
     if scores.objects is not None:
         from alloop.strategies.objects import ObjectSet
@@ -53,23 +68,24 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         o = scores.objects
         extras["objects"] = ObjectSet(image=o.image, label=o.label, score=o.score, features=o.features, box=o.box)
     ctx = SelectionContext(
-        n_samples=len(ids),
-        candidates=np.flatnonzero([int(i) not in chosen for i in ids]),
+        n_samples=n,
+        candidates=np.flatnonzero(~np.isin(ids, chosen)),
         labeled=np.flatnonzero(label_arr >= 0),
         rng=derive_rng(project.seed, "round", rnd.number, "select"),
         proba=scores.proba,
         embeddings=embeddings,
         labels=None if project.task == "detection" else label_arr,
-        keys=np.array([by_id[int(i)].key for i in ids], dtype=object),
+        keys=keys,
         extras=extras,
     )
     sel = strategy.select(ctx, rnd.budget)
-    rows = [
-        dict(project_id=project.id, round_id=rnd.id, sample_id=int(ids[pos]), rank=rank,
+    picked = ids[sel.positions]
+    rows_out = [
+        dict(project_id=project.id, round_id=rnd.id, sample_id=int(sid), rank=rank,
              score=float(score) if np.isfinite(score) else 0.0)
-        for rank, (pos, score) in enumerate(zip(sel.positions, sel.scores))
+        for rank, (sid, score) in enumerate(zip(picked.tolist(), sel.scores.tolist()))
     ]
     with Session(ws.engine, expire_on_commit=False) as s:
-        s.execute(insert(Selection), rows)
+        s.execute(insert(Selection), rows_out)
         env.transition(s, rnd, RoundState.SELECTED)
     return result("selected", rnd, RoundState.SELECTED, f"round {rnd.number}: {name} selected {len(sel)} samples")

@@ -23,7 +23,7 @@ __all__ = ["finish", "train"]
 
 def train(env: StepEnv, rnd: Round) -> TickResult:
     """Train the round's model (none yet with fewer than two labeled classes) and record it."""
-    project = env.ws.project()
+    project = env.project()
     model, mv = env.models.train(project, ("round", rnd.number), model_stem(rnd.number))
     with Session(env.ws.engine, expire_on_commit=False) as s:
         values: dict[str, Any] = {}

@@ -27,7 +27,7 @@ from alloop.params import parse_params
 from alloop.protocols.context import PluginContext
 
 #: The arrays a strategy may ask for.
-KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "objects"})
+KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "keys", "objects"})
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ class SelectionContext:
     labels : ndarray of shape (n_samples,), int64, optional
         Class index of labeled positions, -1 elsewhere.
     keys : ndarray of shape (n_samples,), str, optional
-        The stable sample key of every position (for strategies that take given items).
+        The stable sample key of every position; only for strategies that declare ``"keys"`` in
+        ``requires`` (loading millions of keys costs time and memory the others do not need).
     extras : dict
         Anything else a plugin strategy needs (e.g. object proposals); keyed by requirement.
     """
@@ -114,7 +115,7 @@ class SelectionContext:
 
     def require(self, name: str) -> Any:
         """Return the array ``name`` or raise a clear error if the controller did not provide it."""
-        value = self.extras.get(name) if name not in ("proba", "embeddings", "labels") else getattr(self, name)
+        value = self.extras.get(name) if name not in ("proba", "embeddings", "labels", "keys") else getattr(self, name)
         if value is None:
             raise ConfigError(
                 f"This strategy needs {name!r} but the context has none; declare it in the "

@@ -22,7 +22,7 @@ class GivenStrategy(Strategy):
     """
 
     name: ClassVar[str] = "given"
-    requires: ClassVar[frozenset[str]] = frozenset()
+    requires: ClassVar[frozenset[str]] = frozenset({"keys"})
 
     keys: tuple[str, ...] = ()
     path: Path | None = None

@@ -16,6 +16,10 @@ from alloop.strategies import _scores
 from alloop.strategies.base import Selection, SelectionContext, Strategy
 
 
+#: candidates scored at once (bounds the memory of a large pool's selection)
+CHUNK_ROWS = 1 << 16
+
+
 class _UncertaintyStrategy(Strategy):
     """Score candidates with ``_score(proba)`` and keep the top ``k``."""
 
@@ -23,10 +27,28 @@ class _UncertaintyStrategy(Strategy):
     _score: ClassVar[staticmethod[[NDArray[Any]], NDArray[np.float64]]]
 
     def _select(self, ctx: SelectionContext, k: int) -> Selection:
-        proba = np.asarray(ctx.require("proba"))[ctx.candidates]
-        scores = type(self)._score(proba)
-        idx = _scores.top_k(scores, k)
-        return Selection(positions=ctx.candidates[idx], scores=scores[idx])
+        proba = ctx.require("proba")
+        score = type(self)._score
+        cand = ctx.candidates
+        if cand.size <= CHUNK_ROWS:
+            scores = score(np.asarray(proba[cand]))
+            idx = _scores.top_k(scores, k)
+            return Selection(positions=cand[idx], scores=scores[idx])
+        # a large pool (often memory-mapped): score a chunk at a time, keep each chunk's top k, then
+        # the top k of those. Exact: a global winner is among its own chunk's k best (same order:
+        # score descending, position ascending)
+        best_pos, best_score = [], []
+        for start in range(0, cand.size, CHUNK_ROWS):
+            part = cand[start : start + CHUNK_ROWS]
+            s = score(np.asarray(proba[part]))
+            idx = _scores.top_k(s, min(k, s.size))
+            best_pos.append(part[idx])
+            best_score.append(s[idx])
+        pos, sc = np.concatenate(best_pos), np.concatenate(best_score)
+        order = np.argsort(pos, kind="stable")  # ascending positions, so ties go to the lowest
+        pos, sc = pos[order], sc[order]
+        idx = _scores.top_k(sc, k)
+        return Selection(positions=pos[idx], scores=sc[idx])
 
 
 class EntropyStrategy(_UncertaintyStrategy):
