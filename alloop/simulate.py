@@ -231,9 +231,9 @@ def simulate(
     from joblib import Parallel, delayed
     from sqlmodel import col, select
 
+    from alloop.features.store import VectorFileInfo
     from alloop.protocols import SampleRef
     from alloop.store.engine import session_scope
-    from alloop.features.store import VectorFileInfo
     from alloop.store.models import Sample, VectorFile
     from alloop.store.queries import get_project
 

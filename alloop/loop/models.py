@@ -26,8 +26,8 @@ from alloop.loop.data import PoolData
 from alloop.loop.external import ExternalModel, train_external
 from alloop.protocols import FeatureLearner
 from alloop.rng import derive_seed
-from alloop.store.engine import session_scope
 from alloop.store.arrays import SampleArrays, arrays_of, reference_arrays
+from alloop.store.engine import session_scope
 from alloop.store.models import ModelVersion, Project, Round
 from alloop.store.queries import training_labels
 

@@ -79,7 +79,8 @@ def payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Sample]) 
         return _box_payloads(env, rnd, project, samples)
     scores = _scores(env, rnd)
     proba: dict[int, NDArray[np.float32]] = {}
-    if scores is not None and scores.proba is not None and samples and len(scores.sample_ids):  # the picks' rows only (not the pool's)
+    if scores is not None and scores.proba is not None and samples and len(scores.sample_ids):
+        # the picks' rows only, not the pool's
         wanted = np.array([smp.id for smp in samples], dtype=np.int64)
         pos = np.searchsorted(scores.sample_ids, wanted)
         pos = np.minimum(pos, len(scores.sample_ids) - 1)

@@ -13,9 +13,9 @@ from alloop.loop.env import StepEnv, result
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
 from alloop.rng import derive_rng
+from alloop.store.arrays import SampleArrays, sample_records, selected_array
 from alloop.store.engine import session_scope
 from alloop.store.models import Round, Selection
-from alloop.store.arrays import SampleArrays, sample_records, selected_array
 from alloop.store.queries import training_boxes, training_labels
 from alloop.strategies.base import SelectionContext
 

@@ -15,7 +15,6 @@ from numpy.typing import NDArray
 from alloop.strategies import _scores
 from alloop.strategies.base import Selection, SelectionContext, Strategy
 
-
 #: candidates scored at once (bounds the memory of a large pool's selection)
 CHUNK_ROWS = 1 << 16
 

@@ -51,6 +51,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator], Any]] = {
     "embeddings": lambda rng: rng.standard_normal((N, N_FEATURES)),
     "labels": _labels,
     "objects": _objects,
+    "keys": lambda rng: np.array([f"sample-{i:04d}" for i in range(N)], dtype=object),
 }
 
 
@@ -63,7 +64,7 @@ def make_ctx(cls: type[Strategy], seed: int = 0, candidates=CANDIDATES, labeled=
         if req not in BUILDERS:
             pytest.fail(f"The contract suite cannot build {req!r} for {cls.__name__}; add a "
                         "builder to BUILDERS in tests/contract/test_strategies_contract.py.")
-        target = arrays if req in ("proba", "embeddings", "labels") else extras
+        target = arrays if req in ("proba", "embeddings", "labels", "keys") else extras
         target[req] = BUILDERS[req](data_rng)
     return SelectionContext(N, np.asarray(candidates, dtype=np.int64),
                             np.asarray(labeled, dtype=np.int64), np.random.default_rng(seed),

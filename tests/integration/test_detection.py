@@ -176,8 +176,8 @@ def same_boxes(got: list[tuple[str, list[float]]], want: list[tuple[str, list[fl
 
 
 def scores(folder: Path, number: int) -> dict[str, np.ndarray]:
-    with np.load(folder / ".alloop" / "rounds" / f"round-{number:04d}" / "scores.npz") as z:
-        return {k: z[k] for k in z.files}
+    folder = folder / ".alloop" / "rounds" / f"round-{number:04d}" / "scores"
+    return {f.stem: np.load(f) for f in folder.glob("*.npy")}
 
 
 def rows(keys: list[str], labels: list[str], score: np.ndarray, xyxy: np.ndarray) -> list[tuple[Any, ...]]:
@@ -188,7 +188,7 @@ def rows(keys: list[str], labels: list[str], score: np.ndarray, xyxy: np.ndarray
 
 
 def object_rows(folder: Path, number: int, state: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """The object proposals a round's scores.npz holds, by image key and label name."""
+    """The object proposals a round's score files hold, by image key and label name."""
     z = scores(folder, number)
     with session_scope(engine := make_engine(f"sqlite:///{folder / '.alloop' / 'alloop.db'}")) as s:
         key = dict(s.exec(select(Sample.id, Sample.key)).all())
@@ -364,7 +364,7 @@ def test_onnx_proposals_in_the_loop_are_cached(tmp_path: Path, pool_data: Path) 
     assert [(n, st) for n, st, *_ in state["rounds"]] == [(0, "CLOSED")] and state["status"][0] == "active"
     assert len(state["picked"][0]) == 12
 
-    # scores.npz holds what the detector finds in the pool images, nothing else
+    # the score files hold what the detector finds in the pool images, nothing else
     images = pool_data / "pool" / "images"
     found = OnnxYoloDetector(proj / "detector.onnx", ONNX_CLASSES, input_size=S, conf=min_score, iou=iou).detect(
         [images / k for k in state["pool"]], keys=state["pool"]).above(min_score)
