@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, provenance_note  # noqa: E402
+from _machine import machine_info, provenance_note
 
 RESULTS = Path(__file__).parent / "results"
 SEED = 0

@@ -53,6 +53,7 @@ class OracleConnector:
         self.params = params
         #: sample key -> round it was pushed in (this instance's tasks, for find_tasks)
         self._pushed: dict[str, int] = {}
+        self._made: dict[tuple[str, Any], list[AnnotationRecord]] = {}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, *, context: ConnectorContext) -> OracleConnector:
@@ -107,45 +108,51 @@ class OracleConnector:
                     f"{t.sample_key!r}): its task ids are 'oracle:<sample key>', here "
                     f"{self.task_id(t.sample_key)!r}. The task was recorded for another connector."
                 )
-        known = self._known(t.sample_key for t in tasks)
+        # a task's annotations are a pure function of (seed, key, truth, pushed_at): made once per
+        # task, then handed out again (every pull lists every task)
+        fresh = [t for t in tasks if (t.sample_key, t.pushed_at) not in self._made]
+        known = self._known(t.sample_key for t in fresh)
+        for t in fresh:
+            self._made[(t.sample_key, t.pushed_at)] = self._annotate(t, known.get(t.sample_key))
+        return [r for t in tasks for r in self._made[(t.sample_key, t.pushed_at)]]
+
+    def _annotate(self, t: TaskRef, truth: Any) -> list[AnnotationRecord]:
         out: list[AnnotationRecord] = []
-        for t in tasks:
-            truth = known.get(t.sample_key)
-            for a in range(self.params.annotators):
-                rng = derive_rng(self.context.seed, "oracle", t.sample_key, a)
-                cancelled = bool(rng.random() < self.params.skip_rate)
-                value = None
-                if self.detection:
-                    label = None
-                    if truth is None and not cancelled:  # push checked it: the pool's truth changed since
-                        raise ConnectorDataError(
-                            f"The simulated annotator has no ground-truth boxes for sample {t.sample_key!r} any "
-                            "more. Give the pool its truth again (a COCO file as `annotations` in [pool.source])."
-                        )
-                    boxes = [dict(b) for b in truth["boxes"]] if truth is not None and not cancelled else []
-                    for b in boxes:
-                        if self.params.noise and rng.random() < self.params.noise:
-                            b["label"] = self._wrong(b["label"], rng)
-                    value = None if cancelled else {"boxes": boxes}
-                else:
-                    label = None if cancelled else truth
-                    if not cancelled and self.params.noise and rng.random() < self.params.noise:
-                        label = self._wrong(truth, rng)
-                at = t.pushed_at + timedelta(seconds=1 + a)
-                out.append(
-                    AnnotationRecord(
-                        sample_key=t.sample_key,
-                        external_task_id=t.external_id,
-                        source_id=f"{t.sample_key}#{a}",
-                        annotator=f"oracle-{a}",
-                        label=label,
-                        cancelled=cancelled,
-                        value=value,
-                        created_at=at,
-                        updated_at=at,
-                        lead_time=0.0,
+        for a in range(self.params.annotators):
+            rng = derive_rng(self.context.seed, "oracle", t.sample_key, a)
+            cancelled = bool(rng.random() < self.params.skip_rate)
+            value = None
+            if self.detection:
+                label = None
+                if truth is None and not cancelled:  # push checked it: the pool's truth changed since
+                    raise ConnectorDataError(
+                        f"The simulated annotator has no ground-truth boxes for sample {t.sample_key!r} any "
+                        "more. Give the pool its truth again (a COCO file as `annotations` in [pool.source])."
                     )
+                boxes = [dict(b) for b in truth["boxes"]] if truth is not None and not cancelled else []
+                for b in boxes:
+                    if self.params.noise and rng.random() < self.params.noise:
+                        b["label"] = self._wrong(b["label"], rng)
+                value = None if cancelled else {"boxes": boxes}
+            else:
+                label = None if cancelled else truth
+                if not cancelled and self.params.noise and rng.random() < self.params.noise:
+                    label = self._wrong(truth, rng)
+            at = t.pushed_at + timedelta(seconds=1 + a)
+            out.append(
+                AnnotationRecord(
+                    sample_key=t.sample_key,
+                    external_task_id=t.external_id,
+                    source_id=f"{t.sample_key}#{a}",
+                    annotator=f"oracle-{a}",
+                    label=label,
+                    cancelled=cancelled,
+                    value=value,
+                    created_at=at,
+                    updated_at=at,
+                    lead_time=0.0,
                 )
+            )
         return out
 
     def close(self) -> None:

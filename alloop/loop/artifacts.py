@@ -54,25 +54,36 @@ class ScoresWriter:
         self.tmp = self.path.with_name(f"{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
         self.tmp.mkdir(parents=True)
         self._maps: list[np.memmap[Any, Any]] = []
+        self._small: dict[str, NDArray[Any]] = {}
 
     def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
-        arr = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-        self._maps.append(arr)
-        return arr
+        """A writable array saved at :meth:`commit`: memory-mapped when large, in memory when small."""
+        if int(np.prod(shape)) * np.dtype(dtype).itemsize <= MMAP_BYTES:
+            arr = np.empty(shape, dtype=dtype)
+            self._small[name] = arr
+            return arr
+        mm = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        self._maps.append(mm)
+        return mm
 
     def put(self, name: str, arr: NDArray[Any]) -> None:
         np.save(self.tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
 
     def commit(self) -> None:
-        for arr in self._maps:
-            arr.flush()
+        for name, arr in self._small.items():
+            if not (self.tmp / f"{name}.npy").exists():  # not replaced by a put
+                self.put(name, arr)
+        for mm in self._maps:
+            mm.flush()
         self._maps.clear()
+        self._small.clear()
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
         self._maps.clear()
+        self._small.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -47,8 +47,8 @@ from alloop.store.models import Project, Round, utcnow
 from alloop.store.queries import (
     current_round,
     get_project,
-    model_versions,
-    rounds,
+    latest_model,
+    round_count,
 )
 from alloop.userwarnings import WarningLog, collecting
 from alloop.workspace import Workspace
@@ -197,14 +197,14 @@ class Controller:
     def _between_rounds(self, project: Project) -> TickResult:
         loop = self.ws.config.loop
         with session_scope(self.ws.engine) as s:
-            history = rounds(s, project.id)  # type: ignore[arg-type]
-            models = [m for m in model_versions(s, project.id) if not m.final]  # type: ignore[arg-type]
+            n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
+            model = latest_model(s, project.id)  # type: ignore[arg-type]
         n_chosen, n_candidates = count_candidates(self.ws.engine, project.id)  # type: ignore[arg-type]
-        reason = stop_reason(loop, history, n_chosen, n_candidates, models[-1] if models else None)
+        reason = stop_reason(loop, n_rounds, n_chosen, n_candidates, model)
         if reason is not None:
             with collecting(self.warnings, "the final model"):
                 return finish(self.env, project, reason)
-        number = history[-1].number + 1 if history else 0
+        number = last + 1 if last is not None else 0
         budget = round_budget(loop, number, n_chosen, n_candidates)
         strategy = self.ws.cold_start if number == 0 else self.ws.strategy
         comp = self.ws.config.cold_start if number == 0 else self.ws.config.strategy

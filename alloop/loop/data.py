@@ -41,6 +41,7 @@ class PoolData:
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
+        self._stores: dict[int, VectorStore] = {}
 
     # -- which samples ---------------------------------------------------------------------------
     def arrays(self, project_id: int, split: str = "pool", *, with_reference: bool = False) -> SampleArrays:
@@ -52,19 +53,25 @@ class PoolData:
         recs = sample_records(self.ws.engine, ids, _REF_COLUMNS)
         return [SampleRef(*recs[int(i)], self.ws.work_dir) for i in ids]
 
-    def store(self, project_id: int) -> VectorStore:
-        """The project's vector store (its vectors imports' files)."""
+    def store(self, project_id: int, need_rows: int = 0) -> VectorStore:
+        """The project's vector store (its vectors imports' files); read again from the database when
+        the one this process knows ends before ``need_rows`` (an import added files since)."""
+        known = self._stores.get(project_id)
+        if known is not None and known.n_rows >= need_rows and known:
+            return known
         with session_scope(self.ws.engine) as s:
             files = s.exec(
                 VectorFile.__table__.select().where(VectorFile.__table__.c.project_id == project_id)  # type: ignore[attr-defined]
             ).all()
-        return VectorStore(self.ws.work_dir, [VectorFileInfo(f.path, f.first_row, f.rows, f.dim) for f in files])
+        store = VectorStore(self.ws.work_dir, [VectorFileInfo(f.path, f.first_row, f.rows, f.dim) for f in files])
+        self._stores[project_id] = store
+        return store
 
     def _vector_store(self, project_id: int, samples: SampleArrays) -> VectorStore | None:
         """The vector store when it can serve these samples' features (the ``vector`` encoder)."""
         if self.ws.config.features.name != "vector" or not samples.has_rows:
             return None
-        store = self.store(project_id)
+        store = self.store(project_id, int(samples.rows.max()) + 1)
         return store if store else None
 
     # -- features --------------------------------------------------------------------------------

@@ -10,19 +10,19 @@ from datetime import datetime, timedelta
 
 from alloop.config import LoopConfig
 from alloop.errors import PoolExhaustedError
-from alloop.store.models import ModelVersion, Round, utcnow
+from alloop.store.models import ModelVersion, utcnow
 
 
 def stop_reason(
     loop: LoopConfig,
-    rounds: list[Round],
+    n_rounds: int,
     n_selected: int,
     n_candidates: int,
     latest_model: ModelVersion | None,
 ) -> str | None:
     """Why the project should stop before creating another round, or None to go on."""
-    if loop.max_rounds is not None and len(rounds) >= loop.max_rounds:
-        return f"max_rounds reached ({len(rounds)} rounds)"
+    if loop.max_rounds is not None and n_rounds >= loop.max_rounds:
+        return f"max_rounds reached ({n_rounds} rounds)"
     if loop.budget is not None and n_selected >= loop.budget:
         return f"budget spent ({n_selected} of {loop.budget} samples selected)"
     if loop.target_accuracy is not None and latest_model is not None:

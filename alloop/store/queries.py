@@ -111,7 +111,7 @@ def rounds(session: Session, project_id: int) -> list[Round]:
 
 def current_round(session: Session, project_id: int) -> Round | None:
     return session.exec(
-        select(Round).where(Round.project_id == project_id).order_by(col(Round.number).desc())
+        select(Round).where(Round.project_id == project_id).order_by(col(Round.number).desc()).limit(1)
     ).first()
 
 
@@ -129,6 +129,22 @@ def training_labels(session: Session, project: Project, rule: str) -> dict[int, 
         .order_by(col(Annotation.id))
     ).all()
     return aggregate((Vote(*r) for r in rows), rule)
+
+
+def round_count(session: Session, project_id: int) -> tuple[int, int | None]:
+    """``(number of rounds, highest round number or None)``."""
+    n, last = session.execute(
+        select(func.count(), func.max(Round.number)).where(Round.project_id == project_id)
+    ).one()
+    return int(n), last
+
+
+def latest_model(session: Session, project_id: int) -> ModelVersion | None:
+    """The most recent round model (not the final one), or None."""
+    return session.exec(
+        select(ModelVersion).where(ModelVersion.project_id == project_id, ModelVersion.final == False)  # noqa: E712
+        .order_by(col(ModelVersion.id).desc()).limit(1)
+    ).first()
 
 
 def model_versions(session: Session, project_id: int) -> list[ModelVersion]:

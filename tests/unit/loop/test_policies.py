@@ -8,21 +8,17 @@ from alloop.config import LoopConfig
 from alloop.errors import InvalidTransitionError, PoolExhaustedError
 from alloop.loop.policies import round_budget, round_complete, stop_reason
 from alloop.loop.states import RoundState, check_transition
-from alloop.store.models import ModelVersion, Round
-
-
-def rounds(n):
-    return [Round(project_id=1, number=i, budget=1) for i in range(n)]
+from alloop.store.models import ModelVersion
 
 
 def test_stop_reasons():
     loop = LoopConfig(max_rounds=3, budget=100, target_accuracy=0.9)
-    assert stop_reason(loop, rounds(2), 50, 10, None) is None
-    assert "max_rounds" in stop_reason(loop, rounds(3), 50, 10, None)
-    assert "budget spent" in stop_reason(loop, rounds(1), 100, 10, None)
+    assert stop_reason(loop, 2, 50, 10, None) is None
+    assert "max_rounds" in stop_reason(loop, 3, 50, 10, None)
+    assert "budget spent" in stop_reason(loop, 1, 100, 10, None)
     good = ModelVersion(project_id=1, learner="x", metrics={"accuracy": 0.95})
-    assert "target accuracy" in stop_reason(loop, rounds(1), 10, 10, good)
-    assert "pool exhausted" in stop_reason(LoopConfig(), rounds(1), 10, 0, None)
+    assert "target accuracy" in stop_reason(loop, 1, 10, 10, good)
+    assert "pool exhausted" in stop_reason(LoopConfig(), 1, 10, 0, None)
 
 
 def test_round_budget_caps_and_errors():
