@@ -2,9 +2,9 @@
 
 ``ray.init`` waits for an unreachable head for minutes (it retries the GCS connection, then the
 cluster id, each with its own timeouts). Before calling it, :func:`probe` opens a TCP connection
-and checks that the head answers an HTTP/2 preface as gRPC servers do, within ``timeout``
-seconds, so a wrong host, a closed port, a firewall or a port of another service gives an
-:class:`~alloop.errors.ExecutionUnavailableError` quickly.
+and checks that the head answers an HTTP/2 preface as gRPC servers do, all within ``timeout``
+seconds (name resolution included), so a wrong host, a closed port, a firewall or a port of
+another service gives an :class:`~alloop.errors.ExecutionUnavailableError` quickly.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -109,53 +110,82 @@ def parse_address(address: str | None) -> Target:
 
 
 def probe(target: Target, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Check within ``timeout`` seconds that a gRPC server (a Ray head) answers at ``target``."""
+    """Check within ``timeout`` seconds that a gRPC server (a Ray head) answers at ``target``.
+
+    Name resolution, the TCP connection and an HTTP/2 preface answered by a SETTINGS frame (what
+    every gRPC server sends first) share the one deadline.
+    """
     if target.kind == "local":
         return
     deadline = time.monotonic() + timeout
-    try:
-        with socket.create_connection((target.host, target.port), timeout=timeout):
-            pass
-    except socket.gaierror as exc:
-        raise ExecutionUnavailableError(target.given, f"unknown host {target.host!r} ({exc})") from exc
-    except TimeoutError as exc:
-        raise ExecutionUnavailableError(
-            target.given,
-            f"no answer from {target.host}:{target.port} within {timeout:.0f} s (a firewall, or a wrong host)",
-        ) from exc
-    except OSError as exc:
-        raise ExecutionUnavailableError(
-            target.given, f"{target.host}:{target.port} refused the connection ({exc.strerror or exc})"
-        ) from exc
-    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
-        return  # a TLS handshake needs Ray's certificates: leave it to ray.init
-    if not _speaks_http2(target.host, target.port, max(0.5, deadline - time.monotonic())):
-        raise ExecutionUnavailableError(
-            target.given,
-            f"{target.host}:{target.port} accepts connections but did not answer as a Ray head (gRPC) within "
-            f"{timeout:.0f} s",
-            hint="Check the port: the head's GCS listens on 6379 (address \"<head>:6379\"), Ray Client on 10001 "
-            '(address "ray://<head>:10001").',
-        )
+    where = f"{target.host}:{target.port}"
+    addresses = _resolve(target, timeout)
+    sock = None
+    error: OSError | None = None
+    for family, kind, proto, _, sockaddr in addresses:
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            sock.connect(sockaddr)
+            break
+        except OSError as exc:
+            sock.close()
+            sock, error = None, exc
+    if sock is None:
+        if isinstance(error, TimeoutError):
+            raise ExecutionUnavailableError(
+                target.given, f"no answer from {where} within {timeout:.0f} s (a firewall, or a wrong host)"
+            ) from error
+        reason = getattr(error, "strerror", None) or error
+        raise ExecutionUnavailableError(target.given, f"{where} refused the connection ({reason})") from error
+    with sock:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return  # a TLS handshake needs Ray's certificates: leave it to ray.init
+        if not _answers_http2(sock, deadline):
+            raise ExecutionUnavailableError(
+                target.given,
+                f"{where} accepts connections but did not answer as a Ray head (gRPC) within {timeout:.0f} s",
+                hint="Check the port: the head's GCS listens on 6379 (address \"<head>:6379\"), Ray Client on "
+                '10001 (address "ray://<head>:10001").',
+            )
+
+
+def _resolve(target: Target, timeout: float) -> list[Any]:
+    """``getaddrinfo`` within ``timeout`` seconds (the resolver has no timeout of its own)."""
+    found: list[Any] = []
+    failed: list[OSError] = []
+
+    def run() -> None:
+        try:
+            found.extend(socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="alloop-resolve", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failed:
+        raise ExecutionUnavailableError(target.given, f"unknown host {target.host!r} ({failed[0]})") from failed[0]
+    if not found:
+        raise ExecutionUnavailableError(target.given, f"could not resolve host {target.host!r} within {timeout:.0f} s")
+    return found
 
 
 #: an HTTP/2 client preface and an empty SETTINGS frame (RFC 9113, 3.4)
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
-def _speaks_http2(host: str, port: int, timeout: float) -> bool:
+def _answers_http2(sock: socket.socket, deadline: float) -> bool:
     """Whether the server answers an HTTP/2 preface with a SETTINGS frame (as gRPC servers do)."""
-    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(_H2_PREFACE)
-            head = b""
-            while len(head) < 9:
-                sock.settimeout(max(0.05, deadline - time.monotonic()))
-                part = sock.recv(9 - len(head))
-                if not part:
-                    return False
-                head += part
+        sock.sendall(_H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            part = sock.recv(9 - len(head))
+            if not part:
+                return False
+            head += part
     except OSError:
         return False
     return head[3] == 0x04  # frame type SETTINGS

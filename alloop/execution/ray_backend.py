@@ -50,13 +50,18 @@ def _run_shard(fn: Callable[[Any, Any], Any], shard: Any, shared: Any) -> Any:
     return fn(shard, shared)
 
 
+def _from_ray(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module == "ray" or module.startswith("ray.")
+
+
 def _user_exception(exc: BaseException) -> BaseException | None:
     """The exception the user's code raised, inside Ray's wrappers (None for a system failure)."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if not type(cur).__module__.startswith("ray"):
+        if not _from_ray(cur):
             return cur
         nxt = getattr(cur, "cause", None)
         cur = nxt if isinstance(nxt, BaseException) else cur.__cause__
@@ -182,7 +187,7 @@ class RayBackend:
                 while pending:
                     done, pending = ray.wait(pending, num_returns=1)
                     for ref in done:
-                        where = f"shard {position[ref]} of {len(refs)} ({fn.__qualname__})"
+                        where = f"shard {position[ref]} of {len(refs)} ({getattr(fn, '__qualname__', fn)})"
                         results[position[ref]] = self._get(ref, what, where)
                         bar.advance()
         finally:
@@ -231,7 +236,7 @@ class RayBackend:
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 yield from_table(table)
         except Exception as exc:
-            if not type(exc).__module__.startswith("ray"):
+            if not _from_ray(exc):
                 raise
             raise self._failure(exc, "Encoding samples", f"a batch ({type(encoder).__name__})") from exc
         finally:

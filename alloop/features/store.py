@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from alloop.errors import StoreError
 
-__all__ = ["VectorStore", "VectorFileInfo"]
+__all__ = ["VectorFileInfo", "VectorStore"]
 
 
 @dataclass(frozen=True)
