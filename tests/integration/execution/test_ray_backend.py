@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from alloop.config import ExecutionConfig
-from alloop.errors import ConfigError
+from alloop.errors import ConfigError, ExecutionError
 from alloop.execution import LocalBackend, open_backend
 from alloop.execution.ray_backend import RayBackend
 from alloop.features.cache import FeatureCache
@@ -91,6 +91,12 @@ def test_an_application_error_surfaces_with_its_message_and_is_not_retried(backe
     with pytest.raises(ValueError, match="shard 3 is bad: made to fail"):
         backend.map_shards(ray_tasks.fail_on, list(range(6)), {"bad": 3, "attempts": str(tmp_path)}, what="x")
     assert len(list(tmp_path.glob("3-*"))) == 1  # ran once: application errors are not retried
+
+
+def test_a_worker_dying_on_every_attempt_fails_after_max_retries(backend, tmp_path):
+    with pytest.raises(ExecutionError, match=r"Scoring: Ray could not run shard 1 of 3 \(die_on\): .*max_retries = 2"):
+        backend.map_shards(ray_tasks.die_on, [0, 1, 2], {"bad": 1, "attempts": str(tmp_path)}, what="Scoring")
+    assert len(list(tmp_path.glob("1-*"))) == 3  # the first attempt and max_retries = 2 retries
 
 
 def test_a_killed_worker_is_retried_and_the_results_are_identical(backend, work_dir, tmp_path):
