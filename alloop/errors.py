@@ -18,6 +18,8 @@ so ``except ValueError`` keeps working for code that does not know alloop::
     ├── LearnerError (RuntimeError)         a model could not be trained / used
     │   └── NotFittedError (AttributeError)
     ├── SampleDecodeError (ValueError)      an item cannot be read (corrupt image ...)
+    ├── ExecutionError (RuntimeError)       the execution backend (Ray) failed: a worker died too often
+    │   └── ExecutionUnavailableError (ConnectionError)   the cluster cannot be reached
     └── ConnectorError (RuntimeError)       the labeling tool failed
         ├── ConnectorAuthError (PermissionError)
         ├── ConnectorUnavailableError (ConnectionError)
@@ -137,6 +139,24 @@ class SampleDecodeError(AlloopError, ValueError):
         self.key = key
         self.reason = reason
         super().__init__(f"Cannot read sample {key!r}: {reason}")
+
+
+class ExecutionError(AlloopError, RuntimeError):
+    """The execution backend failed outside the user's code: Ray is missing, a worker died more
+    often than ``[execution] max_retries`` allows, the cluster lost a node or an object."""
+
+
+class ExecutionUnavailableError(ExecutionError, ConnectionError):
+    """The Ray cluster named by ``[execution] address`` cannot be reached (nothing was run)."""
+
+    def __init__(self, address: str, reason: str, hint: str = "") -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(
+            f"Cannot reach the Ray cluster at {address!r} ([execution] address in alloop.toml): {reason}. "
+            + (hint or "Start the cluster (`ray start --head` on the head node), check the host and port, "
+               "or set [execution] backend = \"local\".")
+        )
 
 
 class ConnectorError(AlloopError, RuntimeError):

@@ -8,6 +8,10 @@ Layout (one folder per encoder fingerprint)::
 A chunk's keys file is written last (atomically), so a crash mid-write leaves an orphan
 ``.npy`` that is ignored. Rows are read back memory-mapped. Two processes may fill the same
 cache at once: chunks have unique names and duplicate rows are harmless.
+
+The samples the cache lacks are encoded by an execution backend (:mod:`alloop.execution`): in
+this process by default, or by Ray Data actors on a cluster. Either way this process writes the
+chunks, so the files are the same.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import IO
 
 import numpy as np
 
-from alloop.errors import SampleDecodeError
+from alloop.execution import Backend, LocalBackend
 from alloop.files import atomic_file
 from alloop.progress import NULL_PROGRESS, Progress
 from alloop.protocols import Encoder, SampleRef
@@ -45,12 +49,17 @@ class FeatureCache:
         Rows per chunk file written while encoding (a crash loses at most one chunk).
     batch_size : int
         Samples handed to the encoder per call.
+    backend : Backend, optional
+        Where the encoder runs (:func:`alloop.execution.open_backend`); default: in this process.
     """
 
-    def __init__(self, root: Path, chunk_rows: int = 8192, batch_size: int = 256) -> None:
+    def __init__(
+        self, root: Path, chunk_rows: int = 8192, batch_size: int = 256, backend: Backend | None = None
+    ) -> None:
         self.root = Path(root)
         self.chunk_rows = chunk_rows
         self.batch_size = batch_size
+        self.backend: Backend = backend if backend is not None else LocalBackend()
         #: number of samples the encoder was asked to encode (observable, for tests)
         self.encoded_count = 0
         self._memo: dict[Path, dict[str, tuple[Path, int]]] = {}
@@ -79,27 +88,6 @@ class FeatureCache:
         _atomic_save(folder / f"{name}.npy", lambda fh: np.save(fh, arr))
         _atomic_save(folder / f"{name}.keys.json", lambda fh: fh.write(json.dumps(hashes).encode()))
 
-    def _encode_batch(
-        self, encoder: Encoder, batch: Sequence[SampleRef], failures: dict[str, str]
-    ) -> tuple[list[str], list[np.ndarray]]:
-        """Encode a batch; if one sample fails, encode one by one to find the culprits."""
-        self.encoded_count += len(batch)
-        try:
-            feats = np.asarray(encoder.encode(batch, NULL_PROGRESS), dtype=np.float32)
-            return [s.content_hash for s in batch], list(feats)
-        except SampleDecodeError:
-            pass
-        hashes, rows = [], []
-        for s in batch:
-            try:
-                feats = np.asarray(encoder.encode([s], NULL_PROGRESS), dtype=np.float32)
-            except SampleDecodeError as exc:
-                failures[s.content_hash] = exc.reason
-                continue
-            hashes.append(s.content_hash)
-            rows.append(feats[0])
-        return hashes, rows
-
     def get(
         self, samples: Sequence[SampleRef], encoder: Encoder, progress: Progress = NULL_PROGRESS
     ) -> tuple[np.ndarray, dict[str, str]]:
@@ -127,12 +115,13 @@ class FeatureCache:
             buf_h: list[str] = []
             buf_r: list[np.ndarray] = []
             with progress.task("Encoding samples", total=len(pending)) as bar:
-                for i in range(0, len(pending), self.batch_size):
-                    batch = pending[i : i + self.batch_size]
-                    h, r = self._encode_batch(encoder, batch, failures)
-                    buf_h += h
-                    buf_r += r
-                    bar.advance(len(batch))
+                for part in self.backend.encode(encoder, pending, self.batch_size):
+                    self.encoded_count += part.count
+                    failures.update(part.failures)
+                    if part.hashes:
+                        buf_h += part.hashes
+                        buf_r.append(part.rows)
+                    bar.advance(part.count)
                     if len(buf_h) >= self.chunk_rows:
                         self._write_chunk(folder, buf_h, buf_r)
                         buf_h, buf_r = [], []
