@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -34,6 +34,9 @@ from alloop.store.engine import open_store, session_scope
 from alloop.store.models import Project, Sample
 from alloop.store.queries import ensure_project, get_project
 from alloop.strategies.base import Strategy
+
+if TYPE_CHECKING:
+    from alloop.execution import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +116,16 @@ class Workspace:
         return registry.create("encoder", c.name, c.params, context=self.plugin_context())
 
     @cached_property
+    def backend(self) -> Backend:
+        """Where per-shard work runs (``[execution]``): opened once per process, on first use."""
+        from alloop.execution import open_backend
+
+        return open_backend(self.config.execution, work_dir=self.work_dir)
+
+    @cached_property
     def feature_cache(self) -> FeatureCache:
-        return FeatureCache(self.cache_dir / "features")
+        backend = self.backend if self.config.execution.backend != "local" else None
+        return FeatureCache(self.cache_dir / "features", backend=backend)
 
     def new_learner(self) -> Learner:
         """A fresh, unfitted learner (one per round: nothing carries over from the last one)."""
@@ -294,5 +305,8 @@ class Workspace:
     def close(self) -> None:
         if "connector" in self.__dict__:
             self.connector.close()
+        if "backend" in self.__dict__:
+            self.backend.close()
+            del self.__dict__["backend"]
         if self._engine is not None:
             self._engine.dispose()

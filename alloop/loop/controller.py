@@ -26,6 +26,7 @@ from alloop.errors import (
     AlloopError,
     ConfigError,
     ConnectorUnavailableError,
+    ExecutionUnavailableError,
     PoolError,
     StoreError,
     UnknownComponentError,
@@ -164,7 +165,7 @@ class Controller:
                 return STEPS[state](self.env, rnd)
         except USER_ERRORS:
             raise
-        except ConnectorUnavailableError as exc:
+        except (ConnectorUnavailableError, ExecutionUnavailableError) as exc:  # not the round's fault
             self._record_error(rnd, exc, count=False)
             raise
         except Exception as exc:

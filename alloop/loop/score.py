@@ -7,6 +7,7 @@ commits, so the SELECTED step of a restarted process selects from the same numbe
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlmodel import Session
 
+from alloop.features.store import VectorFileInfo, VectorStore
 from alloop.loop.artifacts import ObjectColumns, RoundScores, ScoresWriter, scores_path
 from alloop.loop.env import StepEnv, result
 from alloop.loop.external import ExternalModel
@@ -58,42 +60,79 @@ def score(env: StepEnv, rnd: Round) -> TickResult:
     return result("scored", rnd, RoundState.SCORED, msg)
 
 
+@dataclass(frozen=True)
+class ScoreShard:
+    """One shard of the pool to score: its vector-store rows, read where the work runs."""
+
+    work_dir: str
+    files: tuple[VectorFileInfo, ...]
+    rows: NDArray[np.int64]
+    embed: bool
+
+
+def score_shard(shard: ScoreShard, model: Any) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """The model's probabilities (and embeddings) of one shard (runs in a Ray task or in-process)."""
+    store = VectorStore(Path(shard.work_dir), shard.files)
+    view = store.contiguous(shard.rows)
+    X = np.asarray(view) if view is not None else store.take(shard.rows)
+    p = np.asarray(model.predict_proba(X), dtype=np.float32)
+    e = model.embed(X) if shard.embed else None
+    return p, None if e is None else np.asarray(e, dtype=np.float32)
+
+
 def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embed: bool, path: Path
             ) -> SampleArrays:
-    """Predict shard by shard into memory-mapped score files; returns the samples scored.
+    """Predict shard by shard into the score files; returns the samples scored.
 
-    Memory: one shard of features and its predictions (``shard_rows x (d + C + k)`` float32); the
-    score files (``n x C``, ``n x k``) are written through the page cache.
+    A vectors pool is scored by the execution backend (in-process, or Ray tasks that read the
+    memory-mapped store themselves, the model put in the object store once per wave of shards);
+    other pools read their features from the feature cache here, a shard at a time. Memory: a wave
+    of shards' predictions (``workers x 2 x shard_rows x (C + k)`` float32) plus, in-process, one
+    shard of features; the score files (``n x C``, ``n x k``) are written through the page cache.
     """
     n = len(pool)
     writer = ScoresWriter(path)
-    proba: NDArray[np.float32] | None = None
-    emb: NDArray[np.float32] | None = None
+    out: dict[str, NDArray[np.float32]] = {}
     ids = np.empty(n, dtype=np.int64)
     done = 0
+
+    def put(part: SampleArrays, p: NDArray[np.float32], e: NDArray[np.float32] | None) -> None:
+        nonlocal done
+        m = len(part)
+        for name, arr in (("proba", p), ("embeddings", e)):
+            if arr is not None:
+                if name not in out:
+                    out[name] = writer.array(name, (n, arr.shape[1]), np.float32)
+                out[name][done : done + m] = arr
+        ids[done : done + m] = part.ids
+        done += m
+
+    shard_rows = env.ws.config.execution.shard_rows
+    store = env.data._vector_store(project.id, pool)  # type: ignore[arg-type]
     try:
         with env.ws.progress.task(f"Scoring {n} samples", total=n) as bar:
-            for part, X in env.data.chunks(project.id, pool):  # type: ignore[arg-type]
-                m = len(part)
-                if m:
-                    p = np.asarray(model.predict_proba(X), dtype=np.float32)
-                    if proba is None:
-                        proba = writer.array("proba", (n, p.shape[1]), np.float32)
-                    proba[done : done + m] = p
-                    if embed:
-                        e = model.embed(X)
-                        if e is not None:
-                            e = np.asarray(e, dtype=np.float32)
-                            if emb is None:
-                                emb = writer.array("embeddings", (n, e.shape[1]), np.float32)
-                            emb[done : done + m] = e
-                    ids[done : done + m] = part.ids
-                    done += m
-                bar.advance(m)
+            if store is not None:
+                backend = env.ws.backend
+                files = tuple(store.files)
+                wave = max(1, 2 * backend.workers) * shard_rows
+                for w0 in range(0, n, wave):
+                    starts = range(w0, min(w0 + wave, n), shard_rows)
+                    parts = [pool.take(slice(a, min(a + shard_rows, n))) for a in starts]
+                    shards = [ScoreShard(str(env.ws.work_dir), files, part.rows, embed) for part in parts]
+                    results = backend.map_shards(score_shard, shards, shared=model, what="Scoring shards")
+                    for part, (p, e) in zip(parts, results):
+                        put(part, p, e)
+                        bar.advance(len(part))
+            else:
+                for part, X in env.data.chunks(project.id, pool, shard_rows):  # type: ignore[arg-type]
+                    if len(part):
+                        e = model.embed(X) if embed else None
+                        put(part, np.asarray(model.predict_proba(X), dtype=np.float32),
+                            None if e is None else np.asarray(e, dtype=np.float32))
+                        bar.advance(len(part))
             if done < n:  # some samples could not be read (quarantined): keep the rows scored
-                for name, arr in (("proba", proba), ("embeddings", emb)):
-                    if arr is not None:
-                        writer.put(name, np.array(arr[:done]))
+                for name, arr in out.items():
+                    writer.put(name, np.array(arr[:done]))
             writer.put("sample_ids", ids[:done])
             writer.commit()
     except BaseException:

@@ -1,0 +1,124 @@
+"""How a round scales with the pool: import and one round at N = 1e5, 1e6, 1e7, local and on Ray.
+
+For each N a pool of N vectors (d = ``--d``, ten Gaussian classes, float32) is imported once
+(``alloop import``, its own process); then, for each strategy and backend, a copy of the project
+(the database copied, the vector files hard-linked) runs round 0 (100 random picks, labelled by the
+simulated annotator) and round 1 (train a logistic regression, score the pool, select 1,000, push,
+collect) in its own process. Recorded: wall time of round 1 and of each of its steps, peak RSS of
+that process (the driver), and per-row cost. Ray runs use a real local cluster (a head plus 1 or 2
+worker nodes as separate processes, as the tests start it).
+
+    python benchmarks/scale.py --n 100000 1000000 --strategies margin coreset --backends local ray1 ray2
+    python benchmarks/scale.py --n 10000000 --strategies margin --backends local
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _machine import machine_info, provenance_note
+from overhead import _disk, _run_child, make_pool
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _copy_project(src: Path, dst: Path, strategy: str, execution: dict) -> None:
+    """A copy of the imported project with another strategy / backend (vector files hard-linked)."""
+    dst.mkdir(parents=True)
+    os.link(src / "vectors.npy", dst / "vectors.npy")
+    shutil.copy(src / "labels.npy", dst / "labels.npy")
+    work = src / ".alloop"
+    for f in work.rglob("*"):
+        rel = f.relative_to(work)
+        target = dst / ".alloop" / rel
+        if f.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif f.suffix == ".npy":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, target)
+    toml = (src / "alloop.toml").read_text().replace('name = "margin"', f'name = "{strategy}"')
+    toml += "\n[execution]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in execution.items())
+    (dst / "alloop.toml").write_text(toml)
+
+
+def run(ns: list[int], d: int, strategies: list[str], backends: list[str]) -> dict:
+    from tests.helpers.ray_cluster import ENV, RayCluster
+
+    out: dict = {"machine": machine_info(__file__), "runs": [], "imports": []}
+    clusters: dict[str, RayCluster] = {}
+    os.environ.update(ENV)
+    try:
+        for backend in backends:
+            if backend.startswith("ray"):
+                clusters[backend] = RayCluster(workers=int(backend[3:] or 1), cpus=1).start()
+        for n in ns:
+            with tempfile.TemporaryDirectory(dir=os.environ.get("ALLOOP_BENCH_TMP")) as tmp:
+                base = Path(tmp) / "base"
+                base.mkdir()
+                make_pool(base, n, d)
+                imp = _run_child("import", base)
+                out["imports"].append({"n": n, "d": d, "seconds": imp["seconds"], "rows_per_s": n / imp["seconds"],
+                                       "peak_rss_mib": imp["peak_rss_mib"], "disk": _disk(base)})
+                print(json.dumps(out["imports"][-1]), flush=True)
+                for strategy in strategies:
+                    for backend in backends:
+                        execution = {"backend": "local"} if backend == "local" else {
+                            "backend": "ray", "address": clusters[backend].address}
+                        folder = Path(tmp) / f"{strategy}-{backend}"
+                        _copy_project(base, folder, strategy, execution)
+                        rnd = _run_child("round", folder)
+                        row = {"n": n, "d": d, "strategy": strategy, "backend": backend,
+                               "round1_s": rnd["round1_s"], "us_per_row": 1e6 * rnd["round1_s"] / n,
+                               "steps": rnd["round1_steps"], "driver_peak_rss_mib": rnd["peak_rss_mib"]}
+                        out["runs"].append(row)
+                        print(json.dumps(row), flush=True)
+                        shutil.rmtree(folder)
+    finally:
+        for c in clusters.values():
+            c.stop()
+    return out
+
+
+def report(res: dict) -> str:
+    m = res["machine"]
+    lines = ["# Scale: import and one round against the pool size", "",
+             f"Machine: {m['cpu']}, {m['logical_cores']} cores, {m['ram_gib']} GiB; {provenance_note(m)}.", "",
+             "| N | d | import (rows/s) | import peak RSS |", "|---|---|---|---|"]
+    for i in res["imports"]:
+        lines.append(f"| {i['n']:,} | {i['d']} | {i['rows_per_s']:,.0f} | {i['peak_rss_mib']:,.0f} MiB |")
+    lines += ["", "| N | strategy | backend | round 1 | per row | driver peak RSS | steps |", "|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        steps = ", ".join(f"{s['action']} {s['seconds']:.1f}" for s in r["steps"])
+        lines.append(f"| {r['n']:,} | {r['strategy']} | {r['backend']} | {r['round1_s']:.1f} s | "
+                     f"{r['us_per_row']:.2f} µs | {r['driver_peak_rss_mib']:,.0f} MiB | {steps} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--strategies", nargs="+", default=["margin", "coreset"])
+    ap.add_argument("--backends", nargs="+", default=["local", "ray1", "ray2"])
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    res = run(args.n, args.d, args.strategies, args.backends)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.json").write_text(json.dumps(res, indent=1) + "\n")
+    (args.out / "scale.md").write_text(report(res))
+    print(report(res))
+
+
+if __name__ == "__main__":
+    main()
