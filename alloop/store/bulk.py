@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from sqlalchemy import JSON, Table, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
@@ -65,8 +66,8 @@ def json_serializer(connection: Connection) -> Callable[[Any], str]:
     return serializer if callable(serializer) else json.dumps
 
 
-def _sql_literal(value: Any, escape_percent: bool) -> str:
-    """A value already converted for the database (``str``, ``int``, ``float``, ``None``) as SQL text."""
+def _sql_literal(value: Any, escape_percent: bool) -> str | None:
+    """A value already converted for the database as SQL text; None when it is not text, a number or NULL."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
@@ -76,7 +77,7 @@ def _sql_literal(value: Any, escape_percent: bool) -> str:
     elif isinstance(value, str):
         text = "'" + value.replace("'", "''") + "'"
     else:
-        raise TypeError(f"cannot write a constant of type {type(value).__name__} into SQL")
+        return None
     return text.replace("%", "%%") if escape_percent else text
 
 
@@ -149,25 +150,37 @@ def bulk_insert(
     if copy:
         driver = connection.connection.driver_connection  # psycopg.Connection, in this transaction
         assert driver is not None
-        with driver.cursor() as cur, cur.copy(f"COPY {table_name} ({column_list}) FROM STDIN") as out:
-            if extra:
-                for row in rows:
-                    out.write_row(tuple(chain(row, extra)))
-                    n += 1
-            else:
-                for row in rows:
-                    out.write_row(row)
-                    n += 1
+        statement = f"COPY {table_name} ({column_list}) FROM STDIN"
+        dbapi_error = connection.dialect.loaded_dbapi.Error
+        try:
+            with driver.cursor() as cur, cur.copy(statement) as out:
+                if extra:
+                    for row in rows:
+                        out.write_row(tuple(chain(row, extra)))
+                        n += 1
+                else:
+                    for row in rows:
+                        out.write_row(row)
+                        n += 1
+        except dbapi_error as exc:  # as SQLAlchemy would raise it (IntegrityError for a unique key, ...)
+            raise DBAPIError.instance(statement, None, exc, dbapi_error, dialect=connection.dialect) from exc
         return BulkWrite(n, "copy")
     style = connection.dialect.paramstyle
     if style not in _MARKERS:
         raise ValueError(f"bulk_insert supports the paramstyles {', '.join(_MARKERS)}, not {style!r}")
-    # the constants are written into the statement (no parameters to bind per row)
-    values = [_MARKERS[style]] * len(columns) + [_sql_literal(v, escape_percent=style != "qmark") for v in extra]
+    # constants the database takes as text or numbers are written into the statement (nothing to
+    # bind per row); others (a datetime psycopg adapts itself) stay parameters, after the row's
+    literals = [_sql_literal(v, escape_percent=style != "qmark") for v in extra]
+    bound = tuple(v for v, lit in zip(extra, literals) if lit is None)
+    names = [*columns, *(k for k, lit in zip(constants, literals) if lit is not None),
+             *(k for k, lit in zip(constants, literals) if lit is None)]
+    values = [_MARKERS[style]] * len(columns) + [lit for lit in literals if lit is not None]
+    values += [_MARKERS[style]] * len(bound)
+    column_list = ", ".join(quote(n) for n in names)
     sql = f"INSERT INTO {table_name} ({column_list}) VALUES ({', '.join(values)})"
     it = iter(rows)
     while batch := list(islice(it, batch_size)):
-        connection.exec_driver_sql(sql, batch)
+        connection.exec_driver_sql(sql, [(*row, *bound) for row in batch] if bound else batch)
         n += len(batch)
     return BulkWrite(n, "executemany")
 
