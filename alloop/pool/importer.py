@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import String, any_, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -43,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: samples handled (looked up, inserted) per batch
 BATCH = 50_000
-#: keys per ``IN (...)`` lookup (SQLite allows 32,766 parameters per statement)
+#: keys per ``IN (...)`` lookup (SQLite allows 32,766 parameters per statement; PostgreSQL takes
+#: a batch's keys as one array)
 LOOKUP_BATCH = 10_000
 
 #: SQLite: an import into an empty project of at least this many samples (and at least as many as
@@ -216,16 +218,39 @@ def _register_vector_file(conn: Connection, project_id: int, scan: VectorScan) -
     return first_row
 
 
-def _existing(conn: Connection, project_id: int, keys: Sequence[str]) -> dict[str, tuple[str, str, int, int | None]]:
-    """key -> (content_hash, status, id, row) of the project's samples among ``keys``."""
+#: a stored sample as the importer compares it: (key, content_hash, status, id, row)
+Stored = tuple[str, str, str, int, "int | None"]
+
+
+def _existing(conn: Connection, project_id: int, keys: Sequence[str]) -> dict[str, Stored]:
+    """key -> (key, content_hash, status, id, row) of the project's samples among ``keys``.
+
+    PostgreSQL: one query, the keys as one array parameter (``key = ANY(:keys)``). Others:
+    ``key IN (?, ...)`` with :data:`LOOKUP_BATCH` keys at a time, as plain SQL on the driver's
+    cursor (compiling an expanding parameter of 10,000 keys and wrapping each result row costs
+    more than the lookup itself).
+    """
     t = SAMPLE
-    query = select(t.c.key, t.c.content_hash, t.c.status, t.c.id, t.c.row).where(
-        t.c.project_id == project_id, t.c.key.in_(bindparam("keys", expanding=True))
-    )
-    out: dict[str, tuple[str, str, int, int | None]] = {}
-    for start in range(0, len(keys), LOOKUP_BATCH):
-        for key, digest, status, sid, row in conn.execute(query, {"keys": list(keys[start : start + LOOKUP_BATCH])}):
-            out[key] = (digest, status, sid, row)
+    if conn.dialect.name == "postgresql":
+        query = select(t.c.key, t.c.content_hash, t.c.status, t.c.id, t.c.row).where(
+            t.c.project_id == project_id, t.c.key == any_(bindparam("keys", type_=postgresql.ARRAY(String)))
+        )
+        return {r[0]: tuple(r) for r in conn.execute(query, {"keys": list(keys)}).all()}
+    if conn.dialect.paramstyle != "qmark":
+        raise NotImplementedError(f"sample lookup for {conn.dialect.name} ({conn.dialect.paramstyle})")
+    out: dict[str, Stored] = {}
+    cursor = conn.connection.cursor()  # the transaction's own connection
+    try:
+        for start in range(0, len(keys), LOOKUP_BATCH):
+            part = list(keys[start : start + LOOKUP_BATCH])
+            cursor.execute(
+                "SELECT key, content_hash, status, id, row FROM sample WHERE project_id = ? AND key IN ("
+                + ",".join("?" * len(part)) + ")",
+                (project_id, *part),
+            )
+            out.update({r[0]: r for r in cursor.fetchall()})
+    finally:
+        cursor.close()
     return out
 
 
@@ -250,7 +275,7 @@ class _Writer:
         )
         self.set_row = update(t).where(t.c.id == bindparam("_id")).values(row=bindparam("_row"))
 
-    def _classify(self, batch: _Batch, existing: dict[str, tuple[str, str, int, int | None]]) -> list[int]:
+    def _classify(self, batch: _Batch, existing: dict[str, Stored]) -> list[int]:
         """Count unchanged/changed samples, queue restores and row numbers; the positions of new samples."""
         report = self.report
         new: list[int] = []
@@ -261,7 +286,7 @@ class _Writer:
                 continue
             if batch.reasons[i] is not None:  # quarantined now: the stored sample is left as it is
                 continue
-            digest, status, sid, row = old
+            _, digest, status, sid, row = old
             if digest == batch.hashes[i] and status == "ok":
                 report.unchanged += 1
                 if row is None and batch.rows[i] is not None:  # imported before the vector store existed
