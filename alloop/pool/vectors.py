@@ -163,8 +163,9 @@ def _hash_rows(
         for chunk in rows.chunks(_chunk_rows(rows.dim)):
             job = pool.submit(consume, chunk)
             k = len(chunk)
+            raw, step = chunk.reshape(-1).view(np.uint8).data, 4 * rows.dim
             digests[start : start + k] = np.frombuffer(
-                b"".join([sha256(r.data).digest() for r in chunk]), dtype=np.uint8
+                b"".join([sha256(raw[j : j + step]).digest() for j in range(0, k * step, step)]), dtype=np.uint8
             ).reshape(k, 32)
             bad = np.flatnonzero(~np.isfinite(chunk).all(axis=1))
             for j in bad.tolist():
