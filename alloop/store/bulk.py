@@ -199,6 +199,13 @@ def indexes_rebuilt(connection: Connection, table: Table, names: Sequence[str]) 
         yield
         return
     indexes = [i for i in table.indexes if i.name in names and not i.unique]
+    if not indexes:
+        yield
+        return
+    driver = connection.connection.driver_connection
+    if driver is not None and not driver.in_transaction:
+        # sqlite3 opens a transaction before INSERT/UPDATE/DELETE only: DDL would commit at once
+        driver.execute("BEGIN")
     for index in indexes:
         index.drop(connection)
     yield

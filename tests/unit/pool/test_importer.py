@@ -257,6 +257,25 @@ def test_a_failed_import_writes_nothing_and_keeps_the_indexes(engine, tmp_path: 
     assert "ix_sample_content_hash" in {i["name"] for i in inspect(engine).get_indexes("sample")}
 
 
+def test_a_failed_import_of_items_keeps_the_indexes_too(engine, monkeypatch) -> None:
+    """Texts and images: nothing was written before the index is dropped (SQLite then opens the transaction)."""
+    monkeypatch.setattr(importer, "BATCH", 10)
+    monkeypatch.setattr(importer, "REBUILD_INDEX_ROWS", 10)
+    scan = ScanResult(items=[PoolItem(f"t{i}", "text", f"h{i}", {"text": str(i)}, "ab"[i % 2]) for i in range(50)])
+    write = importer._Writer.write
+
+    def fail_on_the_second_batch(self, batch):
+        if batch.keys[0] == "t10":
+            raise RuntimeError("killed")
+        write(self, batch)
+
+    monkeypatch.setattr(importer._Writer, "write", fail_on_the_second_batch)
+    with pytest.raises(RuntimeError, match="killed"):
+        import_pool(engine, "p", scan, test_fraction=0)
+    assert samples(engine) == {}
+    assert "ix_sample_content_hash" in {i["name"] for i in inspect(engine).get_indexes("sample")}
+
+
 def test_bulk_insert_constants_and_text_values(engine, db_url) -> None:
     with session_scope(engine) as s:
         project_id = s.exec(select(Project.id)).one()
