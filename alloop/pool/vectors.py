@@ -320,7 +320,12 @@ def scan_matrix(
                       label_names=label_names, reasons=reasons, progress=progress)
 
 
-def _read_lines(path: Path, what: str) -> list[str]:
+#: characters of a text file read at a time (labels are encoded block by block)
+_TEXT_BLOCK = 1 << 24
+
+
+def _line_blocks(path: Path, what: str) -> Iterator[list[str]]:
+    """The file's lines, stripped, a block at a time (one entry per line, as iterating the file gives)."""
     if not path.is_file():
         raise PoolImportError(
             f"The {what} file {str(path)!r} does not exist. Fix `{what}_path` in [pool.source] of "
@@ -328,12 +333,28 @@ def _read_lines(path: Path, what: str) -> list[str]:
         )
     try:
         with path.open("r", encoding="utf-8-sig") as fh:
-            lines = fh.read().split("\n")  # newlines translated: one entry per line, as iterating would
-        if lines[-1] == "":
-            lines.pop()  # the file's last newline ends a line, it does not start one
-        return list(map(str.strip, lines))
+            while block := fh.readlines(_TEXT_BLOCK):
+                yield list(map(str.strip, block))
     except UnicodeDecodeError as exc:
         raise PoolImportError(f"{path}: not valid UTF-8 ({exc.reason}). Save it as UTF-8.") from None
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    return [line for block in _line_blocks(path, what) for line in block]
+
+
+def _read_label_lines(path: Path) -> tuple[NDArray[np.int32], list[str]]:
+    """Label codes of a ``.txt`` file, encoded block by block (an empty line: no label)."""
+    index: dict[str, int] = {"": -1}
+    values: list[str] = []
+    parts: list[NDArray[np.int32]] = []
+    for block in _line_blocks(path, "labels"):
+        for value in dict.fromkeys(block):
+            if value not in index:
+                index[value] = len(values)
+                values.append(value)
+        parts.append(np.fromiter(map(index.__getitem__, block), dtype=np.int32, count=len(block)))
+    return (np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)), values
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
@@ -362,27 +383,26 @@ def _read_labels(path: Path, n: int) -> tuple[NDArray[np.int32], list[str]]:
             raise PoolImportError(
                 f"{path}: labels must be a 1-D array with one label per row, got shape {arr.shape}."
             )
-        count = len(arr)
-        if count == n:  # each distinct value is read once, then spread by its index
-            uniques, inverse = np.unique(arr, return_inverse=True)
-            table, values = encode_labels([label_str(v) for v in uniques.tolist()])
-            codes = table[inverse.reshape(-1)]
-    elif suffix == ".txt":
-        lines = _read_lines(path, "labels")
-        count = len(lines)
-        if count == n:
-            codes, values = encode_labels([line or None for line in lines])
-    else:
-        raise PoolImportError(
-            f"Cannot read labels from {str(path)!r}: unsupported extension {suffix or '(none)'!r}. "
-            "Supported: .npy (1-D array), .txt (one label per line)."
-        )
+        _check_label_count(path, len(arr), n)
+        uniques, inverse = np.unique(arr, return_inverse=True)  # each distinct value is read once
+        table, values = encode_labels([label_str(v) for v in uniques.tolist()])
+        return table[inverse.reshape(-1)], values
+    if suffix == ".txt":
+        codes, values = _read_label_lines(path)
+        _check_label_count(path, len(codes), n)
+        return codes, values
+    raise PoolImportError(
+        f"Cannot read labels from {str(path)!r}: unsupported extension {suffix or '(none)'!r}. "
+        "Supported: .npy (1-D array), .txt (one label per line)."
+    )
+
+
+def _check_label_count(path: Path, count: int, n: int) -> None:
     if count != n:
         raise PoolImportError(
             f"{path} has {count} labels but the vectors have {n} rows. Give exactly one "
             "label per row (an empty line in a .txt means 'no label')."
         )
-    return codes, values
 
 
 def _read_keys(path: Path, n: int) -> list[str]:
