@@ -7,14 +7,21 @@ reads fine is restored. Everything happens in one transaction: an error writes n
 The write is columnar and in batches (:data:`BATCH` samples): new samples go in with
 :func:`alloop.store.bulk.bulk_insert_samples` (``COPY`` on PostgreSQL, ``executemany`` on
 SQLite), never as ORM objects. Into an empty project nothing is looked up; otherwise the keys of
-each batch are looked up (``key IN (...)``, :data:`LOOKUP_BATCH` at a time) and only the samples
-that need it are updated. A vectors import also registers its stored matrix as one
-:class:`~alloop.store.models.VectorFile` of the project's vector store and gives each new sample
-its store row (``Sample.row``).
+each batch are looked up (one ``key = ANY(array)`` query on PostgreSQL, ``key IN (...)`` with
+:data:`LOOKUP_BATCH` keys on SQLite) and only the samples that need it are updated.
 
-Cost: about 10 µs per vector row on one core (hashing, SQLite insert); the test split, when
-``test_fraction > 0``, adds about 15 µs per new labelled sample (one derived generator per key,
-kept so that a sample's split never depends on the import order or on the code's version).
+A vectors import also registers its stored matrix as one :class:`~alloop.store.models.VectorFile`
+of the project's vector store (rows ``first_row ..< first_row + rows``, ``first_row`` the end of
+the store, or the file's registered ``first_row`` when it is already there) and gives each new
+sample, quarantined ones included, its store row ``Sample.row = first_row + <row in the file>``
+(``data`` keeps ``{"vectors": <file>, "row": <row in the file>}``). An unchanged sample without a
+store row (imported before the store existed) gets its row in the file imported now. Two imports
+of one project at the same time: the second fails on a unique constraint and writes nothing.
+
+Cost, one core: about 10 µs per new vector row (hashing, storing, SQLite insert), about 4 µs per
+unchanged one on a re-import; the test split, when ``test_fraction > 0``, adds about 15 µs per
+new labelled sample (one derived generator per key, so that a sample's split never depends on the
+import order).
 """
 
 from __future__ import annotations
