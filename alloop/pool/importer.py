@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -40,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 
 from alloop.errors import PoolImportError, format_list
 from alloop.pool.base import Scan, ScanResult, VectorScan
-from alloop.progress import NULL_PROGRESS, Progress
+from alloop.progress import NULL_PROGRESS, Progress, ProgressTask
 from alloop.rng import derive_rng
 from alloop.store.bulk import SAMPLE, VECTORFILE, bulk_insert_samples, indexes_rebuilt, json_serializer
 from alloop.store.engine import session_scope
@@ -56,12 +58,14 @@ BATCH = 50_000
 LOOKUP_BATCH = 10_000
 
 #: SQLite: an import into an empty project of at least this many samples (and at least as many as
-#: the table holds) builds the content-hash index once at the end instead of row by row
+#: the table holds) builds these indexes once at the end instead of row by row
 REBUILD_INDEX_ROWS = 100_000
-HASH_INDEX = "ix_sample_content_hash"
+REBUILT_INDEXES = ("ix_sample_content_hash", "ix_sample_project_id")
 
-#: the columns a batch inserts, per row (``project_id``, ``kind`` and ``created_at`` are constants)
+#: the columns a batch inserts (and ``kind``); ``project_id`` and ``created_at`` are constants
 INSERT_COLUMNS = ("key", "content_hash", "data", "reference_label", "split", "status", "reason", "row")
+#: columns written as one constant when a batch has a single value in them (fewer values to bind)
+_OFTEN_CONSTANT = frozenset({"reference_label", "split", "status", "reason", "kind"})
 
 
 @dataclass
@@ -306,7 +310,8 @@ class _Writer:
                 report.changed.append(key)
         return new
 
-    def write(self, batch: _Batch) -> None:
+    def write(self, batch: _Batch) -> Callable[[], None] | None:
+        """Classify the batch, apply its updates; the insert of its new samples, to run next (or None)."""
         report = self.report
         report.quarantined.extend((k, r) for k, r in zip(batch.keys, batch.reasons) if r is not None)
         existing = {} if self.empty else _existing(self.conn, self.project_id, batch.keys)
@@ -316,8 +321,16 @@ class _Writer:
             new = self._classify(batch, existing)
             if len(new) < len(batch):
                 cols = tuple([c[i] for i in new] for c in cols)  # type: ignore[assignment]
+        if self.restores:
+            self.conn.execute(self.restore, self.restores)
+            self.restores.clear()
+        if self.rows_to_set:
+            self.conn.execute(self.set_row, self.rows_to_set)
+            self.rows_to_set.clear()
         keys, hashes, data, labels, reasons, rows, may_test, kinds = cols
         n = len(keys)
+        if not n:
+            return None
         if reasons.count(None) != n:
             statuses = ["ok" if r is None else "quarantined" for r in reasons]
             labels = [lab if r is None else None for lab, r in zip(labels, reasons)]
@@ -330,23 +343,51 @@ class _Writer:
                 if may_test[i] and reasons[i] is None and in_test_split(self.seed, key, self.test_fraction):
                     splits[i] = "test"
                     report.test += 1
-        if n:
-            constants: dict[str, Any] = {"project_id": self.project_id, "created_at": self.created_at}
-            columns: tuple[str, ...] = INSERT_COLUMNS
-            values = [keys, hashes, data, labels, splits, statuses, reasons, rows]
-            if len(set(kinds)) == 1:  # one kind per source: a constant, not a column
-                constants["kind"] = kinds[0]
+        constants: dict[str, Any] = {"project_id": self.project_id, "created_at": self.created_at}
+        columns: list[str] = []
+        values: list[list[Any]] = []
+        every: tuple[list[Any], ...] = (keys, hashes, data, labels, splits, statuses, reasons, rows, kinds)
+        for name, column in zip((*INSERT_COLUMNS, "kind"), every):
+            if name in _OFTEN_CONSTANT and column.count(column[0]) == n:  # the same in every row
+                constants[name] = column[0]
             else:
-                columns, values = (*columns, "kind"), [*values, kinds]
-            done = bulk_insert_samples(self.conn, zip(*values), columns, constants=constants)
-            self.methods.add(done.method)
-            self.inserted += done.rows
-        if self.restores:
-            self.conn.execute(self.restore, self.restores)
-            self.restores.clear()
-        if self.rows_to_set:
-            self.conn.execute(self.set_row, self.rows_to_set)
-            self.rows_to_set.clear()
+                columns.append(name)
+                values.append(column)
+        return partial(self._insert, values, columns, constants)
+
+    def _insert(self, values: list[list[Any]], columns: list[str], constants: dict[str, Any]) -> None:
+        done = bulk_insert_samples(self.conn, zip(*values), columns, constants=constants)
+        self.methods.add(done.method)
+        self.inserted += done.rows
+
+
+def _write_batches(writer: _Writer, batches: Iterator[_Batch], bar: ProgressTask, *, overlap: bool) -> None:
+    """Write the batches in order. With ``overlap`` (nothing to look up: the project was empty), a
+    batch's insert runs in a second thread while this one prepares the next (the drivers release
+    the GIL while the database works); the connection is used by one thread at a time."""
+    if not overlap:
+        for batch in batches:
+            insert = writer.write(batch)
+            if insert is not None:
+                insert()
+            bar.advance(len(batch))
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pending: Future[None] | None = None
+        try:
+            for batch in batches:
+                insert = writer.write(batch)
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if insert is not None:
+                    pending = pool.submit(insert)
+                bar.advance(len(batch))
+            if pending is not None:
+                pending.result()
+        finally:
+            if pending is not None:
+                wait([pending])  # never leave a statement running when the transaction ends
 
 
 def _table_size(conn: Connection) -> int:
@@ -415,10 +456,8 @@ def import_pool(
             writer = _Writer(conn, project.id, project.seed, test_fraction, empty, report)
             rebuild = empty and total >= REBUILD_INDEX_ROWS and total >= _table_size(conn)
             with progress.task("Writing samples", total=total) as bar, \
-                    indexes_rebuilt(conn, SAMPLE, [HASH_INDEX] if rebuild else []):
-                for batch in batches:
-                    writer.write(batch)
-                    bar.advance(len(batch))
+                    indexes_rebuilt(conn, SAMPLE, REBUILT_INDEXES if rebuild else ()):
+                _write_batches(writer, batches, bar, overlap=empty)
             report.write_method = "copy" if "copy" in writer.methods else next(iter(writer.methods), None)
             inserted = writer.inserted
     except IntegrityError as exc:

@@ -243,7 +243,7 @@ def test_a_failed_import_writes_nothing_and_keeps_the_indexes(engine, tmp_path: 
         calls.append(len(batch))
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        write(self, batch)
+        return write(self, batch)
 
     monkeypatch.setattr(importer._Writer, "write", fail_on_the_third_batch)
     with pytest.raises(RuntimeError, match="disk full"):
@@ -257,6 +257,29 @@ def test_a_failed_import_writes_nothing_and_keeps_the_indexes(engine, tmp_path: 
     assert "ix_sample_content_hash" in {i["name"] for i in inspect(engine).get_indexes("sample")}
 
 
+def test_an_insert_failing_in_the_writer_thread_writes_nothing(engine, tmp_path: Path, monkeypatch) -> None:
+    """Into an empty project a batch is inserted while the next is prepared: its error still ends the import."""
+    monkeypatch.setattr(importer, "BATCH", 100)
+    insert = importer.bulk_insert_samples
+    threads = []
+
+    def fail_on_the_fourth_insert(conn, rows, columns, **kwargs):
+        threads.append(threading.current_thread())
+        if len(threads) == 4:
+            raise RuntimeError("connection lost")
+        return insert(conn, rows, columns, **kwargs)
+
+    monkeypatch.setattr(importer, "bulk_insert_samples", fail_on_the_fourth_insert)
+    x = matrix(1000)
+    with pytest.raises(RuntimeError, match="connection lost"):
+        import_pool(engine, "p", scan_matrix(x, keys("k", 1000), labels(1000), tmp_path), test_fraction=0)
+    assert samples(engine) == {} and vector_files(engine) == []
+    assert len(threads) == 4 and threading.main_thread() not in threads
+    monkeypatch.setattr(importer, "bulk_insert_samples", insert)
+    assert import_pool(engine, "p", scan_matrix(x, keys("k", 1000), labels(1000), tmp_path),
+                       test_fraction=0).added == 1000
+
+
 def test_a_failed_import_of_items_keeps_the_indexes_too(engine, monkeypatch) -> None:
     """Texts and images: nothing was written before the index is dropped (SQLite then opens the transaction)."""
     monkeypatch.setattr(importer, "BATCH", 10)
@@ -267,7 +290,7 @@ def test_a_failed_import_of_items_keeps_the_indexes_too(engine, monkeypatch) -> 
     def fail_on_the_second_batch(self, batch):
         if batch.keys[0] == "t10":
             raise RuntimeError("killed")
-        write(self, batch)
+        return write(self, batch)
 
     monkeypatch.setattr(importer._Writer, "write", fail_on_the_second_batch)
     with pytest.raises(RuntimeError, match="killed"):
