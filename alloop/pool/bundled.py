@@ -17,7 +17,7 @@ import numpy as np
 from alloop.config import BundledSource, FolderSource
 from alloop.errors import ConfigError
 from alloop.files import atomic_write
-from alloop.pool.base import ScanResult, row_keys
+from alloop.pool.base import RowKeys, ScanResult, VectorScan
 from alloop.pool.images import scan_folder
 from alloop.pool.vectors import scan_matrix
 from alloop.progress import NULL_PROGRESS, Progress
@@ -95,7 +95,7 @@ def write_digits(work_dir: Path, progress: Progress = NULL_PROGRESS) -> Path:
 
 def scan_bundled(
     source: BundledSource, work_dir: Path, progress: Progress = NULL_PROGRESS
-) -> ScanResult:
+) -> ScanResult | VectorScan:
     """Scan a bundled scikit-learn dataset.
 
     Parameters
@@ -109,9 +109,9 @@ def scan_bundled(
 
     Returns
     -------
-    ScanResult
-        digits: image items keyed ``"<label>/<index:04d>.png"``, ``label_names`` ``"0"``..``"9"``.
-        tabular: vector items keyed ``"<name>-000123"`` (row order of scikit-learn), labels and
+    ScanResult or VectorScan
+        digits (ScanResult): image items keyed ``"<label>/<index:04d>.png"``, ``label_names`` ``"0"``..``"9"``.
+        tabular (VectorScan): vector rows keyed ``"<name>-000123"`` (row order of scikit-learn), labels and
         ``label_names`` from the dataset's ``target_names``.
     """
     name = source.name
@@ -131,5 +131,5 @@ def scan_bundled(
     data = getattr(sklearn.datasets, _TABULAR[name])()
     names = [str(n) for n in data.target_names]
     labels = [names[int(t)] for t in data.target]
-    keys = row_keys(name, len(labels))
+    keys = RowKeys(name, len(labels))
     return scan_matrix(data.data, keys, labels, work_dir, label_names=names, progress=progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from alloop.config import VectorSource
 from alloop.errors import PoolImportError
-from alloop.pool.base import label_str, row_keys
+from alloop.pool.base import RowKeys, label_str
 from alloop.pool.texts import check_unique_keys
 
 __all__ = ["read_parquet_source"]
@@ -17,7 +18,7 @@ __all__ = ["read_parquet_source"]
 
 def read_parquet_source(
     source: VectorSource, path: Path
-) -> tuple[np.ndarray, list[str], list | None, dict[int, str]]:
+) -> tuple[np.ndarray, Sequence[str], list | None, dict[int, str]]:
     """Matrix, keys, labels and null-vector rows of a parquet table (rows numbered from 0)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -54,13 +55,14 @@ def read_parquet_source(
         for i, k in enumerate(raw_keys):
             if k is None or str(k) == "":
                 raise PoolImportError(f"{path}, row {i} (from 0): the key is empty. Every row needs a key.")
-        keys = [str(k) for k in raw_keys]
-        check_unique_keys(
-            ((k, i) for i, k in enumerate(keys)), f"{path} (rows numbered from 0)", "row",
-            f"Make the values of column {source.key_column!r} unique.",
-        )
+        keys: Sequence[str] = [str(k) for k in raw_keys]
+        if len(set(keys)) != len(keys):
+            check_unique_keys(
+                ((k, i) for i, k in enumerate(keys)), f"{path} (rows numbered from 0)", "row",
+                f"Make the values of column {source.key_column!r} unique.",
+            )
     else:
-        keys = row_keys("row", n)
+        keys = RowKeys("row", n)
     labels = None
     if has_labels:
         labels = [label_str(v) for v in table.column(source.label_column).to_pylist()]

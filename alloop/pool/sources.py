@@ -1,6 +1,7 @@
 """Pick the scanner of a pool source by its ``type``.
 
-Each scanner reads its input and returns a :class:`~alloop.pool.base.ScanResult`; none of
+Each scanner reads its input and returns a :class:`~alloop.pool.base.ScanResult` (or, for
+vectors, a columnar :class:`~alloop.pool.base.VectorScan`); none of
 them touches the database (:func:`alloop.pool.importer.import_pool` writes the result).
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alloop.errors import ConfigError
-from alloop.pool.base import ScanResult
+from alloop.pool.base import Scan
 from alloop.progress import NULL_PROGRESS, Progress
 
 __all__ = ["SCANNERS", "scan_source"]
@@ -26,12 +27,12 @@ SCANNERS: dict[str, str] = {
 }
 
 
-def _scanner(kind: str) -> Callable[..., ScanResult]:
+def _scanner(kind: str) -> Callable[..., Scan]:
     module, func = SCANNERS[kind].split(":")
     return getattr(import_module(module), func)
 
 
-def scan_source(source: Any, work_dir: Path, progress: Progress = NULL_PROGRESS) -> ScanResult:
+def scan_source(source: Any, work_dir: Path, progress: Progress = NULL_PROGRESS) -> Scan:
     """Scan ``source`` with the scanner of its ``type``.
 
     Parameters
@@ -44,7 +45,8 @@ def scan_source(source: Any, work_dir: Path, progress: Progress = NULL_PROGRESS)
 
     Returns
     -------
-    ScanResult
+    ScanResult or VectorScan
+        Vector sources (and the bundled tabular sets) scan into columns (:class:`VectorScan`).
 
     Raises
     ------

@@ -192,3 +192,67 @@ def test_parquet_explicit_label_column_must_exist(tmp_path: Path) -> None:
         scan_vectors(VectorSource(path=path, label_column="target"), tmp_path)
     result = scan_vectors(VectorSource(path=path, label_column="y"), tmp_path)
     assert [i.reference_label for i in result.items] == ["a", "b"]
+
+
+@pytest.mark.parametrize("layout", ["C", "F", ">f4", "float64", "int16"])
+def test_large_files_are_read_in_chunks_with_the_same_result(tmp_path: Path, monkeypatch, layout: str) -> None:
+    from alloop.pool import vectors
+
+    monkeypatch.setattr(vectors, "CHUNK_BYTES", 3 * 4 * 4)  # 3 rows of 4 values per chunk: 4 chunks
+    base = np.random.default_rng(3).normal(size=(11, 4)) * 100
+    if layout == "int16":
+        arr = base.astype(np.int16)
+    else:
+        base[4, 1] = np.nan
+        arr = {"C": base.astype(np.float32), "F": np.asfortranarray(base.astype(np.float32)),
+               ">f4": base.astype(">f4"), "float64": base}[layout]
+    np.save(tmp_path / "x.npy", arr)
+    result = scan_vectors(VectorSource(path=tmp_path / "x.npy"), tmp_path / "work")
+    f32 = np.ascontiguousarray(arr, dtype=np.float32)
+    stored = tmp_path / "work" / result.path
+    assert result.path == f"pool/vectors-{hashlib.sha256(f32.tobytes()).hexdigest()[:16]}.npy"
+    assert stored.read_bytes() == (tmp_path / "x.npy").read_bytes() if layout == "C" else np.array_equal(
+        np.load(stored), f32, equal_nan=True)
+    assert [i.content_hash for i in result.items] + [q.content_hash for q in result.quarantined] == [
+        hashlib.sha256(f32[i].tobytes()).hexdigest() for i in range(11) if i != 4 or layout == "int16"
+    ] + ([] if layout == "int16" else [hashlib.sha256(f32[4].tobytes()).hexdigest()])
+    assert list(result.reasons) == ([] if layout == "int16" else [4])
+    assert sorted(p.name for p in (tmp_path / "work" / "pool").iterdir()) == [stored.name]  # no temporary left
+
+
+def test_a_truncated_npy_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.ones((100, 8), np.float32))
+    data = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "x.npy").write_bytes(data[: len(data) - 40])
+    with pytest.raises(PoolImportError, match="Cannot read .*x.npy"):
+        scan_vectors(VectorSource(path=tmp_path / "x.npy"), tmp_path / "work")
+    assert not (tmp_path / "work" / "pool").exists() or list((tmp_path / "work" / "pool").iterdir()) == []
+
+
+def test_a_file_cut_short_while_it_is_read_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from alloop.pool import vectors
+
+    monkeypatch.setattr(vectors, "CHUNK_BYTES", 10 * 8 * 4)
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((100, 8), np.float32))
+    rows = vectors._read_npy_source(VectorSource(path=path), path)[0]
+    size = path.stat().st_size
+    with path.open("r+b") as fh:  # another program shortens the file after its header was read
+        fh.truncate(size - 40)
+    with pytest.raises(PoolImportError, match="ends before row 100 of the 100 its header announces: the file is "
+                                              "truncated"):
+        vectors._scan_rows(rows, vectors.RowKeys("row", 100), None, [], tmp_path / "work", label_names=None,
+                           reasons=None, progress=vectors.NULL_PROGRESS)
+    assert list((tmp_path / "work" / "pool").iterdir()) == []
+
+
+def test_a_second_matrix_of_the_same_shape_is_stored_next_to_the_first(tmp_path: Path) -> None:
+    a, b = np.zeros((6, 3), np.float32), np.ones((6, 3), np.float32)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    first = scan_vectors(VectorSource(path=tmp_path / "a.npy"), tmp_path / "w")
+    second = scan_vectors(VectorSource(path=tmp_path / "b.npy"), tmp_path / "w")  # hashed first, then written
+    assert first.path != second.path
+    assert np.array_equal(np.load(tmp_path / "w" / first.path), a)
+    assert np.array_equal(np.load(tmp_path / "w" / second.path), b)
+    assert len(list((tmp_path / "w" / "pool").iterdir())) == 2
