@@ -55,3 +55,38 @@ def test_ray_rounds_pick_what_local_rounds_pick(ray_cluster, tmp_path, strategy)
     assert local["rounds"] == ray["rounds"] and len(local["rounds"]) == 3
     assert len(local["selections"]) == 20 + 2 * 25
     assert ray == local
+
+
+def test_a_worker_killed_while_scoring_is_retried_and_the_round_picks_the_same(ray_cluster, tmp_path, monkeypatch):
+    """SIGKILL the Ray worker scoring a shard of round 1: Ray retries it, the run equals the local one."""
+    import os
+    import signal
+    import threading
+
+    from alloop.workspace import Workspace
+    from tests.helpers.ray_tasks import PID_FILE, KillOnceLearner
+
+    local = _run(tmp_path / "local", "margin", {"backend": "local"})
+    handshake = tmp_path / "handshake"
+    handshake.mkdir()
+    new_learner = Workspace.new_learner
+    monkeypatch.setattr(Workspace, "new_learner",
+                        lambda self: KillOnceLearner(new_learner(self), str(handshake), os.getpid()))
+    killed: list[int] = []
+
+    def kill() -> None:  # wait for the victim's pid (a handshake, not a timer), kill it, say so
+        pid_file = handshake / PID_FILE
+        for _ in range(2400):
+            if pid_file.exists() and pid_file.read_text():
+                killed.append(int(pid_file.read_text()))
+                os.kill(killed[0], signal.SIGKILL)
+                (handshake / "killed").touch()
+                return
+            threading.Event().wait(0.05)
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    ray = _run(tmp_path / "ray", "margin", {"backend": "ray", "address": ray_cluster.address, "max_retries": 2})
+    killer.join(timeout=30)
+    assert killed and (handshake / "retried").exists()  # the first attempt died; a retry scored the shard
+    assert ray == local
