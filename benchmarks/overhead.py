@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -196,8 +195,15 @@ def child(phase: str, folder: Path, out: Path) -> None:
         info["round1_s"] = time.perf_counter() - t0
         info["round1_steps"] = steps
         ws.close()
-    info["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    info["peak_rss_mib"] = peak_rss_mib()
     out.write_text(json.dumps(info))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    with open("/proc/self/status") as fh:
+        kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    return kb / 1024
 
 
 def _run_child(phase: str, folder: Path) -> dict:
