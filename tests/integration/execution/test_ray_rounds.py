@@ -90,3 +90,35 @@ def test_a_worker_killed_while_scoring_is_retried_and_the_round_picks_the_same(r
     killer.join(timeout=30)
     assert killed and (handshake / "retried").exists()  # the first attempt died; a retry scored the shard
     assert ray == local
+
+
+def test_a_million_row_pool_imports_and_runs_a_round_alike_on_both_backends(ray_cluster, tmp_path):
+    """10^6 vectors (d = 4): bulk import, round 0 (100 random) and round 1 (margin, 1,000 picks) on
+    each backend; the databases are identical."""
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((5, 4)) * 3
+    y = rng.integers(0, 5, 1_000_000)
+    X = (centres[y] + rng.standard_normal((y.size, 4))).astype(np.float32)
+    snaps = []
+    for backend in ({"backend": "local"}, {"backend": "ray", "address": ray_cluster.address}):
+        folder = tmp_path / backend["backend"]
+        folder.mkdir()
+        np.save(folder / "vectors.npy", X)
+        np.save(folder / "labels.npy", np.array([f"c{v}" for v in y]))
+        ws = open_workspace(write_project(
+            folder,
+            pool={"source": {"type": "vectors", "path": str(folder / "vectors.npy"),
+                             "labels_path": str(folder / "labels.npy")}},
+            features={"name": "vector"},
+            learner={"name": "sklearn", "params": {"scale": True}},
+            loop={"initial_size": 100, "batch_size": 1000, "max_rounds": 2, "save_models": False},
+            execution=backend,
+        ))
+        try:
+            Controller(ws).run()
+            snaps.append(snapshot(str(ws.engine.url)))
+        finally:
+            ws.close()
+    assert [r[:2] for r in snaps[0]["rounds"]] == [(0, "CLOSED"), (1, "CLOSED")]
+    assert len(snaps[0]["selections"]) == 1100 and len(snaps[0]["annotations"]) == 1100
+    assert snaps[0] == snaps[1]
