@@ -82,9 +82,14 @@ def check_matrix(X: Any, name: str = "X", *, min_rows: int = 0, finite: bool = T
         )
     if X.dtype == bool or not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
         raise InvalidInputError(f"{name} must hold real numbers; got dtype {X.dtype}.")
-    if finite and not np.isfinite(X).all():
-        bad = int(np.argwhere(~np.isfinite(X))[0, 0])
-        raise InvalidInputError(f"{name} must be finite; row {bad} contains NaN or inf.{' ' + hint if hint else ''}")
+    if finite:
+        step = max(1, (1 << 22) // X.shape[1])  # a block at a time: no pool-sized boolean temporary
+        for start in range(0, X.shape[0], step):
+            block = X[start : start + step]
+            if not np.isfinite(block).all():
+                bad = start + int(np.argwhere(~np.isfinite(block))[0, 0])
+                raise InvalidInputError(
+                    f"{name} must be finite; row {bad} contains NaN or inf.{' ' + hint if hint else ''}")
     return X
 
 
