@@ -9,7 +9,7 @@ that process (the driver), and per-row cost. Ray runs use a real local cluster (
 worker nodes as separate processes, as the tests start it).
 
     python benchmarks/scale.py --n 100000 1000000 --strategies margin coreset --backends local ray1 ray2
-    python benchmarks/scale.py --n 10000000 --strategies margin --backends local
+    python benchmarks/scale.py --n 100000 1000000 10000000 --max-n coreset=1000000
 """
 
 from __future__ import annotations
@@ -28,6 +28,46 @@ from _machine import machine_info, provenance_note
 from overhead import _disk, _run_child, make_pool
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def round_child(folder: Path, out: Path) -> None:
+    """Round 0, then connect the execution backend (timed apart: a served project connects once per
+    process), then round 1 timed step by step; writes times and this process's peak RSS to ``out``."""
+    import time
+
+    from alloop.config import load_config
+    from alloop.loop.controller import Controller
+    from alloop.workspace import Workspace
+
+    os.chdir(folder)
+    cfg, _ = load_config(folder)
+    ws = Workspace(cfg)
+    ctl = Controller(ws)
+    ctl.run(rounds_to_close=1)
+    t0 = time.perf_counter()
+    _ = ws.backend
+    connect_s = time.perf_counter() - t0
+    steps = []
+    t0 = time.perf_counter()
+    with ctl:
+        while True:
+            t = time.perf_counter()
+            r = ctl.tick()
+            steps.append({"action": r.action, "seconds": time.perf_counter() - t})
+            if r.action == "closed" or r.finished or not r.progressed:
+                break
+    info = {"round1_s": time.perf_counter() - t0, "round1_steps": steps, "connect_s": connect_s,
+            "peak_rss_mib": peak_rss_mib()}
+    ws.close()
+    out.write_text(json.dumps(info))
+
+
+def _run_round(folder: Path) -> dict:
+    import subprocess
+
+    out = folder / "round.json"
+    subprocess.run([sys.executable, __file__, "--child", str(folder), str(out)], check=True)
+    return json.loads(out.read_text())
 
 
 def _copy_project(src: Path, dst: Path, strategy: str, execution: dict) -> None:
@@ -52,7 +92,8 @@ def _copy_project(src: Path, dst: Path, strategy: str, execution: dict) -> None:
     (dst / "alloop.toml").write_text(toml)
 
 
-def run(ns: list[int], d: int, strategies: list[str], backends: list[str]) -> dict:
+def run(ns: list[int], d: int, strategies: list[str], backends: list[str], local_only: list[str],
+        max_n: dict[str, int]) -> dict:
     from tests.helpers.ray_cluster import ENV, RayCluster
 
     out: dict = {"machine": machine_info(__file__), "runs": [], "imports": []}
@@ -72,14 +113,19 @@ def run(ns: list[int], d: int, strategies: list[str], backends: list[str]) -> di
                                        "peak_rss_mib": imp["peak_rss_mib"], "disk": _disk(base)})
                 print(json.dumps(out["imports"][-1]), flush=True)
                 for strategy in strategies:
+                    if n > max_n.get(strategy, n):
+                        continue
                     for backend in backends:
+                        if backend != "local" and strategy in local_only:
+                            continue
                         execution = {"backend": "local"} if backend == "local" else {
                             "backend": "ray", "address": clusters[backend].address}
                         folder = Path(tmp) / f"{strategy}-{backend}"
                         _copy_project(base, folder, strategy, execution)
-                        rnd = _run_child("round", folder)
+                        rnd = _run_round(folder)
                         row = {"n": n, "d": d, "strategy": strategy, "backend": backend,
                                "round1_s": rnd["round1_s"], "us_per_row": 1e6 * rnd["round1_s"] / n,
+                               "connect_s": rnd["connect_s"],
                                "steps": rnd["round1_steps"], "driver_peak_rss_mib": rnd["peak_rss_mib"]}
                         out["runs"].append(row)
                         print(json.dumps(row), flush=True)
@@ -97,11 +143,18 @@ def report(res: dict) -> str:
              "| N | d | import (rows/s) | import peak RSS |", "|---|---|---|---|"]
     for i in res["imports"]:
         lines.append(f"| {i['n']:,} | {i['d']} | {i['rows_per_s']:,.0f} | {i['peak_rss_mib']:,.0f} MiB |")
-    lines += ["", "| N | strategy | backend | round 1 | per row | driver peak RSS | steps |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "Round 1 (train, score, select 1,000, push, collect), timed after the process connected to its "
+              "execution backend (connect: the time that took, once per process).", "",
+              "| N | strategy | backend | round 1 | per row | vs local | connect | driver peak RSS | steps (s) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    local = {(r["n"], r["strategy"]): r["round1_s"] for r in res["runs"] if r["backend"] == "local"}
     for r in res["runs"]:
         steps = ", ".join(f"{s['action']} {s['seconds']:.1f}" for s in r["steps"])
+        base = local.get((r["n"], r["strategy"]))
+        ratio = f"{r['round1_s'] / base:.2f}x" if base else ""
         lines.append(f"| {r['n']:,} | {r['strategy']} | {r['backend']} | {r['round1_s']:.1f} s | "
-                     f"{r['us_per_row']:.2f} µs | {r['driver_peak_rss_mib']:,.0f} MiB | {steps} |")
+                     f"{r['us_per_row']:.2f} µs | {ratio} | {r['connect_s']:.1f} s | "
+                     f"{r['driver_peak_rss_mib']:,.0f} MiB | {steps} |")
     return "\n".join(lines) + "\n"
 
 
@@ -111,9 +164,18 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--strategies", nargs="+", default=["margin", "coreset"])
     ap.add_argument("--backends", nargs="+", default=["local", "ray1", "ray2"])
+    ap.add_argument("--local-only", nargs="*", default=["coreset"],
+                    help="strategies run on the local backend only (their selection runs on the driver anyway)")
+    ap.add_argument("--max-n", nargs="*", default=[], metavar="STRATEGY=N",
+                    help="largest N for a strategy, e.g. coreset=1000000")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--child", nargs=2, metavar=("FOLDER", "OUT"))
     args = ap.parse_args()
-    res = run(args.n, args.d, args.strategies, args.backends)
+    if args.child:
+        round_child(Path(args.child[0]), Path(args.child[1]))
+        return
+    max_n = {k: int(v) for k, v in (x.split("=") for x in args.max_n)}
+    res = run(args.n, args.d, args.strategies, args.backends, args.local_only, max_n)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.json").write_text(json.dumps(res, indent=1) + "\n")
     (args.out / "scale.md").write_text(report(res))
