@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _machine import machine_info, provenance_note
-from overhead import _disk, _run_child, make_pool
+from overhead import _disk, _run_child, make_pool, peak_rss_mib
 
 RESULTS = Path(__file__).parent / "results"
 
