@@ -62,7 +62,8 @@ class ScoresWriter:
             arr = np.empty(shape, dtype=dtype)
             self._small[name] = arr
             return arr
-        mm = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        mm: np.memmap[Any, Any] = np.lib.format.open_memmap(  # type: ignore[no-untyped-call]
+            self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
         self._maps.append(mm)
         return mm
 
@@ -167,8 +168,9 @@ class RoundScores:
             w.put("embeddings", np.asarray(self.embeddings, dtype=np.float32))
         if self.objects is not None:
             o = self.objects
-            for name, arr in dict(obj_image=o.image, obj_label=o.label, obj_score=o.score, obj_box=o.box,
-                                  obj_features=o.features).items():
+            columns: dict[str, NDArray[Any]] = dict(obj_image=o.image, obj_label=o.label, obj_score=o.score,
+                                                    obj_box=o.box, obj_features=o.features)
+            for name, arr in columns.items():
                 w.put(name, arr)
         w.commit()
 

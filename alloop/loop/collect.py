@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from alloop.loop import _faults
 from alloop.loop.env import StepEnv, result
@@ -35,10 +36,11 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
     loop = ws.config.loop
     with session_scope(ws.engine) as s:
         rows = s.execute(  # plain columns, not ORM objects: every task of the project, each pull
-            select(Task.id, Task.sample_id, Task.round_id, Task.external_id, Task.pushed_at, Sample.key, Round.number)
+            sa_select(col(Task.id), col(Task.sample_id), col(Task.round_id), col(Task.external_id),
+                      col(Task.pushed_at), col(Sample.key), col(Round.number))
             .join(Sample, col(Sample.id) == col(Task.sample_id))
             .join(Round, col(Round.id) == col(Task.round_id))
-            .where(Task.project_id == project.id, Task.connector == conn.name).order_by(col(Task.id))
+            .where(col(Task.project_id) == project.id, col(Task.connector) == conn.name).order_by(col(Task.id))
         ).all()
         model_at = None
         if loop.retrain_after_labels is not None or loop.retrain_after_s is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import update
+from sqlmodel import select
 
 from alloop.features.store import VectorFileInfo, VectorStore
 from alloop.protocols import SampleRef
@@ -51,7 +52,11 @@ class PoolData:
     def refs(self, ids: NDArray[np.int64]) -> list[SampleRef]:
         """What an encoder reads of each sample, in the order of ``ids``."""
         recs = sample_records(self.ws.engine, ids, _REF_COLUMNS)
-        return [SampleRef(*recs[int(i)], self.ws.work_dir) for i in ids]
+        out = []
+        for i in ids:
+            key, kind, content_hash, data = recs[int(i)]
+            out.append(SampleRef(key, kind, content_hash, data, self.ws.work_dir))
+        return out
 
     def store(self, project_id: int, need_rows: int = 0) -> VectorStore:
         """The project's vector store (its vectors imports' files); read again from the database when
@@ -60,9 +65,7 @@ class PoolData:
         if known is not None and known.n_rows >= need_rows and known:
             return known
         with session_scope(self.ws.engine) as s:
-            files = s.exec(
-                VectorFile.__table__.select().where(VectorFile.__table__.c.project_id == project_id)  # type: ignore[attr-defined]
-            ).all()
+            files = s.exec(select(VectorFile).where(VectorFile.project_id == project_id)).all()
         store = VectorStore(self.ws.work_dir, [VectorFileInfo(f.path, f.first_row, f.rows, f.dim) for f in files])
         self._stores[project_id] = store
         return store

@@ -84,7 +84,8 @@ def _driver_sql(engine: Engine, sql: str, params: dict[str, Any]) -> tuple[str, 
     raise NotImplementedError(f"parameter style {style!r}")
 
 
-def iter_batches(engine: Engine, sql: str, params: dict[str, Any], size: int = FETCH_ROWS) -> Iterator[list[tuple]]:
+def iter_batches(engine: Engine, sql: str, params: dict[str, Any], size: int = FETCH_ROWS
+                 ) -> Iterator[Sequence[Any]]:
     """Rows of ``sql`` as plain tuples, ``size`` at a time, straight from the driver's cursor.
 
     SQLAlchemy's result rows cost about 2 µs each to build; a million-row pool is read in a
