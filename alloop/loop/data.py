@@ -70,7 +70,7 @@ class PoolData:
         self._stores[project_id] = store
         return store
 
-    def _vector_store(self, project_id: int, samples: SampleArrays) -> VectorStore | None:
+    def vector_store(self, project_id: int, samples: SampleArrays) -> VectorStore | None:
         """The vector store when it can serve these samples' features (the ``vector`` encoder)."""
         if self.ws.config.features.name != "vector" or not samples.has_rows:
             return None
@@ -101,7 +101,7 @@ class PoolData:
     def features(self, project_id: int, samples: SampleArrays) -> tuple[SampleArrays, NDArray[np.float32]]:
         """Features of the readable samples (in memory: ``len(samples) x d``); unreadable ones are
         quarantined and dropped from the returned arrays."""
-        store = self._vector_store(project_id, samples)
+        store = self.vector_store(project_id, samples)
         if store is not None:
             view = store.contiguous(samples.rows)
             return samples, (view if view is not None else store.take(samples.rows))
@@ -114,7 +114,7 @@ class PoolData:
         """``(samples of the chunk, their features)``, ``chunk_rows`` at a time, in order; unreadable
         samples are quarantined and left out of their chunk."""
         chunk_rows = chunk_rows or self.ws.config.execution.shard_rows
-        store = self._vector_store(project_id, samples)
+        store = self.vector_store(project_id, samples)
         for start in range(0, len(samples), chunk_rows):
             part = samples.take(slice(start, start + chunk_rows))
             if store is not None:

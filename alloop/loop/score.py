@@ -45,7 +45,7 @@ def score(env: StepEnv, rnd: Round) -> TickResult:
     elif model is not None and len(pool):
         pool = _stream(env, project, pool, model, "embeddings" in strategy.requires, path)
     else:
-        if env.data._vector_store(project.id, pool) is None:  # type: ignore[arg-type]
+        if env.data.vector_store(project.id, pool) is None:  # type: ignore[arg-type]
             # encode (and quarantine what cannot be read) now, as a model would: a cold start never
             # picks a file the encoder cannot read
             pool = SampleArrays.concat([part for part, _ in env.data.chunks(project.id, pool)], pool)  # type: ignore[arg-type]
@@ -108,7 +108,7 @@ def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embe
         done += m
 
     shard_rows = env.ws.config.execution.shard_rows
-    store = env.data._vector_store(project.id, pool)  # type: ignore[arg-type]
+    store = env.data.vector_store(project.id, pool)  # type: ignore[arg-type]
     try:
         with env.ws.progress.task(f"Scoring {n} samples", total=n) as bar:
             if store is not None:
