@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 
 from alloop.execution.base import Backend, EncodedBatch, encode_batch
 from alloop.execution.local import LocalBackend
+from alloop.execution.shared import SharedArray
 
 if TYPE_CHECKING:
     from alloop.config import ExecutionConfig
 
-__all__ = ["Backend", "EncodedBatch", "LocalBackend", "encode_batch", "open_backend"]
+__all__ = ["Backend", "EncodedBatch", "LocalBackend", "SharedArray", "encode_batch", "open_backend"]
 
 
 def open_backend(config: ExecutionConfig | None, *, work_dir: Path | str | None = None) -> Backend:

@@ -17,10 +17,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from alloop.errors import SampleDecodeError
+from alloop.execution.shared import SharedArray
 from alloop.progress import NULL_PROGRESS, Progress
 from alloop.protocols import Encoder, SampleRef
 
-__all__ = ["Backend", "EncodedBatch", "encode_batch"]
+__all__ = ["Backend", "EncodedBatch", "SharedArray", "encode_batch"]
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -106,6 +107,12 @@ class Backend(Protocol):
         An exception raised by ``fn`` surfaces as itself, with its message, and is not retried.
         ``what`` labels the progress bar.
         """
+        ...
+
+    def share(self, X: NDArray[Any]) -> SharedArray:
+        """Describe ``X`` once for shard work (:class:`~alloop.execution.shared.SharedArray`):
+        a memory-mapped file region travels as its path and offset, anything else as the
+        array (local) or one object-store copy (Ray). Workers call ``.open()``."""
         ...
 
     def encode(self, encoder: Encoder, samples: Sequence[SampleRef], batch_size: int) -> Iterator[EncodedBatch]:

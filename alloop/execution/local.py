@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from numpy.typing import NDArray
+
 from alloop.execution.base import EncodedBatch, encode_batch
+from alloop.execution.shared import SharedArray
 from alloop.progress import NULL_PROGRESS, Progress
 from alloop.protocols import Encoder, SampleRef
 
@@ -39,6 +42,9 @@ class LocalBackend:
                 out.append(fn(shard, shared))
                 bar.advance()
         return out
+
+    def share(self, X: NDArray[Any]) -> SharedArray:
+        return SharedArray.in_process(X)
 
     def encode(self, encoder: Encoder, samples: Sequence[SampleRef], batch_size: int) -> Iterator[EncodedBatch]:
         for start in range(0, len(samples), batch_size):

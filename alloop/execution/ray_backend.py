@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from alloop.errors import ConfigError, ExecutionError
 from alloop.execution import _ray_connect
 from alloop.execution.base import EncodedBatch
+from alloop.execution.shared import SharedArray, file_backing
 from alloop.progress import NULL_PROGRESS, Progress
 from alloop.protocols import Encoder, SampleRef
 
@@ -96,6 +97,7 @@ class RayBackend:
         self.client = client
         self._task = ray.remote(_run_shard)
         self._closed = False
+        self.work_dir: Path | None = None  # files under it are read in place by the workers
 
     @classmethod
     def connect(
@@ -125,6 +127,7 @@ class RayBackend:
             except BaseException:
                 backend.close()
                 raise
+            backend.work_dir = Path(work_dir).resolve()
         logger.info("Ray backend: %s, %d CPUs, %d GPUs", target.given, backend.workers, backend.gpus)
         return backend
 
@@ -193,6 +196,19 @@ class RayBackend:
         finally:
             self._cancel(pending)
         return results
+
+    def share(self, X: Any) -> SharedArray:
+        """A file region under the checked work dir travels as its path (every node maps the same
+        file); anything else is put in the object store once."""
+        self._check_open()
+        import numpy as np
+
+        X = np.asarray(X)
+        shape = tuple(int(s) for s in X.shape)
+        backing = file_backing(X)
+        if backing is not None and self.work_dir is not None and backing[0].resolve().is_relative_to(self.work_dir):
+            return SharedArray(shape, X.dtype.str, path=str(backing[0]), offset=backing[1])
+        return SharedArray(shape, X.dtype.str, ref=self._ray.put(np.ascontiguousarray(X)))
 
     def encode(self, encoder: Encoder, samples: Sequence[SampleRef], batch_size: int) -> Iterator[EncodedBatch]:
         """Encode on the cluster; batches come back in input order (see the module's notes)."""

@@ -77,6 +77,7 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         labels=None if project.task == "detection" else label_arr,
         keys=keys,
         extras=extras,
+        backend=ws.backend if strategy.uses_backend else None,
     )
     sel = strategy.select(ctx, rnd.budget)
     picked = ids[sel.positions]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,6 +25,9 @@ from alloop.checks import check_int
 from alloop.errors import ConfigError, EmptyPoolError, InvalidInputError, PoolExhaustedError
 from alloop.params import parse_params
 from alloop.protocols.context import PluginContext
+
+if TYPE_CHECKING:
+    from alloop.execution.base import Backend
 
 #: The arrays a strategy may ask for.
 KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "keys", "objects"})
@@ -88,6 +91,10 @@ class SelectionContext:
         ``requires`` (loading millions of keys costs time and memory the others do not need).
     extras : dict
         Anything else a plugin strategy needs (e.g. object proposals); keyed by requirement.
+    backend : Backend, optional
+        The project's execution backend (``[execution]``), given to strategies that set
+        ``uses_backend``: they may run per-shard work on it (the distributed k-center greedy).
+        None: everything runs in this process.
     """
 
     n_samples: int
@@ -99,6 +106,7 @@ class SelectionContext:
     labels: NDArray[np.int64] | None = None
     keys: NDArray[np.str_] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    backend: Backend | None = None
 
     def __post_init__(self) -> None:
         for name in ("candidates", "labeled"):
@@ -134,6 +142,8 @@ class Strategy(BaseModel):
 
     name: ClassVar[str] = "strategy"
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: Whether :meth:`_select` can use ``ctx.backend`` (the controller then passes it).
+    uses_backend: ClassVar[bool] = False
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None = None, *,
