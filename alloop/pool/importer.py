@@ -60,7 +60,7 @@ LOOKUP_BATCH = 10_000
 #: SQLite: an import into an empty project of at least this many samples (and at least as many as
 #: the table holds) builds these indexes once at the end instead of row by row
 REBUILD_INDEX_ROWS = 100_000
-REBUILT_INDEXES = ("ix_sample_content_hash", "ix_sample_project_id")
+REBUILT_INDEXES = ("ix_sample_project_id",)
 
 #: the columns a batch inserts (and ``kind``); ``project_id`` and ``created_at`` are constants
 INSERT_COLUMNS = ("key", "content_hash", "data", "reference_label", "split", "status", "reason", "row")

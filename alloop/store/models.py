@@ -48,7 +48,7 @@ class Sample(SQLModel, table=True):
     project_id: int = Field(foreign_key="project.id", index=True)
     key: str
     kind: str  # image | text | vector
-    content_hash: str = Field(index=True)
+    content_hash: str
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     reference_label: str | None = None
     split: str = "pool"  # pool | test

@@ -68,8 +68,8 @@ def test_a_million_vectors_on_sqlite(tmp_path: Path) -> None:
     assert "0 added, 1000000 unchanged" in r.stdout
     _check_store(url, work, x, y)  # nothing registered, nothing stored twice
     engine = create_engine(url)
-    with engine.connect() as conn:  # the content-hash index built once at the end is there
-        assert "ix_sample_content_hash" in {r[0] for r in conn.execute(text(
+    with engine.connect() as conn:  # the project index built once at the end is there
+        assert "ix_sample_project_id" in {r[0] for r in conn.execute(text(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sample'"))}
     engine.dispose()
 

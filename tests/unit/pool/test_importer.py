@@ -250,11 +250,11 @@ def test_a_failed_import_writes_nothing_and_keeps_the_indexes(engine, tmp_path: 
         import_pool(engine, "p", scan_matrix(x, keys("k", 1000), labels(1000), tmp_path), test_fraction=0)
     assert samples(engine) == {} and vector_files(engine) == []
     indexes = {i["name"] for i in inspect(engine).get_indexes("sample")}
-    assert "ix_sample_content_hash" in indexes
+    assert "ix_sample_project_id" in indexes
     monkeypatch.setattr(importer._Writer, "write", write)
     report = import_pool(engine, "p", scan_matrix(x, keys("k", 1000), labels(1000), tmp_path), test_fraction=0)
     assert report.added == 1000 and len(samples(engine)) == 1000
-    assert "ix_sample_content_hash" in {i["name"] for i in inspect(engine).get_indexes("sample")}
+    assert "ix_sample_project_id" in {i["name"] for i in inspect(engine).get_indexes("sample")}
 
 
 def test_an_insert_failing_in_the_writer_thread_writes_nothing(engine, tmp_path: Path, monkeypatch) -> None:
@@ -296,7 +296,7 @@ def test_a_failed_import_of_items_keeps_the_indexes_too(engine, monkeypatch) -> 
     with pytest.raises(RuntimeError, match="killed"):
         import_pool(engine, "p", scan, test_fraction=0)
     assert samples(engine) == {}
-    assert "ix_sample_content_hash" in {i["name"] for i in inspect(engine).get_indexes("sample")}
+    assert "ix_sample_project_id" in {i["name"] for i in inspect(engine).get_indexes("sample")}
 
 
 def test_bulk_insert_constants_and_text_values(engine, db_url) -> None:
