@@ -38,7 +38,7 @@ import numpy as np
 from sqlalchemy import String, any_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from alloop.errors import PoolImportError, format_list
 from alloop.pool.base import Scan, ScanResult, VectorScan
@@ -466,6 +466,15 @@ def import_pool(
         raise PoolImportError(
             f"Nothing was imported into project {project_name!r}: another import of this project ran at "
             f"the same time; run `alloop import` again. ({exc.orig})"
+        ) from None
+    except OperationalError as exc:
+        if "database is locked" not in str(exc.orig):
+            raise
+        raise PoolImportError(
+            f"Nothing was imported into project {project_name!r}: another process (an import, or a "
+            f"loop writing a round) held the SQLite database for longer than its 30 s busy timeout. "
+            f"Run `alloop import` again when it is done (a long import of the same project finishes "
+            f"first). ({exc.orig})"
         ) from None
     if report.write_method is not None:
         how = "COPY" if report.write_method == "copy" else "executemany"

@@ -319,3 +319,29 @@ def test_bulk_insert_constants_and_text_values(engine, db_url) -> None:
     if not db_url.startswith("postgresql"):
         with session_scope(engine) as s, pytest.raises(ValueError, match="COPY needs PostgreSQL"):
             bulk_insert_samples(s.connection(), [], ("key",), method="copy")
+
+
+def test_a_sqlite_database_held_by_another_process_gives_a_clear_error(tmp_path: Path) -> None:
+    """Another connection holds the write lock for the whole import: a clear error, nothing written."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
+
+    from alloop.store.engine import migrate
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    engine = create_engine(url, connect_args={"timeout": 0.2})  # as the 30 s busy timeout ends, sooner
+    migrate(engine)
+    with session_scope(engine) as s:
+        s.add(Project(name="p", task="classification", seed=7))
+    holder = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the other process's write transaction, open throughout
+    try:
+        with pytest.raises(PoolImportError, match=r"held the SQLite database for longer than its 30 s busy "
+                                                  r"timeout\. Run `alloop import` again"):
+            import_pool(engine, "p", scan_matrix(matrix(20), keys("k", 20), labels(20), tmp_path), test_fraction=0)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert samples(engine) == {} and vector_files(engine) == []
+    engine.dispose()
