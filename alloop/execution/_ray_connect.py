@@ -303,3 +303,38 @@ def check_work_dir(ray: Any, work_dir: Path) -> None:
             f"dir: mount the same shared volume (NFS, a ReadWriteMany PVC) at {work_dir} on every node, or set "
             '[execution] backend = "local".'
         )
+
+
+#: what a scoring or selection task imports first: loaded by :func:`warm_up` on every worker
+WARM_MODULES = ("alloop.loop.score", "alloop.strategies.kcenter", "sklearn.pipeline", "sklearn.preprocessing",
+                "sklearn.linear_model")
+
+
+def _import_modules(names: tuple[str, ...]) -> int:
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional part missing on this node: the real task will say so
+            pass
+    return os.getpid()
+
+
+def warm_up(ray: Any, modules: tuple[str, ...] = WARM_MODULES) -> list[Any]:
+    """Start importing ``modules`` in one worker process per CPU of every node, without waiting.
+
+    A fresh Ray worker spends seconds importing alloop and scikit-learn on its first task; done
+    while the driver prepares the round, the first shards of a round start warm. Returns the
+    task references (the caller keeps them; nothing waits on them).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0)(_import_modules)
+    refs = []
+    for node in ray.nodes():
+        cpus = int(node.get("Resources", {}).get("CPU", 0)) if node.get("Alive") else 0
+        for _ in range(cpus):
+            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
+            refs.append(task.options(scheduling_strategy=strategy).remote(modules))
+    return refs

@@ -98,6 +98,7 @@ class RayBackend:
         self._task = ray.remote(_run_shard)
         self._closed = False
         self.work_dir: Path | None = None  # files under it are read in place by the workers
+        self._warming: list[Any] = []
 
     @classmethod
     def connect(
@@ -128,6 +129,8 @@ class RayBackend:
                 backend.close()
                 raise
             backend.work_dir = Path(work_dir).resolve()
+        if not backend.client:
+            backend._warming = _ray_connect.warm_up(ray)  # the first shards then start in warm workers
         logger.info("Ray backend: %s, %d CPUs, %d GPUs", target.given, backend.workers, backend.gpus)
         return backend
 

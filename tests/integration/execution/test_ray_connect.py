@@ -152,3 +152,14 @@ def test_no_address_starts_a_private_cluster_on_loopback(tmp_path):
     assert out == {"owned": True, "got": [5, 10], "gcs": out["gcs"], "nodes": ["127.0.0.1"], "after": False}
     assert out["gcs"].startswith("127.0.0.1:")
     assert not (tmp_path / ".ray").exists()  # no auth token written for a private loopback cluster
+
+
+def test_connecting_warms_one_worker_per_cpu(ray_cluster, tmp_path):
+    """connect() starts an import of alloop's scoring modules in one worker per CPU of every node."""
+    with open_backend(ExecutionConfig(backend="ray", address=ray_cluster.address), work_dir=tmp_path) as b:
+        refs = b._warming
+        assert len(refs) == b.workers  # the cluster's CPUs: one per worker node here
+        pids = b._ray.get(refs, timeout=300)
+        assert all(isinstance(p, int) and p > 0 for p in pids)
+        again = b._ray.get(_ray_connect.warm_up(b._ray, ("alloop.loop.score", "no_such_module_here")), timeout=300)
+        assert len(again) == b.workers  # a module missing on a node is left to the real task to report
