@@ -429,6 +429,20 @@ def _check_args(X: Any, k: Any, metric: str, method: str, chunk_rows: Any) -> ND
     return matrix
 
 
+def _plan(n_all: int, k: int, init: Any, candidates: Any) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Checked ``(init, candidates)`` positions: the candidates sorted, without ``init``."""
+    init = check_positions(init, n_all, "init")
+    if candidates is None:
+        cand = np.setdiff1d(np.arange(n_all), init, assume_unique=True)
+    else:
+        cand = np.setdiff1d(check_positions(candidates, n_all, "candidates"), init, assume_unique=True)
+    if k and cand.size == 0:
+        raise EmptyPoolError("k_center_greedy has no candidates to pick from (all are centres).")
+    if k > cand.size:
+        raise PoolExhaustedError(k, int(cand.size), f"Lower k to at most {cand.size}.")
+    return init, cand
+
+
 def k_center_greedy(
     X: NDArray[Any],
     k: int,
@@ -504,15 +518,7 @@ def k_center_greedy(
     """
     X = _check_args(X, k, metric, method, chunk_rows)
     n_all, k = X.shape[0], int(k)
-    init = check_positions(init, n_all, "init")
-    if candidates is None:
-        cand = np.setdiff1d(np.arange(n_all), init, assume_unique=True)
-    else:
-        cand = np.setdiff1d(check_positions(candidates, n_all, "candidates"), init, assume_unique=True)
-    if k and cand.size == 0:
-        raise EmptyPoolError("k_center_greedy has no candidates to pick from (all are centres).")
-    if k > cand.size:
-        raise PoolExhaustedError(k, int(cand.size), f"Lower k to at most {cand.size}.")
+    init, cand = _plan(n_all, k, init, candidates)
     if k == 0:
         empty = (np.empty(0, np.int64), np.empty(0, np.float64))
         return empty if out_scores else empty[0]
