@@ -17,14 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alloop.execution.base import Backend, EncodedBatch, encode_batch
+from alloop.execution.base import Backend, EncodedBatch, ShardGroup, encode_batch
 from alloop.execution.local import LocalBackend
 from alloop.execution.shared import SharedArray
 
 if TYPE_CHECKING:
     from alloop.config import ExecutionConfig
 
-__all__ = ["Backend", "EncodedBatch", "LocalBackend", "SharedArray", "encode_batch", "open_backend"]
+__all__ = ["Backend", "EncodedBatch", "LocalBackend", "ShardGroup", "SharedArray", "encode_batch", "open_backend"]
 
 
 def open_backend(config: ExecutionConfig | None, *, work_dir: Path | str | None = None) -> Backend:
@@ -48,8 +48,10 @@ def open_backend(config: ExecutionConfig | None, *, work_dir: Path | str | None 
     ExecutionError
         A node of the cluster cannot read the work dir.
     """
-    if config is None or config.backend == "local":
+    if config is None:
         return LocalBackend()
+    if config.backend == "local":
+        return LocalBackend(shard_rows=config.shard_rows)
     from alloop.execution.ray_backend import RayBackend
 
     return RayBackend.connect(config, work_dir=None if work_dir is None else Path(work_dir))

@@ -21,7 +21,10 @@ from alloop.execution.shared import SharedArray
 from alloop.progress import NULL_PROGRESS, Progress
 from alloop.protocols import Encoder, SampleRef
 
-__all__ = ["Backend", "EncodedBatch", "SharedArray", "encode_batch"]
+__all__ = ["DEFAULT_SHARD_ROWS", "Backend", "EncodedBatch", "ShardGroup", "SharedArray", "encode_batch"]
+
+#: ``[execution] shard_rows`` when no configuration says otherwise
+DEFAULT_SHARD_ROWS = 65536
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -76,6 +79,38 @@ def encode_batch(encoder: Encoder, batch: Sequence[SampleRef]) -> EncodedBatch:
 
 
 @runtime_checkable
+class ShardGroup(Protocol):
+    """Stateful per-shard workers started by :meth:`Backend.shard_workers`, addressed together.
+
+    Worker ``i`` was built as ``cls(shards[i], shared)`` and keeps its state (e.g. a shard's
+    running distances) between calls. A context manager: leaving it (or :meth:`close`) ends the
+    workers.
+    """
+
+    @property
+    def size(self) -> int:
+        """How many workers (one per shard)."""
+        ...
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        """``[worker.method(*args) for worker in workers]``, run on all at once, in shard order.
+
+        An exception raised by a worker's method surfaces as itself; a worker that died (its
+        process or node) surfaces as :class:`~alloop.errors.ExecutionError` naming the shard
+        and the method, and the group is then unusable.
+        """
+        ...
+
+    def close(self) -> None:
+        """End the workers (idempotent)."""
+        ...
+
+    def __enter__(self) -> ShardGroup: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """Runs per-shard work: in this process (``local``) or on a Ray cluster (``ray``).
 
@@ -106,6 +141,21 @@ class Backend(Protocol):
         descriptions; ``shared`` (e.g. a fitted model) is sent to the workers once per call.
         An exception raised by ``fn`` surfaces as itself, with its message, and is not retried.
         ``what`` labels the progress bar.
+        """
+        ...
+
+    #: ``[execution] shard_rows``: rows per shard of per-shard work
+    shard_rows: int
+
+    def shard_workers(self, cls: Callable[[S, Any], Any], shards: Sequence[S], shared: Any = None, *,
+                      what: str) -> ShardGroup:
+        """Start one stateful worker per shard, ``cls(shard, shared)``; see :class:`ShardGroup`.
+
+        ``cls`` is a top-level (importable) class; ``shards`` small picklable descriptions;
+        ``shared`` is sent once. Locally the workers are plain objects in this process; on Ray,
+        actors that hold no CPU (they run between the driver's calls, one method at a time) spread
+        over the nodes. An exception raised by a constructor surfaces as itself. ``what`` names
+        the work in errors.
         """
         ...
 

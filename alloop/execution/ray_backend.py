@@ -16,11 +16,18 @@ Failures: a task whose worker process or node dies is retried up to ``[execution
 max_retries`` times (Ray's system-failure retries; an encoding actor is restarted as often);
 an exception raised by the work itself is not retried and surfaces as itself, with its
 message. When retries run out the call raises :class:`~alloop.errors.ExecutionError`.
+
+Stateful shard workers (:meth:`RayBackend.shard_workers`): one actor per shard, holding no CPU
+(so they never starve the tasks of the same cluster; they compute only while the driver waits on
+a call), spread over the nodes. An actor keeps state, so a dead one is not restarted: the call
+raises :class:`~alloop.errors.ExecutionError`, the group ends its other actors, and the step that
+used it (a selection) writes nothing and runs again on the next tick.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from alloop.errors import ConfigError, ExecutionError
 from alloop.execution import _ray_connect
-from alloop.execution.base import EncodedBatch
+from alloop.execution.base import DEFAULT_SHARD_ROWS, EncodedBatch
 from alloop.execution.shared import SharedArray, file_backing
 from alloop.progress import NULL_PROGRESS, Progress
 from alloop.protocols import Encoder, SampleRef
@@ -38,7 +45,7 @@ from alloop.protocols import Encoder, SampleRef
 if TYPE_CHECKING:
     from alloop.config import ExecutionConfig
 
-__all__ = ["RayBackend"]
+__all__ = ["RayBackend", "RayShardGroup"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +76,65 @@ def _user_exception(exc: BaseException) -> BaseException | None:
     return None
 
 
+class _ShardHost:
+    """The Ray actor around one shard worker (the worker's class needs no Ray decorator)."""
+
+    def __init__(self) -> None:
+        self.worker: Any = None
+
+    def start(self, cls: Callable[[Any, Any], Any], shard: Any, shared: Any) -> int:
+        """Build the worker; returns this process's id."""
+        self.worker = cls(shard, shared)
+        return os.getpid()
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.worker, method)(*args)
+
+
+_INLINE_BYTES = 1 << 16  # a broadcast argument larger than this goes to the object store once
+
+
+class RayShardGroup:
+    """Per-shard workers as Ray actors; see :class:`alloop.execution.base.ShardGroup`.
+
+    Attributes
+    ----------
+    pids : list of int
+        The actors' process ids, in shard order.
+    """
+
+    def __init__(self, backend: RayBackend, actors: list[Any], pids: list[int], what: str, name: str) -> None:
+        self._backend, self._actors, self.pids = backend, actors, pids
+        self._what, self._name = what, name
+
+    @property
+    def size(self) -> int:
+        return len(self._actors)
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        if not self._actors:
+            raise ExecutionError(f"{self._what}: this group of shard workers is closed.")
+        ray = self._backend._ray
+        if len(self._actors) > 1:
+            args = tuple(ray.put(a) if getattr(a, "nbytes", 0) > _INLINE_BYTES else a for a in args)
+        refs = [actor.call.remote(method, *args) for actor in self._actors]
+        return self._backend._gather(refs, self._what, f"{self._name}.{method}", self.close)
+
+    def close(self) -> None:
+        actors, self._actors = self._actors, []
+        for actor in actors:
+            try:
+                self._backend._ray.kill(actor, no_restart=True)
+            except Exception:  # already dead
+                logger.debug("ray.kill", exc_info=True)
+
+    def __enter__(self) -> RayShardGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class RayBackend:
     """Per-shard work on a Ray cluster. Build it with :meth:`connect` (or ``open_backend``).
 
@@ -84,18 +150,22 @@ class RayBackend:
         Encoding actors; default one per GPU of the cluster if it has GPUs, else one per CPU.
     client : bool
         Connected through Ray Client (``ray://``): encoding uses tasks, not Ray Data.
+    shard_rows : int
+        ``[execution] shard_rows``: rows per shard of per-shard work.
     """
 
     name = "ray"
 
     def __init__(self, ray: ModuleType, *, max_retries: int, owned: bool, encode_actors: int | None = None,
-                 client: bool = False) -> None:
+                 client: bool = False, shard_rows: int = DEFAULT_SHARD_ROWS) -> None:
         self._ray = ray
         self.max_retries = max_retries
         self.owned = owned
         self.encode_actors = encode_actors
         self.client = client
+        self.shard_rows = int(shard_rows)
         self._task = ray.remote(_run_shard)
+        self._host = ray.remote(_ShardHost)
         self._closed = False
         self.work_dir: Path | None = None  # files under it are read in place by the workers
         self._warming: list[Any] = []
@@ -121,7 +191,7 @@ class RayBackend:
         else:
             logger.info("Ray is already initialized in this process: using that cluster (not %r)", target.given)
         backend = cls(ray, max_retries=config.max_retries, owned=owned, encode_actors=encode_actors,
-                      client=_ray_connect.is_client(ray))
+                      client=_ray_connect.is_client(ray), shard_rows=config.shard_rows)
         if work_dir is not None:
             try:
                 _ray_connect.check_work_dir(ray, work_dir)
@@ -199,6 +269,46 @@ class RayBackend:
         finally:
             self._cancel(pending)
         return results
+
+    def shard_workers(self, cls: Callable[[S, Any], Any], shards: Sequence[S], shared: Any = None, *,
+                      what: str) -> RayShardGroup:
+        """One actor per shard (no CPU held, ``SPREAD`` over the nodes, never restarted), each
+        building ``cls(shard, shared)``; ``shared`` goes to the object store once."""
+        self._check_open()
+        ray = self._ray
+        name = getattr(cls, "__qualname__", repr(cls))
+        host = self._host.options(num_cpus=0, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD")
+        actors = [host.remote() for _ in shards]
+        shared_ref = None if shared is None else ray.put(shared)
+        refs = [a.start.remote(cls, shard, shared_ref) for a, shard in zip(actors, shards, strict=True)]
+        group = RayShardGroup(self, actors, [], what, name)
+        group.pids = self._gather(refs, what, f"{name}.__init__", group.close)
+        return group
+
+    def _gather(self, refs: list[Any], what: str, method: str, on_error: Callable[[], None]) -> list[Any]:
+        """The results of one call per shard worker, in shard order; on any failure ``on_error``
+        (end the group) and raise the worker's exception, or ExecutionError for a dead actor."""
+        ray = self._ray
+        out = []
+        try:
+            for i, ref in enumerate(refs):
+                try:
+                    out.append(ray.get(ref))
+                except ray.exceptions.RayError as exc:
+                    user = _user_exception(exc)
+                    if user is not None:
+                        raise user from exc
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise ExecutionError(
+                        f"{what}: the Ray actor of shard {i} of {len(refs)} died in {method}: "
+                        f"{type(exc).__name__}: {first}. A shard worker holds state and is not restarted; "
+                        "nothing was written, and the step runs again on the next tick. Check the nodes' "
+                        "memory and logs (`ray status`, `ray logs` on the head)."
+                    ) from exc
+        except BaseException:
+            on_error()
+            raise
+        return out
 
     def share(self, X: Any) -> SharedArray:
         """A file region under the checked work dir travels as its path (every node maps the same

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from alloop.strategies.base import Selection, SelectionContext, Strategy
-from alloop.strategies.kcenter import k_center_greedy
+from alloop.strategies.kcenter_sharded import select_k_center
 
 
 class CoresetStrategy(Strategy):
@@ -23,6 +24,16 @@ class CoresetStrategy(Strategy):
     ----------
     metric : {"cosine", "euclidean"}
         Distance between embeddings. Cosine (the default) suits encoder features such as CLIP.
+    mode : {"exact", "composable"}
+        ``exact`` (default): the greedy itself, in this process on the local backend, else on
+        shards of the pool held by the backend's workers, one broadcast per pick
+        (:func:`~alloop.strategies.kcenter_sharded.k_center_greedy_sharded`: the same picks).
+        ``composable``: greedy per shard of candidates, then over the union of the shards'
+        picks (:func:`~alloop.strategies.kcenter_sharded.k_center_composable`, on any backend):
+        two rounds instead of one per pick, a 4-approximation of the k-center objective instead
+        of a 2-approximation (Malkomes et al., NeurIPS 2015), picks that depend on the shards.
+    shard_rows : int, optional
+        Rows per shard; default ``[execution] shard_rows``.
 
     Notes
     -----
@@ -34,11 +45,16 @@ class CoresetStrategy(Strategy):
     name: ClassVar[str] = "coreset"
     requires: ClassVar[frozenset[str]] = frozenset({"embeddings"})
 
+    uses_backend: ClassVar[bool] = True
+
     metric: Literal["cosine", "euclidean"] = "cosine"
+    mode: Literal["exact", "composable"] = "exact"
+    shard_rows: int | None = Field(default=None, ge=1)
 
     def _select(self, ctx: SelectionContext, k: int) -> Selection:
         emb = np.asarray(ctx.require("embeddings"))
-        positions, scores = k_center_greedy(
-            emb, k, init=ctx.labeled, candidates=ctx.candidates, metric=self.metric
+        positions, scores = select_k_center(
+            emb, k, init=ctx.labeled, candidates=ctx.candidates, metric=self.metric, backend=ctx.backend,
+            mode=self.mode, shard_rows=self.shard_rows,
         )
         return Selection(positions=positions, scores=scores)

@@ -29,7 +29,7 @@ Numerics, shared by every path so that results depend neither on chunking nor on
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,10 @@ _BLOCK_ELEMS = 1 << 21  # rows x centres floats per block of the initial pass
 _GATHER_BYTES = 1 << 21  # gather buffer of the pruned method
 _DENSE_FRACTION = 0.25  # pruned: stream densely when more rows than this may change
 _MEAN_ROWS = 256  # rows per block of the first pick's mean
+
+
+#: a centre: its coordinates (d,) float32, its norm term, its inverse norm (1 for euclidean)
+_Centre = tuple[NDArray[Any], float, float]
 
 
 @dataclass
@@ -83,7 +87,7 @@ class _Pool:
             self.gather = np.empty((g, d), _F32), np.empty(g, _F32)
         return self.gather
 
-    def centre(self, p: int) -> tuple[NDArray[Any], float, float]:
+    def centre(self, p: int) -> _Centre:
         """Row ``p`` as a centre: coordinates, norm term, inverse norm."""
         return self.X[p], self.q[p], 1.0 if self.w is None else self.w[p]
 
@@ -230,28 +234,50 @@ def _first_pick(pool: _Pool, pickable: NDArray[Any]) -> tuple[int, float]:
 
     The mean is summed without BLAS, in float64, in blocks of ``_MEAN_ROWS`` rows whatever
     ``chunk_rows``: the same bits on every kernel and chunking (the products of float32 values
-    are exact in float64; numpy adds the rows of a block in order).
+    are exact in float64; numpy adds the rows of a block in order), the block sums added in
+    block order (:func:`_mean_of_blocks`).
     """
+    mu = _mean_of_blocks(_block_sums(pool, pickable), int(pickable.sum()))
+    return _farthest_from(pool, mu, pickable)
+
+
+def _block_sums(pool: _Pool, pickable: NDArray[Any]) -> Iterator[NDArray[Any]]:
+    """The float64 sums of the pickable (normalised, for cosine) working rows, one per block of
+    ``_MEAN_ROWS`` rows, in order. A shard starting at a multiple of ``_MEAN_ROWS`` yields the
+    same sums for its blocks as the whole array does."""
     X, w = pool.X, pool.w
-    acc = np.zeros(X.shape[1], np.float64)
     for s in range(0, X.shape[0], _MEAN_ROWS):
         B = X[s : s + _MEAN_ROWS].astype(np.float64)
         v = pickable[s : s + _MEAN_ROWS].astype(np.float64)
         if w is not None:
             v *= w[s : s + _MEAN_ROWS]
         B *= v[:, None]
-        acc += B.sum(axis=0)
-    mu = (acc / pickable.sum()).astype(_F32)
-    dist = np.empty(X.shape[0], _F32)
+        yield B.sum(axis=0)
+
+
+def _mean_of_blocks(sums: Iterable[NDArray[Any]], count: int) -> NDArray[Any]:
+    """The float32 mean from block sums added one by one, in block order, from zero."""
+    acc: NDArray[Any] | None = None
+    for b in sums:
+        if acc is None:
+            acc = np.zeros(b.shape[0], np.float64)
+        acc += b
+    assert acc is not None
+    return np.asarray((acc / count).astype(_F32))
+
+
+def _farthest_from(pool: _Pool, mu: NDArray[Any], pickable: NDArray[Any]) -> tuple[int, float]:
+    """The pickable working row farthest from ``mu`` (ties: lowest) and its squared distance."""
+    dist = np.empty(pool.X.shape[0], _F32)
     for s, e, sq in _stream(pool, mu, float(np.einsum("i,i->", mu, mu)), 1.0):
         dist[s:e] = sq
     dist[~pickable] = -np.inf
     return _argmax(dist)
 
 
-def _dense_update(pool: _Pool, p: int, assign: NDArray[Any] | None = None, j: int = 0) -> None:
-    """One streaming pass: lower ``mind`` with the distances to working row ``p``."""
-    for s, e, sq in _stream(pool, *pool.centre(p)):
+def _dense_update(pool: _Pool, centre: _Centre, assign: NDArray[Any] | None = None, j: int = 0) -> None:
+    """One streaming pass: lower ``mind`` with the distances to ``centre`` (see :meth:`_Pool.centre`)."""
+    for s, e, sq in _stream(pool, *centre):
         m = pool.mind[s:e]
         if assign is None:
             np.minimum(m, sq, out=m)
@@ -261,7 +287,7 @@ def _dense_update(pool: _Pool, p: int, assign: NDArray[Any] | None = None, j: in
             np.copyto(assign[s:e], j, where=better)
 
 
-def _sparse_update(pool: _Pool, p: int, idx: NDArray[Any], assign: NDArray[Any], j: int) -> None:
+def _sparse_update(pool: _Pool, centre: _Centre, idx: NDArray[Any], assign: NDArray[Any], j: int) -> None:
     """Lower ``mind`` on rows ``idx`` (sorted) only, gathered piece by piece into a buffer.
 
     A gathered row must get the value the dense pass computes for it (see the module
@@ -270,7 +296,7 @@ def _sparse_update(pool: _Pool, p: int, idx: NDArray[Any], assign: NDArray[Any],
     slot congruent to its own position mod 16 (:func:`_lanes`), the position it has in the
     dense pass.
     """
-    X, (c, qc, wc) = pool.X, pool.centre(p)
+    X, (c, qc, wc) = pool.X, centre
     buf, out = pool.gather_buffers()
     g = buf.shape[0]
     packed = _position_free(X.shape[1])
@@ -338,35 +364,40 @@ class _Pruner:
     """
 
     def __init__(self, pool: _Pool, k: int, C0: NDArray[Any], q0: NDArray[Any], w0: NDArray[Any] | None,
-                 assign: NDArray[Any]) -> None:
+                 assign: NDArray[Any], qmax: float | None = None) -> None:
         self.l, d = C0.shape
         self.C, self.Cq = np.empty((self.l + k, d), _F32), np.empty(self.l + k, _F32)
         self.Cw = None if pool.w is None else np.empty(self.l + k, _F32)
         self.C[: self.l], self.Cq[: self.l] = C0, q0
         if self.Cw is not None:
             self.Cw[: self.l] = w0
-        qmax = max(float(pool.q.max()), float(q0.max()) if self.l else 0.0)
+        if qmax is None:  # a shard of the pool passes the whole pool's (kcenter_sharded)
+            qmax = max(float(pool.q.max()), float(q0.max()) if self.l else 0.0)
         self.err5 = _F32(5.0 * 4.0 * pool.tol * qmax)
         self.assign, self.n = assign, self.l
 
     def add(self, pool: _Pool, p: int) -> None:
         """Make working row ``p`` a centre and lower ``mind`` where it can change."""
+        self.add_centre(pool, pool.centre(p))
+
+    def add_centre(self, pool: _Pool, centre: _Centre) -> None:
+        """Make ``centre`` (a row of this pool or another shard's) a centre; lower ``mind``."""
         j = self.n
-        c, self.Cq[j], wc = pool.centre(p)
+        c, self.Cq[j], wc = centre
         self.C[j] = c
         if self.Cw is not None:
             self.Cw[j] = wc
         self.n += 1
         if j == 0:  # no initial centres: every row is still at +inf
-            return _dense_update(pool, p, self.assign, j)
+            return _dense_update(pool, centre, self.assign, j)
         Cw = None if self.Cw is None else self.Cw[:j]
         D2 = _sq(self.C[:j] @ c, self.Cq[:j], Cw, self.Cq[j], wc, pool.tol)
         lim = (D2 - self.err5) * _F32(0.25)
         active = np.flatnonzero(np.take(lim, self.assign) < pool.mind)
         if active.size > _DENSE_FRACTION * pool.X.shape[0]:
-            _dense_update(pool, p, self.assign, j)
+            _dense_update(pool, centre, self.assign, j)
         else:
-            _sparse_update(pool, p, active, self.assign, j)
+            _sparse_update(pool, centre, active, self.assign, j)
 
 
 def _greedy(pool: _Pool, k: int, first: tuple[int, float] | None,
@@ -378,7 +409,7 @@ def _greedy(pool: _Pool, k: int, first: tuple[int, float] | None,
         picks[t], scores[t] = p, score
         pool.mind[p] = -np.inf
         if t + 1 < k and pruner is None:
-            _dense_update(pool, p)
+            _dense_update(pool, pool.centre(p))
         elif t + 1 < k and pruner is not None:
             pruner.add(pool, p)
     return picks, scores
@@ -396,6 +427,20 @@ def _check_args(X: Any, k: Any, metric: str, method: str, chunk_rows: Any) -> ND
     check_int("k", k, 0)
     check_int("chunk_rows", chunk_rows, 1)
     return matrix
+
+
+def _plan(n_all: int, k: int, init: Any, candidates: Any) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Checked ``(init, candidates)`` positions: the candidates sorted, without ``init``."""
+    init = check_positions(init, n_all, "init")
+    if candidates is None:
+        cand = np.setdiff1d(np.arange(n_all), init, assume_unique=True)
+    else:
+        cand = np.setdiff1d(check_positions(candidates, n_all, "candidates"), init, assume_unique=True)
+    if k and cand.size == 0:
+        raise EmptyPoolError("k_center_greedy has no candidates to pick from (all are centres).")
+    if k > cand.size:
+        raise PoolExhaustedError(k, int(cand.size), f"Lower k to at most {cand.size}.")
+    return init, cand
 
 
 def k_center_greedy(
@@ -473,15 +518,7 @@ def k_center_greedy(
     """
     X = _check_args(X, k, metric, method, chunk_rows)
     n_all, k = X.shape[0], int(k)
-    init = check_positions(init, n_all, "init")
-    if candidates is None:
-        cand = np.setdiff1d(np.arange(n_all), init, assume_unique=True)
-    else:
-        cand = np.setdiff1d(check_positions(candidates, n_all, "candidates"), init, assume_unique=True)
-    if k and cand.size == 0:
-        raise EmptyPoolError("k_center_greedy has no candidates to pick from (all are centres).")
-    if k > cand.size:
-        raise PoolExhaustedError(k, int(cand.size), f"Lower k to at most {cand.size}.")
+    init, cand = _plan(n_all, k, init, candidates)
     if k == 0:
         empty = (np.empty(0, np.int64), np.empty(0, np.float64))
         return empty if out_scores else empty[0]

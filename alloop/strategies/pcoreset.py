@@ -9,12 +9,13 @@ prediction carry the knowledge the student still lacks.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from alloop.strategies.base import Selection, SelectionContext, Strategy
-from alloop.strategies.kcenter import k_center_greedy
+from alloop.strategies.kcenter_sharded import select_k_center
 
 
 class PCoresetStrategy(Strategy):
@@ -31,14 +32,29 @@ class PCoresetStrategy(Strategy):
     running min-distance vector, one pass over the pool per pick, exact pruning), so it scales
     to millions of items. No class balancing and no uncertainty weighting, as in the paper.
     Scores are the picks' distances to their nearest centre at pick time.
+
+    Parameters
+    ----------
+    mode : {"exact", "composable"}
+        ``exact`` (default): the greedy itself, in this process on the local backend, else on
+        shards of the pool held by the backend's workers (the same picks). ``composable``:
+        greedy per shard, then over the union of the shards' picks, a 4-approximation instead
+        of 2 (see :class:`~alloop.strategies.coreset.CoresetStrategy`).
+    shard_rows : int, optional
+        Rows per shard; default ``[execution] shard_rows``.
     """
 
     name: ClassVar[str] = "pcoreset"
     requires: ClassVar[frozenset[str]] = frozenset({"proba"})
+    uses_backend: ClassVar[bool] = True
+
+    mode: Literal["exact", "composable"] = "exact"
+    shard_rows: int | None = Field(default=None, ge=1)
 
     def _select(self, ctx: SelectionContext, k: int) -> Selection:
         proba = np.asarray(ctx.require("proba"), dtype=np.float32)
-        positions, scores = k_center_greedy(
-            proba, k, init=ctx.labeled, candidates=ctx.candidates, metric="euclidean"
+        positions, scores = select_k_center(
+            proba, k, init=ctx.labeled, candidates=ctx.candidates, metric="euclidean", backend=ctx.backend,
+            mode=self.mode, shard_rows=self.shard_rows,
         )
         return Selection(positions=positions, scores=scores)

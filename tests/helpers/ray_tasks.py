@@ -137,3 +137,26 @@ class KillOnceLearner:
     @classmethod
     def load(cls, path: Any, params: Any = None) -> Any:
         raise NotImplementedError("the test reads models from memory only")
+
+
+# --- the sharded k-center greedy ------------------------------------------------------------
+def _kshard_base() -> type:
+    from alloop.strategies.kcenter_sharded import _KShard
+
+    return _KShard
+
+
+class KillAtStepShard(_kshard_base()):  # type: ignore[misc]
+    """A k-center shard worker; shard 1, at its 5th pick, waits to be killed (the handshake
+    above, in the folder ``handshake`` beside the memory-mapped pool)."""
+
+    def __init__(self, spec: Any, shared: Any) -> None:
+        super().__init__(spec, shared)
+        self.handshake = Path(shared.path).parent / "handshake"
+        self.steps = 0
+
+    def step(self, *args: Any) -> Any:
+        self.steps += 1
+        if self.spec.index == 1 and self.steps == 5:
+            _first_attempt_blocks(self.handshake)
+        return super().step(*args)

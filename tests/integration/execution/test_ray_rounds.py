@@ -2,11 +2,14 @@
 
 A vectors pool (its features read from the vector store by Ray tasks on the real three-node
 cluster), the simulated annotator, several strategies. Everything but the execution backend is
-the same, so the snapshots of the two databases must be equal.
+the same, so the snapshots of the two databases must be equal. On Ray, coreset and pcoreset run
+the exact greedy on shards held by actors (several: ``shard_rows`` is small); locally, the kernel
+in process.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +51,18 @@ def _run(folder: Path, strategy: str, execution: dict) -> dict:
         ws.close()
 
 
+def _sharded_runs(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "alloop.strategies.kcenter_sharded"]
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_ray_rounds_pick_what_local_rounds_pick(ray_cluster, tmp_path, strategy):
+def test_ray_rounds_pick_what_local_rounds_pick(ray_cluster, tmp_path, strategy, caplog):
+    caplog.set_level(logging.INFO, logger="alloop.strategies.kcenter_sharded")
     local = _run(tmp_path / "local", strategy, {"backend": "local"})
+    assert not _sharded_runs(caplog)
     ray = _run(tmp_path / "ray", strategy, {"backend": "ray", "address": ray_cluster.address})
+    if strategy in ("coreset", "pcoreset"):  # rounds 1 and 2 selected on 3 actors' shards
+        assert _sharded_runs(caplog) == ["k-center greedy, exact on 3 shard(s) of at most 512 rows (ray backend)"] * 2
     assert local["rounds"] == ray["rounds"] and len(local["rounds"]) == 3
     assert len(local["selections"]) == 20 + 2 * 25
     assert ray == local
