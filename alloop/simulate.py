@@ -205,7 +205,7 @@ def run_one(
         ws.reference_labels_override = {d["key"]: d["reference_label"] for d in samples}
         label = run_label(cold_start, strategy)
         seen = WarningLog(report=False)  # handed back to the parent, which reports each once
-        Controller(ws, use_lock=False, warnings=seen).run()
+        Controller(ws, use_lock=False, warnings=seen, sole_writer=True).run()
         with session_scope(engine) as s:
             models = s.exec(select(ModelVersion).order_by(col(ModelVersion.id))).all()
         points = [(m.n_labels, m.metrics["accuracy"]) for m in models if "accuracy" in m.metrics]
