@@ -177,7 +177,7 @@ class Controller:
                 "idle", None, None, f"finished: {project.finished_reason}", progressed=False, finished=True
             )
         if rnd is None or rnd.state == RoundState.CLOSED:
-            return self._between_rounds(project)
+            return self._between_rounds(project, rnd)
         if rnd.state == RoundState.FAILED:
             raise StoreError(
                 f"Round {rnd.number} FAILED in state {rnd.failed_from} after {rnd.attempt} attempts: "
@@ -220,10 +220,13 @@ class Controller:
             row.updated_at = utcnow()
             s.add(row)
 
-    def _between_rounds(self, project: Project) -> TickResult:
+    def _between_rounds(self, project: Project, rnd: Round | None) -> TickResult:
         loop = self.ws.config.loop
         with session_scope(self.ws.engine) as s:
-            n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
+            if self._known is not None:  # sole writer: rounds are numbered 0, 1, ... up to the kept one
+                n_rounds, last = (0, None) if rnd is None else (rnd.number + 1, rnd.number)
+            else:
+                n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
             model = latest_model(s, project.id)  # type: ignore[arg-type]
         n_chosen, n_candidates = count_candidates(self.ws.engine, project.id)  # type: ignore[arg-type]
         reason = stop_reason(loop, n_rounds, n_chosen, n_candidates, model)

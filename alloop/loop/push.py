@@ -22,7 +22,7 @@ from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
 from alloop.protocols import Prediction, TaskPayload
 from alloop.store.engine import session_scope
-from alloop.store.models import Project, Round, Sample, Selection, Task, utcnow
+from alloop.store.models import Project, Round, Sample, Selection, Task, table, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def push(env: StepEnv, rnd: Round) -> TickResult:
                  external_id=str(ext[smp.key]), pushed_at=now) for smp in todo]
     with Session(ws.engine, expire_on_commit=False) as s:
         if rows:
-            s.execute(insert(Task), rows)
+            s.connection().execute(insert(table(Task)), rows)  # Core: no ORM bulk-insert work
         env.transition(s, rnd, RoundState.PUSHED, pushed_at=now)
     msg = f"round {rnd.number}: pushed {len(fresh)} tasks to {conn.name}"
     if adopted:
