@@ -227,7 +227,8 @@ class Controller:
                 n_rounds, last = (0, None) if rnd is None else (rnd.number + 1, rnd.number)
             else:
                 n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
-            model = latest_model(s, project.id)  # type: ignore[arg-type]
+            # the latest model matters only for a target accuracy
+            model = latest_model(s, project.id) if loop.target_accuracy is not None else None  # type: ignore[arg-type]
         n_chosen, n_candidates = count_candidates(self.ws.engine, project.id)  # type: ignore[arg-type]
         reason = stop_reason(loop, n_rounds, n_chosen, n_candidates, model)
         if reason is not None:
