@@ -13,6 +13,8 @@ range, i.e. the mean accuracy over the budget).
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -155,6 +157,31 @@ def _run_config(
     )
 
 
+#: bytes per pool sample and score column a run may keep in its scratch folder (float32), with room
+#: for a model's embeddings (up to this many columns)
+_EMBED_COLUMNS = 2048
+
+
+def scratch_dir(n_samples: int, n_classes: int, concurrent: int) -> str | None:
+    """Where the runs' work folders go: memory-backed ``/dev/shm`` when it has ample room, else
+    ``None`` (the system's temporary folder).
+
+    A run's work folder holds the score files of its current round only (a closed round's are
+    removed), written and read back at every round: on a disk-backed folder that costs
+    milliseconds of file-system work per round. The room asked for: every concurrent run's
+    scores with embeddings, twice over.
+    """
+    shm = Path("/dev/shm")
+    try:
+        if not (shm.is_dir() and os.access(shm, os.W_OK)):
+            return None
+        free = shutil.disk_usage(shm).free
+    except OSError:
+        return None
+    need = 2 * max(1, concurrent) * n_samples * (8 + 4 * (n_classes + _EMBED_COLUMNS))
+    return str(shm) if need <= free // 2 else None
+
+
 def run_one(
     base: ProjectConfig,
     spec: SimulationSpec,
@@ -165,11 +192,13 @@ def run_one(
     cache_dir: Path,
     cold_start: Component | None = None,
     vector_files: Sequence[Any] = (),
+    scratch: str | None = None,
 ) -> RunResult:
     """One simulated project: seed-specific test split, the real loop to the end.
 
     ``vector_files``: the project's vector store (``VectorFileInfo`` with absolute paths), read in
-    place when the samples carry their store rows.
+    place when the samples carry their store rows. ``scratch``: the folder the run's temporary
+    work folder goes in (see :func:`scratch_dir`; default: the system's temporary folder).
     """
     import time
 
@@ -177,13 +206,15 @@ def run_one(
     from sqlmodel import col, select
     from threadpoolctl import threadpool_limits
 
+    from alloop.loop.artifacts import scores_path
     from alloop.loop.controller import Controller
+    from alloop.loop.result import TickResult
     from alloop.pool.importer import in_test_split
     from alloop.store.engine import open_store, session_scope
     from alloop.store.models import ModelVersion, Project, Sample, VectorFile, utcnow
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="alloop-sim-") as tmp, threadpool_limits(1):
+    with tempfile.TemporaryDirectory(prefix="alloop-sim-", dir=scratch) as tmp, threadpool_limits(1):
         test = {d["key"] for d in samples if in_test_split(seed, d["key"], spec.test_fraction)}
         cold, size = cold_start, None
         if spec.initial_per_class:
@@ -205,7 +236,12 @@ def run_one(
         ws.reference_labels_override = {d["key"]: d["reference_label"] for d in samples}
         label = run_label(cold_start, strategy)
         seen = WarningLog(report=False)  # handed back to the parent, which reports each once
-        Controller(ws, use_lock=False, warnings=seen).run()
+
+        def drop_scores(r: TickResult) -> None:  # a closed round's scores are read no more: keep one round's
+            if r.action == "closed" and r.round is not None:
+                shutil.rmtree(scores_path(Path(tmp), r.round), ignore_errors=True)
+
+        Controller(ws, use_lock=False, warnings=seen, sole_writer=True).run(on_tick=drop_scores)
         with session_scope(engine) as s:
             models = s.exec(select(ModelVersion).order_by(col(ModelVersion.id))).all()
         points = [(m.n_labels, m.metrics["accuracy"]) for m in models if "accuracy" in m.metrics]
@@ -228,11 +264,11 @@ def simulate(
     progress: Progress = NULL_PROGRESS,
 ) -> SimulationResult:
     """Run every (strategy, seed) pair on copies of ``workspace``'s labeled samples."""
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, effective_n_jobs
     from sqlmodel import col, select
 
     from alloop.features.store import VectorFileInfo
-    from alloop.protocols import SampleRef
+    from alloop.protocols import FeatureLearner, SampleRef
     from alloop.store.engine import session_scope
     from alloop.store.models import Sample, VectorFile
     from alloop.store.queries import get_project
@@ -283,7 +319,8 @@ def simulate(
         files = []  # fill the feature cache once, here, so workers only read it
         _, failures = workspace.feature_cache.get(refs, workspace.encoder, progress)
     learner = spec.learner or workspace.config.learner
-    if "teacher" in registry.create("learner", learner.name, learner.params).requires:
+    fitted_here = registry.create("learner", learner.name, learner.params)
+    if "teacher" in fitted_here.requires:
         from alloop.teachers.base import teacher_proba  # teacher outputs too, once
 
         _, bad = teacher_proba(workspace.teacher, list(project.labels), refs, workspace.feature_cache, progress)
@@ -295,12 +332,16 @@ def simulate(
         if r.key not in failures
     ]
     jobs = [(cold, c, seed) for cold in (spec.cold_starts or (None,)) for c in spec.strategies for seed in spec.seeds]
+    # feature learners' runs write only score files; an external learner's run folders can be large: on disk
+    scratch = scratch_dir(len(samples), len(project.labels), min(len(jobs), effective_n_jobs(n_jobs))
+                          ) if isinstance(fitted_here, FeatureLearner) else None
     result = SimulationResult(spec)
     base = workspace.config
     user_warnings = WarningLog()
     with progress.task(f"Simulating {len(jobs)} runs", total=len(jobs)) as bar:
         for run in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(run_one)(base, spec, c, seed, samples, list(project.labels), workspace.cache_dir, cold, files)
+            delayed(run_one)(base, spec, c, seed, samples, list(project.labels), workspace.cache_dir, cold, files,
+                             scratch)
             for cold, c, seed in jobs
         ):
             user_warnings.merge(run.warnings)

@@ -98,13 +98,16 @@ class Workspace:
             return get_project(s, self.name)
 
     # -- components ----------------------------------------------------------------------
-    def plugin_context(self) -> PluginContext:
-        """The project as plugins see it (labels and seed from the database once imported)."""
+    def plugin_context(self, project: Project | None = None) -> PluginContext:
+        """The project as plugins see it (labels and seed from the database once imported).
+
+        ``project``: the project row the caller already read (this tick's), instead of reading it again.
+        """
         from alloop.errors import ProjectNotFoundError
 
         cfg = self.config.project
         try:
-            project = self.project()
+            project = project if project is not None else self.project()
             labels, seed = tuple(project.labels), project.seed
         except ProjectNotFoundError:
             labels, seed = tuple(cfg.labels or ()), cfg.seed
@@ -127,10 +130,11 @@ class Workspace:
         backend = self.backend if self.config.execution.backend != "local" else None
         return FeatureCache(self.cache_dir / "features", backend=backend)
 
-    def new_learner(self) -> Learner:
-        """A fresh, unfitted learner (one per round: nothing carries over from the last one)."""
+    def new_learner(self, project: Project | None = None) -> Learner:
+        """A fresh, unfitted learner (one per round: nothing carries over from the last one);
+        ``project``: the project row as the caller read it (else read here)."""
         c = self.config.learner
-        return registry.create("learner", c.name, c.params, context=self.plugin_context())
+        return registry.create("learner", c.name, c.params, context=self.plugin_context(project))
 
     @cached_property
     def learner_kind(self) -> str:

@@ -35,7 +35,7 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
     conn = ws.connector
     loop = ws.config.loop
     with session_scope(ws.engine) as s:
-        rows = s.execute(  # plain columns, not ORM objects: every task of the project, each pull
+        rows = s.connection().execute(  # plain columns (Core), not ORM objects: every task of the project, each pull
             sa_select(col(Task.id), col(Task.sample_id), col(Task.round_id), col(Task.external_id),
                       col(Task.pushed_at), col(Sample.key), col(Round.number))
             .join(Sample, col(Sample.id) == col(Task.sample_id))

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.engine import CursorResult
-from sqlmodel import Session, col
+from sqlalchemy import bindparam, update
+from sqlmodel import Session
 
 from alloop.errors import (
     AlloopError,
@@ -44,7 +43,7 @@ from alloop.loop.states import RoundState, check_transition
 from alloop.loop.train import finish, train
 from alloop.store.arrays import count_candidates
 from alloop.store.engine import session_scope
-from alloop.store.models import Project, Round, utcnow
+from alloop.store.models import Project, Round, table, utcnow
 from alloop.store.queries import (
     current_round,
     get_project,
@@ -59,6 +58,10 @@ logger = logging.getLogger(__name__)
 #: errors the user must fix; they never count as a failed attempt
 USER_ERRORS = (ConfigError, PoolError, UnknownComponentError)
 
+
+_ROUND = table(Round)
+#: the compare-and-set of a round's state; the columns set are the parameters' other keys
+_CAS_ROUND = update(_ROUND).where(_ROUND.c.id == bindparam("cas_id"), _ROUND.c.state == bindparam("cas_state"))
 
 #: the work of each state (PUSHED and COLLECTING both pull labels)
 STEPS: dict[RoundState, Callable[[StepEnv, Round], TickResult]] = {
@@ -84,14 +87,26 @@ class Controller:
     warnings : WarningLog, optional
         Where warnings raised by user code during the steps go (each distinct one reported once;
         default: a new log, reporting through :mod:`logging`).
+    sole_writer : bool
+        The database is this controller's alone (a simulation's private in-memory store): the
+        project row and the current round are kept in memory between ticks, updated with each
+        transition this controller commits, instead of read again at every tick. Everything is
+        still written as usual. Never for a shared database (``alloop run``, ``alloop serve``),
+        where other processes advance, retry or finish the project between ticks.
     """
 
-    def __init__(self, workspace: Workspace, *, use_lock: bool = True, warnings: WarningLog | None = None) -> None:
+    def __init__(
+        self, workspace: Workspace, *, use_lock: bool = True, warnings: WarningLog | None = None,
+        sole_writer: bool = False,
+    ) -> None:
         self.ws = workspace
         self.use_lock = use_lock
+        self.sole_writer = sole_writer
         self.env = StepEnv.create(workspace, self._transition)
         self.warnings = warnings if warnings is not None else WarningLog()
         self._lease: ProjectLease | None = None
+        #: sole writer: (project row, current round) as last read or written by this controller
+        self._known: tuple[Project, Round | None] | None = None
 
     # -- locking ---------------------------------------------------------------------------
     def __enter__(self) -> Controller:
@@ -116,14 +131,9 @@ class Controller:
         ``note`` (why, e.g. an early close) is added to the one log line of the transition.
         """
         check_transition(rnd.number, rnd.state, new.value)
-        res = cast(
-            "CursorResult[Any]",  # an UPDATE's result has a rowcount; Session.execute is typed as a plain Result
-            s.execute(
-                update(Round)
-                .where(col(Round.id) == rnd.id, col(Round.state) == rnd.state)
-                .values(state=new.value, updated_at=utcnow(), attempt=0, last_error=None, **values)
-            ),
-        )
+        written: dict[str, Any] = dict(state=new.value, updated_at=utcnow(), attempt=0, last_error=None, **values)
+        # a Core UPDATE in the session's transaction (the SET columns are the keys of ``written``)
+        res = s.connection().execute(_CAS_ROUND, {"cas_id": rnd.id, "cas_state": rnd.state, **written})
         if res.rowcount != 1:
             raise StoreError(
                 f"Round {rnd.number} changed state while this process worked on it "
@@ -131,8 +141,11 @@ class Controller:
             )
         _faults.crash_point(rnd.number, f"before_commit:{new.value}")
         s.commit()
+        old = rnd.state
+        if self._known is not None and self._known[1] is rnd:  # sole writer: the kept round, as now stored
+            rnd.sqlmodel_update(written)
         _faults.crash_point(rnd.number, f"after_commit:{new.value}")
-        logger.info("project %s round %d: %s -> %s%s", self.ws.name, rnd.number, rnd.state, new.value,
+        logger.info("project %s round %d: %s -> %s%s", self.ws.name, rnd.number, old, new.value,
                     f" ({note})" if note else "")
 
     # -- the tick ------------------------------------------------------------------------------
@@ -144,15 +157,27 @@ class Controller:
         return self._tick()
 
     def _tick(self) -> TickResult:
-        with session_scope(self.ws.engine) as s:
-            project = get_project(s, self.ws.name)
-            rnd = current_round(s, project.id)  # type: ignore[arg-type]
+        if self._known is not None:
+            project, rnd = self._known
+        else:
+            with session_scope(self.ws.engine) as s:
+                project = get_project(s, self.ws.name)
+                rnd = current_round(s, project.id)  # type: ignore[arg-type]
+            if self.sole_writer:
+                self._known = (project, rnd)
+        try:
+            return self._tick_with(project, rnd)
+        except BaseException:
+            self._known = None  # read again after a failure (a counted attempt, a FAILED round)
+            raise
+
+    def _tick_with(self, project: Project, rnd: Round | None) -> TickResult:
         if project.status == "finished":
             return TickResult(
                 "idle", None, None, f"finished: {project.finished_reason}", progressed=False, finished=True
             )
         if rnd is None or rnd.state == RoundState.CLOSED:
-            return self._between_rounds(project)
+            return self._between_rounds(project, rnd)
         if rnd.state == RoundState.FAILED:
             raise StoreError(
                 f"Round {rnd.number} FAILED in state {rnd.failed_from} after {rnd.attempt} attempts: "
@@ -195,14 +220,19 @@ class Controller:
             row.updated_at = utcnow()
             s.add(row)
 
-    def _between_rounds(self, project: Project) -> TickResult:
+    def _between_rounds(self, project: Project, rnd: Round | None) -> TickResult:
         loop = self.ws.config.loop
         with session_scope(self.ws.engine) as s:
-            n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
-            model = latest_model(s, project.id)  # type: ignore[arg-type]
+            if self._known is not None:  # sole writer: rounds are numbered 0, 1, ... up to the kept one
+                n_rounds, last = (0, None) if rnd is None else (rnd.number + 1, rnd.number)
+            else:
+                n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
+            # the latest model matters only for a target accuracy
+            model = latest_model(s, project.id) if loop.target_accuracy is not None else None  # type: ignore[arg-type]
         n_chosen, n_candidates = count_candidates(self.ws.engine, project.id)  # type: ignore[arg-type]
         reason = stop_reason(loop, n_rounds, n_chosen, n_candidates, model)
         if reason is not None:
+            self._known = None  # the project row changes
             with collecting(self.warnings, "the final model"):
                 return finish(self.env, project, reason)
         number = last + 1 if last is not None else 0
@@ -220,6 +250,8 @@ class Controller:
             )
             s.add(rnd)
             _faults.crash_point(number, "before_commit:CREATED")
+        if self._known is not None:
+            self._known = (project, rnd)
         _faults.crash_point(number, "after_commit:CREATED")
         logger.info("project %s round %d: created (%s, budget %d)", self.ws.name, number, comp.name, budget)
         return TickResult(
@@ -255,6 +287,7 @@ class Controller:
 
     def retry(self) -> Round:
         """Move a FAILED round back to the state it failed in."""
+        self._known = None
         with session_scope(self.ws.engine) as s:
             project = get_project(s, self.ws.name)
             rnd = current_round(s, project.id)  # type: ignore[arg-type]

@@ -24,9 +24,11 @@ from sqlmodel import Session, col, select
 
 from alloop.errors import ConnectorDataError
 from alloop.protocols import AnnotationRecord
-from alloop.store.models import Annotation, Task, utcnow
+from alloop.store.models import Annotation, Task, table, utcnow
 
 logger = logging.getLogger(__name__)
+
+_ANNOTATION = table(Annotation)
 
 #: ``invalid_reason`` of an annotation that disappeared from the labeling tool
 DELETED = "deleted in the labeling tool"
@@ -92,10 +94,11 @@ def ingest(
         return stats
     ids = list(latest)
     compared = ("annotator", "label", "value", "cancelled", "valid", "invalid_reason", "lead_time", "updated_at")
-    cols = [getattr(Annotation, c) for c in ("id", "source_id", *compared)]
+    cols = [_ANNOTATION.c[c] for c in ("id", "source_id", *compared)]
     existing: dict[str, Any] = {}
+    conn = session.connection()  # Core statements in the caller's transaction: plain rows, no ORM loading
     for i in range(0, len(ids), 900):
-        for row in session.execute(
+        for row in conn.execute(
             select(*cols).where(
                 Annotation.project_id == project_id,
                 Annotation.connector == connector,
@@ -142,7 +145,7 @@ def ingest(
         if not valid:
             stats.invalid.append((r.sample_key, reason or ""))
     if inserts:
-        session.execute(insert(Annotation), inserts)
+        conn.execute(insert(_ANNOTATION), inserts)
     if updates:
         session.execute(update(Annotation), updates)
     for key, reason in stats.invalid:
@@ -180,7 +183,7 @@ def _mark_deleted(
 def resolved_tasks(session: Session, round_id: int) -> int:
     """Tasks of the round with at least one annotation still in the tool (a label, an invalid one or a skip)."""
     return int(
-        session.execute(
+        session.connection().execute(
             select(func.count(func.distinct(Annotation.task_id)))
             .join(Task, col(Task.id) == col(Annotation.task_id))
             .where(Task.round_id == round_id, _not_deleted())
@@ -194,7 +197,7 @@ def new_labels_since(session: Session, project_id: int, since: datetime) -> int:
     A valid, not cancelled annotation always carries a label or boxes (see :func:`_check`).
     """
     return int(
-        session.execute(
+        session.connection().execute(
             select(func.count(func.distinct(Annotation.sample_id))).where(
                 Annotation.project_id == project_id,
                 Annotation.valid == True,  # noqa: E712

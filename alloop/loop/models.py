@@ -58,7 +58,7 @@ class RoundModels:
         y = np.array([classes[labels[int(i)]] for i in labeled.ids], dtype=np.int64)
         if len(np.unique(y)) < 2:
             return None
-        learner = self.ws.new_learner()
+        learner = self.ws.new_learner(project)
         if not isinstance(learner, FeatureLearner):  # learner_kind said "features"
             raise LearnerError(f"Learner {learner.name!r} cannot be fit on feature rows.")
         kwargs: dict[str, Any] = {}

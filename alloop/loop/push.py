@@ -7,12 +7,14 @@ database lacks (a crash between the push and its commit) are found by sample key
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import insert
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from alloop.errors import ConnectorDataError
 from alloop.loop import _faults
@@ -22,7 +24,7 @@ from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
 from alloop.protocols import Prediction, TaskPayload
 from alloop.store.engine import session_scope
-from alloop.store.models import Project, Round, Sample, Selection, Task, utcnow
+from alloop.store.models import Project, Round, Sample, Selection, Task, table, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +37,15 @@ def push(env: StepEnv, rnd: Round) -> TickResult:
     project = env.project()
     conn = ws.connector
     with session_scope(ws.engine) as s:
-        picked = s.exec(
-            select(Sample).join(Selection, col(Selection.sample_id) == col(Sample.id))
-            .where(Selection.round_id == rnd.id).order_by(col(Selection.rank))
+        c = s.connection()  # Core: the columns a task needs, as plain rows
+        picked = c.execute(
+            sa_select(col(Sample.id), col(Sample.key), col(Sample.kind), col(Sample.data))
+            .join(Selection, col(Selection.sample_id) == col(Sample.id))
+            .where(col(Selection.round_id) == rnd.id).order_by(col(Selection.rank))
         ).all()
-        done = set(
-            s.exec(select(Task.sample_id).where(Task.project_id == project.id, Task.connector == conn.name)).all()
-        )
+        done = set(c.execute(
+            sa_select(col(Task.sample_id)).where(col(Task.project_id) == project.id, col(Task.connector) == conn.name)
+        ).scalars())
     todo = [smp for smp in picked if smp.id not in done]
     conn.ensure_project()
     keys = [smp.key for smp in todo]
@@ -60,7 +64,7 @@ def push(env: StepEnv, rnd: Round) -> TickResult:
                  external_id=str(ext[smp.key]), pushed_at=now) for smp in todo]
     with Session(ws.engine, expire_on_commit=False) as s:
         if rows:
-            s.execute(insert(Task), rows)
+            s.connection().execute(insert(table(Task)), rows)  # Core: no ORM bulk-insert work
         env.transition(s, rnd, RoundState.PUSHED, pushed_at=now)
     msg = f"round {rnd.number}: pushed {len(fresh)} tasks to {conn.name}"
     if adopted:
@@ -73,8 +77,9 @@ def _scores(env: StepEnv, rnd: Round) -> RoundScores | None:
     return RoundScores.load(path) if path.exists() else None
 
 
-def payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Sample]) -> list[TaskPayload]:
-    """The tasks of ``samples``, with the round's model's prediction as pre-annotation when there is one."""
+def payloads(env: StepEnv, rnd: Round, project: Project, samples: Sequence[Any]) -> list[TaskPayload]:
+    """The tasks of ``samples`` (:class:`Sample` objects or rows with their ``id``, ``key``, ``kind`` and
+    ``data``), with the round's model's prediction as pre-annotation when there is one."""
     if project.task == "detection":
         return _box_payloads(env, rnd, project, samples)
     scores = _scores(env, rnd)
@@ -89,7 +94,7 @@ def payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Sample]) 
     out = []
     for smp in samples:
         pred = None
-        p = proba.get(smp.id)  # type: ignore[arg-type]
+        p = proba.get(smp.id)
         if p is not None:
             top = int(np.argmax(p))
             pred = Prediction(
@@ -102,7 +107,7 @@ def payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Sample]) 
     return out
 
 
-def _box_payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Sample]) -> list[TaskPayload]:
+def _box_payloads(env: StepEnv, rnd: Round, project: Project, samples: Sequence[Any]) -> list[TaskPayload]:
     """Detection tasks, pre-annotated with the proposals of each image (when there are any)."""
     from alloop.detection.annotations import image_size, percent_boxes
 
@@ -117,7 +122,7 @@ def _box_payloads(env: StepEnv, rnd: Round, project: Project, samples: list[Samp
     out = []
     for smp in samples:
         pred = None
-        mine = boxes.get(smp.id)  # type: ignore[arg-type]
+        mine = boxes.get(smp.id)
         if mine:
             best = max(mine, key=lambda b: b["score"])
             pred = Prediction(label=best["label"], score=float(np.mean([b["score"] for b in mine])),

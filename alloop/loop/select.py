@@ -15,7 +15,7 @@ from alloop.loop.states import RoundState
 from alloop.rng import derive_rng
 from alloop.store.arrays import SampleArrays, sample_records, selected_array
 from alloop.store.engine import session_scope
-from alloop.store.models import Round, Selection
+from alloop.store.models import Round, Selection, table
 from alloop.store.queries import training_boxes, training_labels
 from alloop.strategies.base import SelectionContext
 
@@ -87,6 +87,6 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         for rank, (sid, score) in enumerate(zip(picked.tolist(), sel.scores.tolist()))
     ]
     with Session(ws.engine, expire_on_commit=False) as s:
-        s.execute(insert(Selection), rows_out)
+        s.connection().execute(insert(table(Selection)), rows_out)  # Core: no ORM bulk-insert work
         env.transition(s, rnd, RoundState.SELECTED)
     return result("selected", rnd, RoundState.SELECTED, f"round {rnd.number}: {name} selected {len(sel)} samples")

@@ -17,12 +17,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The Core table of a model: hot statements run on it (``session.connection().execute``), which
+    spares them the ORM's per-statement work (entity loading, session synchronization)."""
+    return model.__table__  # type: ignore[attr-defined,no-any-return]
 
 
 class Project(SQLModel, table=True):

@@ -117,7 +117,7 @@ def current_round(session: Session, project_id: int) -> Round | None:
 
 def training_labels(session: Session, project: Project, rule: str) -> dict[int, str]:
     """Aggregated label per sample id, from valid non-cancelled annotations."""
-    rows = session.exec(
+    rows = session.connection().execute(  # Core: plain rows, no ORM loading (every round reads them)
         select(Annotation.sample_id, Annotation.annotator, Annotation.label, Annotation.updated_at).where(
             Annotation.project_id == project.id,
             Annotation.valid == True,  # noqa: E712
