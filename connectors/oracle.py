@@ -42,6 +42,8 @@ class OracleConnector:
     """Simulated annotator(s) answering from known labels, with optional noise and skips."""
 
     name = "oracle"
+    #: answers never change once given (a pure function of the task): pulls skip answered tasks
+    final_annotations = True
 
     def __init__(self, context: ConnectorContext, params: OracleParams) -> None:
         self.detection = context.task == "detection"

@@ -1,7 +1,9 @@
 """PUSHED/COLLECTING -> COLLECTING/CLOSED: labels come in; the round closes when a rule fires.
 
 Every annotation of every task of the project is ingested (late labels of closed rounds too),
-upserted by the tool's annotation id, so pulling twice counts nothing twice. A connector with
+upserted by the tool's annotation id, so pulling twice counts nothing twice. A connector whose
+annotations are final (:class:`~alloop.protocols.FinalAnnotations`, the simulated annotator) is
+asked only about the open round's tasks and the ones it has not answered yet. A connector with
 a complete pull (:class:`~alloop.protocols.CompletePull`) also tells what was deleted in the tool.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import ColumnElement, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -20,11 +23,20 @@ from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
 from alloop.protocols import CompletePull, TaskRef
 from alloop.store.engine import session_scope
-from alloop.store.models import ModelVersion, Round, Sample, Task, utcnow
+from alloop.store.models import Annotation, ModelVersion, Round, Sample, Task, utcnow
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["collect"]
+
+
+def _open_tasks(conn: object, rnd: Round) -> list[ColumnElement[bool]]:
+    """Tasks worth pulling beyond the project's all: for a connector with final annotations
+    (:class:`~alloop.protocols.FinalAnnotations`), the round's own and those not answered yet."""
+    if getattr(conn, "final_annotations", False) is not True:
+        return []
+    answered = sa_select(col(Annotation.id)).where(col(Annotation.task_id) == col(Task.id)).exists()
+    return [or_(col(Task.round_id) == rnd.id, ~answered)]
 
 
 def collect(env: StepEnv, rnd: Round) -> TickResult:
@@ -40,7 +52,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
                       col(Task.pushed_at), col(Sample.key), col(Round.number))
             .join(Sample, col(Sample.id) == col(Task.sample_id))
             .join(Round, col(Round.id) == col(Task.round_id))
-            .where(col(Task.project_id) == project.id, col(Task.connector) == conn.name).order_by(col(Task.id))
+            .where(col(Task.project_id) == project.id, col(Task.connector) == conn.name, *_open_tasks(conn, rnd))
+            .order_by(col(Task.id))
         ).all()
         model_at = None
         if loop.retrain_after_labels is not None or loop.retrain_after_s is not None:

@@ -4,7 +4,8 @@ The loop, the workspace and ``alloop serve`` speak only these protocols; strateg
 encoders, teachers and connectors (built-in or third-party, found through entry points)
 implement them and are built one way: ``Cls.from_params(params, context=...)``.
 Optional capabilities are small protocols checked with ``isinstance``
-(:class:`CompletePull`, :class:`WebhookSource`, :class:`FeatureLearner`, :class:`ExternalLearner`).
+(:class:`CompletePull`, :class:`FinalAnnotations`, :class:`WebhookSource`, :class:`FeatureLearner`,
+:class:`ExternalLearner`).
 """
 
 from alloop.protocols.connector import (
@@ -13,6 +14,7 @@ from alloop.protocols.connector import (
     CompletePull,
     Connector,
     ConnectorContext,
+    FinalAnnotations,
     Prediction,
     TaskPayload,
     TaskRef,
@@ -43,6 +45,7 @@ __all__ = [
     "ExternalLearner",
     "ExternalResult",
     "FeatureLearner",
+    "FinalAnnotations",
     "Learner",
     "PluginContext",
     "Prediction",

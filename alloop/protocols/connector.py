@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from alloop.protocols.context import PluginContext
 
@@ -156,6 +156,18 @@ class CompletePull(Protocol):
     def pull_complete(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
         """Every annotation of these tasks: one alloop has and this lacks was deleted in the tool."""
         ...
+
+
+@runtime_checkable
+class FinalAnnotations(Protocol):
+    """A connector whose annotations never change or disappear once it has returned them (the
+    simulated annotator: its answers are a pure function of the task).
+
+    The collect step then pulls only the open round's tasks and the tasks that have no stored
+    annotation yet, instead of every task of the project on every tick.
+    """
+
+    final_annotations: Literal[True]
 
 
 @dataclass(frozen=True)

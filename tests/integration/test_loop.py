@@ -11,7 +11,7 @@ from alloop.errors import LockedError, StoreError
 from alloop.loop.controller import Controller
 from alloop.report import learning_curve, project_status
 from alloop.store.engine import session_scope
-from alloop.store.models import Round, Sample
+from alloop.store.models import Round, Sample, Task
 from tests.conftest import open_workspace, write_project
 from tests.integration.snapshot import assert_no_duplicates, snapshot
 
@@ -171,3 +171,29 @@ def test_nan_probabilities_from_a_model_count_as_a_failed_attempt_not_a_user_err
         rnd = s.exec(select(Round).where(Round.number == 1)).one()
     assert (rnd.state, rnd.failed_from, rnd.attempt) == ("FAILED", "SCORED", 3)
     ws.close()
+
+
+def test_final_annotations_are_not_pulled_again(db_ws):
+    """The simulated annotator's answers are final: a tick asks it about the open round's tasks and
+    unanswered ones only, yet every task ends with its annotation (the same ones as a full pull)."""
+    ws = db_ws
+    asked: list[list[str]] = []
+    conn = ws.connector
+    assert conn.final_annotations is True
+    pull = conn.pull
+
+    def recording_pull(tasks):
+        asked.append([t.sample_key for t in tasks])
+        return pull(tasks)
+
+    conn.pull = recording_pull  # the real oracle answers; this only records what it was asked
+    Controller(ws).run()
+    snap = snapshot(str(ws.engine.url))
+    assert len(snap["tasks"]) == len(snap["annotations"]) == 40
+    with session_scope(ws.engine) as s:
+        rounds = {r.id: r.number for r in s.exec(select(Round))}
+        round_of_key = {smp.key: rounds[t.round_id] for t, smp in s.exec(
+            select(Task, Sample).where(Task.sample_id == Sample.id))}
+    assert len(asked) == 6  # two collect ticks per round, three rounds
+    for i, keys in enumerate(asked):
+        assert {round_of_key[k] for k in keys} == {i // 2}  # only that round's tasks, never older ones
