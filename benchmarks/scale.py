@@ -5,7 +5,8 @@ For each N a pool of N vectors (d = ``--d``, ten Gaussian classes, float32) is i
 (the database copied, the vector files hard-linked) runs round 0 (100 random picks, labelled by the
 simulated annotator) and round 1 (train a logistic regression, score the pool, select 1,000, push,
 collect) in its own process. Recorded: wall time of round 1 and of each of its steps, peak RSS of
-that process (the driver), and per-row cost. Ray runs use a real local cluster (a head plus 1 or 2
+that process (the driver), on Ray the largest RSS of any worker process or actor of the cluster
+(sampled every 0.2 s), and per-row cost. Ray runs use a real local cluster (a head plus 1 or 2
 worker nodes as separate processes, as the tests start it).
 
     python benchmarks/scale.py --n 100000 1000000 --strategies margin coreset --backends local ray1 ray2
@@ -62,12 +63,52 @@ def round_child(folder: Path, out: Path) -> None:
     out.write_text(json.dumps(info))
 
 
-def _run_round(folder: Path) -> dict:
+def _run_round(folder: Path, cluster: object | None = None) -> dict:
+    """Round 0 and 1 in a child process; with a Ray cluster, its worker processes' peak memory too."""
     import subprocess
 
     out = folder / "round.json"
-    subprocess.run([sys.executable, __file__, "--child", str(folder), str(out)], check=True)
-    return json.loads(out.read_text())
+    sampler = _WorkerPeak(cluster) if cluster is not None else None
+    try:
+        subprocess.run([sys.executable, __file__, "--child", str(folder), str(out)], check=True)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    info = json.loads(out.read_text())
+    if sampler is not None:
+        info["worker_peak_rss_mib"] = sampler.peak_mib
+    return info
+
+
+class _WorkerPeak:
+    """The largest resident memory of any Ray worker process (task workers and actors) of a
+    cluster, sampled every 0.2 s while a round runs (RSS, not a kernel high-water mark: a task
+    worker outlives the round, and an actor's process is gone when it ends)."""
+
+    def __init__(self, cluster: object) -> None:
+        import threading
+
+        self.cluster, self.peak_mib = cluster, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._done.wait(0.2):
+            for pid in self.cluster._session_members():  # type: ignore[attr-defined]
+                try:
+                    p = psutil.Process(pid)
+                    cmd = " ".join(p.cmdline())  # a worker titles itself "ray::IDLE", "ray::<task>", ...
+                    if cmd.startswith("ray::") or "default_worker.py" in cmd:
+                        self.peak_mib = max(self.peak_mib, p.memory_info().rss / 2**20)
+                except (psutil.Error, OSError):
+                    continue
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _copy_project(src: Path, dst: Path, strategy: str, execution: dict) -> None:
@@ -122,11 +163,12 @@ def run(ns: list[int], d: int, strategies: list[str], backends: list[str], local
                             "backend": "ray", "address": clusters[backend].address}
                         folder = Path(tmp) / f"{strategy}-{backend}"
                         _copy_project(base, folder, strategy, execution)
-                        rnd = _run_round(folder)
+                        rnd = _run_round(folder, clusters.get(backend))
                         row = {"n": n, "d": d, "strategy": strategy, "backend": backend,
                                "round1_s": rnd["round1_s"], "us_per_row": 1e6 * rnd["round1_s"] / n,
                                "connect_s": rnd["connect_s"],
-                               "steps": rnd["round1_steps"], "driver_peak_rss_mib": rnd["peak_rss_mib"]}
+                               "steps": rnd["round1_steps"], "driver_peak_rss_mib": rnd["peak_rss_mib"],
+                               "worker_peak_rss_mib": rnd.get("worker_peak_rss_mib")}
                         out["runs"].append(row)
                         print(json.dumps(row), flush=True)
                         shutil.rmtree(folder)
@@ -145,16 +187,18 @@ def report(res: dict) -> str:
         lines.append(f"| {i['n']:,} | {i['d']} | {i['rows_per_s']:,.0f} | {i['peak_rss_mib']:,.0f} MiB |")
     lines += ["", "Round 1 (train, score, select 1,000, push, collect), timed after the process connected to its "
               "execution backend (connect: the time that took, once per process).", "",
-              "| N | strategy | backend | round 1 | per row | vs local | connect | driver peak RSS | steps (s) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| N | strategy | backend | round 1 | per row | vs local | connect | driver peak RSS | "
+              "worker peak RSS | steps (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     local = {(r["n"], r["strategy"]): r["round1_s"] for r in res["runs"] if r["backend"] == "local"}
     for r in res["runs"]:
         steps = ", ".join(f"{s['action']} {s['seconds']:.1f}" for s in r["steps"])
         base = local.get((r["n"], r["strategy"]))
         ratio = f"{r['round1_s'] / base:.2f}x" if base else ""
+        worker = "" if r.get("worker_peak_rss_mib") is None else f"{r['worker_peak_rss_mib']:,.0f} MiB"
         lines.append(f"| {r['n']:,} | {r['strategy']} | {r['backend']} | {r['round1_s']:.1f} s | "
                      f"{r['us_per_row']:.2f} µs | {ratio} | {r['connect_s']:.1f} s | "
-                     f"{r['driver_peak_rss_mib']:,.0f} MiB | {steps} |")
+                     f"{r['driver_peak_rss_mib']:,.0f} MiB | {worker} | {steps} |")
     return "\n".join(lines) + "\n"
 
 
@@ -164,8 +208,8 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--strategies", nargs="+", default=["margin", "coreset"])
     ap.add_argument("--backends", nargs="+", default=["local", "ray1", "ray2"])
-    ap.add_argument("--local-only", nargs="*", default=["coreset"],
-                    help="strategies run on the local backend only (their selection runs on the driver anyway)")
+    ap.add_argument("--local-only", nargs="*", default=[],
+                    help="strategies run on the local backend only")
     ap.add_argument("--max-n", nargs="*", default=[], metavar="STRATEGY=N",
                     help="largest N for a strategy, e.g. coreset=1000000")
     ap.add_argument("--out", type=Path, default=RESULTS)
