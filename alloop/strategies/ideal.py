@@ -19,6 +19,12 @@ Items already labeled start active (their reach is covered), so later rounds add
 that reach what the labeled set does not. The paper's reference code has no lazy greedy,
 runs one cascade at a time and counts an item twice when two parents reach it in one wave;
 this one is exact over its worlds and batched (see ``benchmarks/ideal.py``).
+
+Scale: on a pool larger than ``shard_rows`` the graph's neighbour search runs per shard on the
+project's execution backend (:mod:`alloop.strategies._knn_shards`: one faiss index, trained
+once, searched by every shard; exact search gives the single-process graph bit for bit), and
+the diffusion runs on the driver. A pool whose graph does not fit uses ``subset="seals"``:
+the graph, the worlds and the greedy on a SEALS candidate subset around the labeled items.
 """
 
 from __future__ import annotations

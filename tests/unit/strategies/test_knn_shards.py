@@ -145,3 +145,15 @@ def test_ideal_on_a_seals_subset_picks_candidates_near_the_labeled_and_is_seeded
     # a cold start (nothing labeled) and a budget below the batch still give a full batch
     c = ideal_select(X, 30, rng=np.random.default_rng(2), neighbors="exact", subset="seals", subset_rows=10)
     assert c[0].size == 30 and np.unique(c[0]).size == 30
+
+
+def test_bad_subset_settings_are_rejected():
+    from pydantic import ValidationError
+
+    from alloop.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="subset must be"):
+        ideal_select(blobs(50), 3, rng=np.random.default_rng(0), subset="some")
+    for bad in ({"subset": "some"}, {"subset_rows": 0}, {"shard_rows": 0}):
+        with pytest.raises(ValidationError):
+            IdealStrategy(**bad)
