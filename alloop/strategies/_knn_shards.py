@@ -145,8 +145,10 @@ class ShardedKnn:
             else:
                 import faiss
 
-                index = self.backend.share(faiss.serialize_index(built))
-                del built
+                blob = faiss.serialize_index(built)
+                del built  # the index or its bytes, never both, next to the object store's copy
+                index = self.backend.share(blob)
+                del blob
         margin = _margin(self.U) if self.method == "exact" else 0.0
         self.job = _Search(self.backend.share(self.U), self.k, self.method, _block(self.n, block_rows), margin,
                            index, self.token)
