@@ -14,14 +14,20 @@ here changes which images OFDS selects for a given seed.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from alloop.checks import check_int, check_matrix
+from alloop.execution.shared import SharedArray
 
-__all__ = ["ClassClusters", "class_representatives"]
+if TYPE_CHECKING:
+    from alloop.execution import Backend
+
+__all__ = ["ClassClusters", "class_representatives", "lloyd", "lloyd_shard"]
 
 _CHUNK = 16384  # rows per block when measuring distances to centroids
 
@@ -100,6 +106,73 @@ def _kmeans_pp(S: NDArray[np.float32], qS: NDArray[np.float32], C: NDArray[np.fl
     return np.concatenate([C, S[chosen]]).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _Assign:
+    """One Lloyd step's shared input: the rows (opened by each shard) and the centres."""
+
+    X: SharedArray
+    C: NDArray[np.float32]
+
+
+def lloyd_shard(rows: tuple[int, int], job: _Assign) -> tuple[NDArray[np.int64], NDArray[np.float64],
+                                                             float, NDArray[np.int32]]:
+    """The shard work of one Lloyd step: assign the rows ``rows[0]:rows[1]`` to their nearest
+    centre (float32 GEMM, ties to the lowest centre). Returns the per-centre counts, float64
+    sums of the assigned rows, the float64 inertia and the labels."""
+    X = np.asarray(job.X.open()[rows[0] : rows[1]])
+    k = job.C.shape[0]
+    labels = _nearest_centre(X, job.C)
+    counts = np.bincount(labels, minlength=k).astype(np.int64)
+    onehot = sp.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))), shape=(k, labels.size))
+    sums = np.asarray(onehot @ X.astype(np.float64))
+    inertia = float(_sq_dist_to_centres(X, job.C.astype(np.float64), labels).sum())
+    return counts, sums, inertia, labels.astype(np.int32)
+
+
+def lloyd(X: SharedArray, C0: NDArray[np.float32], *, max_iter: int, backend: Backend,
+          shard_rows: int) -> tuple[NDArray[np.float32], NDArray[np.int64], float]:
+    """Lloyd's algorithm from the centres ``C0``, each step's assignment run per shard.
+
+    A step sends the centres to :func:`lloyd_shard` on row ranges of ``shard_rows`` rows
+    (:meth:`Backend.map_shards <alloop.execution.Backend.map_shards>`; the rows were shared once);
+    the driver adds the shards' counts and sums in shard order and moves each centre to the
+    mean of its rows (float64, stored as float32; a centre left without rows stays where it
+    is). It stops when no label changes or after ``max_iter`` updates (then the rows are
+    assigned once more). The result is a function of ``X``, ``C0`` and ``shard_rows``: the same
+    on every backend.
+
+    Returns
+    -------
+    centres : ndarray of shape (k, d), float32
+    labels : ndarray of shape (n,), int64
+        The nearest centre of every row.
+    inertia : float
+        Sum of the squared distances of the rows to their centres.
+    """
+    n = X.shape[0]
+    shards = [(s, min(n, s + shard_rows)) for s in range(0, n, shard_rows)]
+    C = np.ascontiguousarray(C0, dtype=np.float32)
+
+    def step(C: NDArray[np.float32]) -> tuple[NDArray[np.int64], NDArray[np.float64], float, NDArray[np.int64]]:
+        parts = backend.map_shards(lloyd_shard, shards, _Assign(X, C), what="OFDS: k-means step")
+        counts = np.sum([p[0] for p in parts], axis=0)
+        sums = parts[0][1].copy()
+        for p in parts[1:]:
+            sums += p[1]
+        return counts, sums, float(sum(p[2] for p in parts)), np.concatenate([p[3] for p in parts]).astype(np.int64)
+
+    prev: NDArray[np.int64] | None = None
+    for _ in range(max_iter):
+        counts, sums, inertia, labels = step(C)
+        if prev is not None and np.array_equal(labels, prev):
+            return C, labels, inertia
+        means = sums / np.maximum(counts, 1)[:, None]
+        C = np.where(counts[:, None] > 0, means, C).astype(np.float32)
+        prev = labels
+    _, _, inertia, labels = step(C)
+    return C, labels, inertia
+
+
 class ClassClusters:
     """k-means of one class's rows, re-run with more clusters as the selection grows.
 
@@ -108,14 +181,19 @@ class ClassClusters:
     clusters continues the seeding from the previous centroids and runs Lloyd from there
     (warm start: cheap, and most representatives survive). Classes with more than
     ``fit_size`` rows are fitted on a seeded subsample of ``max(fit_size, 4 k)`` rows, then
-    every row is assigned to its nearest centroid. Arguments are not checked here
-    (:func:`class_representatives` and :func:`~alloop.strategies.ofds.ofds_select` do it).
+    every row is assigned to its nearest centroid. When the rows fitted exceed
+    ``shard_rows``, Lloyd's iterations run per shard of ``shard_rows`` rows on ``backend``
+    (:func:`lloyd`) instead of scikit-learn's, from the same seeding. Arguments are not
+    checked here (:func:`class_representatives` and :func:`~alloop.strategies.ofds.ofds_select`
+    do it).
     """
 
-    def __init__(self, X: NDArray[np.float32], seed: int, *, n_init: int, max_iter: int, fit_size: int) -> None:
+    def __init__(self, X: NDArray[np.float32], seed: int, *, n_init: int, max_iter: int, fit_size: int,
+                 backend: Backend | None = None, shard_rows: int | None = None) -> None:
         self.X, self.n = X, int(X.shape[0])
         self.rng = np.random.default_rng(seed)
         self.n_init, self.max_iter, self.fit_size = n_init, max_iter, fit_size
+        self.backend, self.shard_rows = backend, shard_rows
         self.C: NDArray[np.float32] | None = None
         self.sample: NDArray[np.int64] = np.empty(0, np.int64)
 
@@ -133,19 +211,31 @@ class ClassClusters:
         S = X if m == n else np.ascontiguousarray(X[self.sample])
         qS = _sq_norms(S)
         prev = self.C if self.C is not None and self.C.shape[0] < k else None
-        best = None
+        sharded = self.shard_rows is not None and S.shape[0] > self.shard_rows
+        if sharded:
+            from alloop.execution import LocalBackend
+
+            backend = self.backend if self.backend is not None else LocalBackend()
+            shared = backend.share(S)
+        best: tuple[NDArray[np.float32], NDArray[np.int64], float] | None = None
         for _ in range(1 if prev is not None else self.n_init):
             C0 = prev if prev is not None else np.empty((0, X.shape[1]), np.float32)
             C0 = _kmeans_pp(S, qS, C0, k - C0.shape[0], k, self.rng)
-            km = KMeans(n_clusters=k, init=C0, n_init=1, max_iter=self.max_iter, algorithm="lloyd")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct rows than k
-                km.fit(S)
-            if best is None or km.inertia_ < best.inertia_:
-                best = km
+            if sharded:
+                assert self.shard_rows is not None
+                fit = lloyd(shared, C0, max_iter=self.max_iter, backend=backend, shard_rows=self.shard_rows)
+            else:
+                km = KMeans(n_clusters=k, init=C0, n_init=1, max_iter=self.max_iter, algorithm="lloyd")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct rows than k
+                    km.fit(S)
+                fit = (np.ascontiguousarray(km.cluster_centers_, dtype=np.float32), np.asarray(km.labels_, np.int64),
+                       float(km.inertia_))
+            if best is None or fit[2] < best[2]:
+                best = fit
         assert best is not None  # n_init >= 1 (checked by the callers): the loop ran
-        C = np.ascontiguousarray(best.cluster_centers_, dtype=np.float32)
-        labels = np.asarray(best.labels_, np.int64) if m == n else _nearest_centre(X, C)
+        C = best[0]
+        labels = best[1] if m == n else _nearest_centre(X, C)
         return C, labels
 
     def representatives(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:

@@ -52,7 +52,7 @@ from numpy.typing import NDArray
 from alloop.checks import check_int
 from alloop.errors import ConfigError, InvalidInputError
 
-__all__ = ["AUTO_FAISS_ROWS", "NEIGHBORS", "knn_graph"]
+__all__ = ["AUTO_FAISS_ROWS", "NEIGHBORS", "exact_rows", "faiss_index", "faiss_rows", "knn_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +110,7 @@ def knn_graph(
     """
     U = _unit_rows(X)
     n = U.shape[0]
-    check_int("k", k, 1)
-    check_int("nprobe", nprobe, 1)
-    if block_rows is not None:
-        check_int("block_rows", block_rows, 1)
-    if nlist is not None:
-        check_int("nlist", nlist, 1)
-    if neighbors not in NEIGHBORS:
-        raise InvalidInputError(f"neighbors must be one of {', '.join(NEIGHBORS)}; got {neighbors!r}.")
+    check_args(k, neighbors, block_rows, nlist, nprobe)
     kk = min(int(k), n - 1)
     if kk == 0:
         return sp.csr_matrix((n, n), dtype=np.float64)
@@ -127,6 +120,19 @@ def knn_graph(
     else:
         nbr, sim = _faiss_knn(U, kk, method, nlist, nprobe)
     return _weights(nbr, sim, n)
+
+
+def check_args(k: int, neighbors: str, block_rows: int | None, nlist: int | None, nprobe: int) -> None:
+    """Raise :class:`InvalidInputError` for a bad ``k``, ``neighbors``, ``block_rows``, ``nlist`` or
+    ``nprobe`` (see :func:`knn_graph`)."""
+    check_int("k", k, 1)
+    check_int("nprobe", nprobe, 1)
+    if block_rows is not None:
+        check_int("block_rows", block_rows, 1)
+    if nlist is not None:
+        check_int("nlist", nlist, 1)
+    if neighbors not in NEIGHBORS:
+        raise InvalidInputError(f"neighbors must be one of {', '.join(NEIGHBORS)}; got {neighbors!r}.")
 
 
 def _unit_rows(X: Any) -> NDArray[Any]:
@@ -201,19 +207,37 @@ def _exact_knn(U: NDArray[Any], k: int, block_rows: int | None) -> tuple[NDArray
     """Top-``k`` cosine neighbours, ties to the lowest column. Returns (n, k) arrays: columns,
     and their float64 cosines (see the module docstring)."""
     n = U.shape[0]
+    return exact_rows(U, np.arange(n), k, _block(n, block_rows), _margin(U))
+
+
+def _block(n: int, block_rows: int | None) -> int:
+    """Query rows per matrix product: ``block_rows``, default whole 16s near 64 MiB of similarities."""
     b = block_rows or -(-max(1, _BLOCK_ELEMS // n) // 16) * 16  # default: whole 16s (GEMM speed)
-    b = min(b, n)
+    return min(b, n)
+
+
+def exact_rows(U: NDArray[Any], rows: NDArray[Any], k: int, b: int,
+               margin: float) -> tuple[NDArray[Any], NDArray[Any]]:
+    """The exact top-``k`` neighbours of the rows ``rows`` of ``U`` among all its rows.
+
+    A row's result is a function of ``U`` alone (not of ``rows``, ``b`` or the BLAS kernel;
+    see the module docstring) provided ``margin`` is :func:`_margin` of the whole ``U``: shards
+    of rows searched apart give the graph of one search.
+    """
+    n = U.shape[0]
+    rows = np.asarray(rows, np.int64)
     width = -(-n // _GROUPS) * _GROUPS  # padded columns: whole groups
+    b = max(1, min(b, rows.size))
     S = np.full((b, width), _SENTINEL, _F32)
     mask = np.empty((b, width), bool)
-    margin = _margin(U)
-    nbr, sim = np.empty((n, k), np.int64), np.empty((n, k), np.float64)
-    for s in range(0, n, b):
-        m = min(b, n - s)
-        np.matmul(U[s : s + m], U.T, out=S[:m, :n])
-        S[np.arange(m), np.arange(s, s + m)] = _SENTINEL  # self excluded
+    nbr, sim = np.empty((rows.size, k), np.int64), np.empty((rows.size, k), np.float64)
+    for s in range(0, rows.size, b):
+        q = rows[s : s + b]
+        m = q.size
+        np.matmul(U[q], U.T, out=S[:m, :n])
+        S[np.arange(m), q] = _SENTINEL  # self excluded
         r, c = _shortlist(S[:m], mask[:m], k, margin)
-        nbr[s : s + m], sim[s : s + m] = _rank(r, c, _dots(U, r + s, c), m, k)
+        nbr[s : s + m], sim[s : s + m] = _rank(r, c, _dots(U, q[r], c), m, k)
     return nbr, sim
 
 
@@ -290,6 +314,13 @@ def _import_faiss() -> Any:
 def _faiss_knn(U: NDArray[Any], k: int, method: str, nlist: int | None,
                nprobe: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """Top-``k`` neighbours by faiss inner product; missing neighbours are marked -1."""
+    index = faiss_index(U, method, nlist, nprobe)
+    return faiss_rows(index, U, np.arange(U.shape[0]), k)
+
+
+def faiss_index(U: NDArray[Any], method: str, nlist: int | None, nprobe: int) -> Any:
+    """The faiss index of every row of ``U``: flat, or IVF trained on ``U`` (faiss's own seeded
+    sample of ``256 nlist`` rows at most)."""
     faiss = _import_faiss()
     n, d = U.shape
     if method == "faiss-exact":
@@ -301,26 +332,41 @@ def _faiss_knn(U: NDArray[Any], k: int, method: str, nlist: int | None,
         index.train(U)
         index.nprobe = min(int(nprobe), lists)
     index.add(U)
-    D, Idx = index.search(U, k + 1)
-    is_self = Idx == np.arange(n)[:, None]
+    return index
+
+
+def faiss_rows(index: Any, U: NDArray[Any], rows: NDArray[Any], k: int) -> tuple[NDArray[Any], NDArray[Any]]:
+    """The top-``k`` neighbours of the rows ``rows`` of ``U`` in ``index`` (which holds ``U``),
+    self excluded; missing neighbours are marked -1 (cosine :data:`_SENTINEL`)."""
+    rows = np.asarray(rows, np.int64)
+    m = rows.size
+    whole = m == U.shape[0] and np.array_equal(rows, np.arange(m))
+    D, Idx = index.search(U if whole else np.ascontiguousarray(U[rows]), k + 1)
+    is_self = Idx == rows[:, None]
     # drop self where found, else the last (k+1-th) neighbour
     drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
     keep = np.ones(Idx.shape, bool)
-    keep[np.arange(n), drop] = False
-    nbr = Idx[keep].reshape(n, k).astype(np.int64)
-    sim = D[keep].reshape(n, k).astype(_F32)
+    keep[np.arange(m), drop] = False
+    nbr = Idx[keep].reshape(m, k).astype(np.int64)
+    sim = D[keep].reshape(m, k).astype(_F32)
     sim[nbr < 0] = _SENTINEL
     return nbr, sim
 
 
-def _weights(nbr: NDArray[Any], sim: NDArray[Any], n: int) -> sp.csr_matrix:
-    """CSR of ``sim / row sum`` over the positive entries; rows sorted by column."""
+def _weights(nbr: NDArray[Any], sim: NDArray[Any], n: int, cols: NDArray[Any] | None = None) -> sp.csr_matrix:
+    """CSR of ``sim / row sum`` over the positive entries; rows sorted by column.
+
+    ``cols``: the columns the edges get (default ``nbr``); an edge whose column is -1 there is
+    dropped *after* normalising (an induced subgraph keeps the full graph's weights).
+    """
     w = sim.astype(np.float64)
     w[(w <= 0) | (nbr < 0)] = 0.0
     tot = w.sum(axis=1, keepdims=True)
     w = np.divide(w, tot, out=np.zeros_like(w), where=tot > 0)
-    rows = np.repeat(np.arange(n), nbr.shape[1])
+    cols = nbr if cols is None else cols
+    w[cols < 0] = 0.0
+    rows = np.repeat(np.arange(nbr.shape[0]), nbr.shape[1])
     keep = w.reshape(-1) > 0
-    G = sp.csr_matrix((w.reshape(-1)[keep], (rows[keep], nbr.reshape(-1)[keep])), shape=(n, n))
+    G = sp.csr_matrix((w.reshape(-1)[keep], (rows[keep], cols.reshape(-1)[keep])), shape=(n, n))
     G.sort_indices()
     return G

@@ -19,21 +19,34 @@ Items already labeled start active (their reach is covered), so later rounds add
 that reach what the labeled set does not. The paper's reference code has no lazy greedy,
 runs one cascade at a time and counts an item twice when two parents reach it in one wave;
 this one is exact over its worlds and batched (see ``benchmarks/ideal.py``).
+
+Scale: on a pool larger than ``shard_rows`` the graph's neighbour search runs per shard on the
+project's execution backend (:mod:`alloop.strategies._knn_shards`: one faiss index, trained
+once, searched by every shard; exact search gives the single-process graph bit for bit), and
+the diffusion runs on the driver. A pool whose graph does not fit uses ``subset="seals"``:
+the graph, the worlds and the greedy on a SEALS candidate subset around the labeled items.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import Field
 
+from alloop.errors import InvalidInputError
 from alloop.strategies._influence import celf_greedy, sample_worlds
 from alloop.strategies._influence_graph import knn_graph
+from alloop.strategies._knn_shards import ShardedKnn, seals_subset
 from alloop.strategies.base import Selection, SelectionContext, Strategy
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from alloop.execution import Backend
 
 __all__ = ["IdealStrategy", "ideal_select"]
 
@@ -52,6 +65,10 @@ def ideal_select(
     neighbors: str = "auto",
     nlist: int | None = None,
     nprobe: int = 16,
+    backend: Backend | None = None,
+    shard_rows: int = 50_000,
+    subset: str = "all",
+    subset_rows: int = 100_000,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Pick ``k`` candidates by greedy influence maximisation on the kNN graph.
 
@@ -61,13 +78,16 @@ def ideal_select(
     k : int
         Number of picks.
     rng : numpy.random.Generator
-        Draws the Monte-Carlo worlds (the only randomness).
+        Draws the Monte-Carlo worlds (and, for a SEALS subset with nothing labeled, its seeds).
     candidates : array_like of int, optional
         Positions that may be picked; default all.
     labeled : array_like of int, optional
         Positions already labeled: active from the start.
-    n_neighbors, runs, neighbors, nlist, nprobe
+    n_neighbors, runs, neighbors, nlist, nprobe, shard_rows, subset, subset_rows
         See :class:`IdealStrategy`.
+    backend : Backend, optional
+        Where the neighbour search runs per shard (when the pool has more than ``shard_rows``
+        rows, or for a SEALS subset); default: in this process, in one piece.
 
     Returns
     -------
@@ -78,18 +98,61 @@ def ideal_select(
         averaged over the worlds); non-increasing.
     """
     n = int(np.asarray(embeddings).shape[0])
+    if subset not in ("all", "seals"):
+        raise InvalidInputError(f"subset must be 'all' or 'seals'; got {subset!r}.")
+    cand = np.arange(n, dtype=np.int64) if candidates is None else np.asarray(candidates, np.int64)
+    seeds = np.empty(0, np.int64) if labeled is None else np.asarray(labeled, np.int64)
     t0 = time.perf_counter()
-    G = knn_graph(embeddings, n_neighbors, neighbors=neighbors, nlist=nlist, nprobe=nprobe)
+    where = "in process"
+    if subset == "seals":
+        rows, G = _seals(embeddings, int(k), rng, cand, seeds, n_neighbors, neighbors, nlist, nprobe, backend,
+                         shard_rows, subset_rows)
+        where = f"SEALS subset of {rows.size} rows"
+        cand, seeds = _local(rows, cand), _local(rows, seeds)
+    elif backend is not None and n > shard_rows:
+        with ShardedKnn(embeddings, n_neighbors, neighbors=neighbors, nlist=nlist, nprobe=nprobe, backend=backend,
+                        shard_rows=shard_rows) as knn:
+            G = knn.graph()
+        where = f"{-(-n // shard_rows)} shards on {backend.name}"
+    else:
+        G = knn_graph(embeddings, n_neighbors, neighbors=neighbors, nlist=nlist, nprobe=nprobe)
     t1 = time.perf_counter()
     W = sample_worlds(G, runs, rng)
-    cand = np.arange(n) if candidates is None else candidates
-    picks, gains = celf_greedy(W, int(k), cand, seeds=labeled)
+    picks, gains = celf_greedy(W, int(k), cand, seeds=seeds if seeds.size else None)
+    if subset == "seals":
+        picks = rows[picks]
     t2 = time.perf_counter()
     logger.info(
-        "ideal: %d picks from %d items (graph %.2fs, %d edges; greedy over %d worlds %.2fs)",
-        k, n, t1 - t0, G.nnz, runs, t2 - t1,
+        "ideal: %d picks from %d items (graph %s %.2fs, %d edges; greedy over %d worlds %.2fs)",
+        k, n, where, t1 - t0, G.nnz, runs, t2 - t1,
     )
     return picks, gains.astype(np.float64) / W.runs
+
+
+def _local(rows: NDArray[np.int64], pos: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Positions in ``rows`` (sorted) of the members of ``pos`` that are in it."""
+    loc = np.searchsorted(rows, pos)
+    ok = loc < rows.size
+    ok[ok] = rows[loc[ok]] == pos[ok]
+    return loc[ok].astype(np.int64)
+
+
+def _seals(X: NDArray[Any], k: int, rng: np.random.Generator, cand: NDArray[np.int64], seeds: NDArray[np.int64],
+           n_neighbors: int, neighbors: str, nlist: int | None, nprobe: int, backend: Backend | None,
+           shard_rows: int, subset_rows: int) -> tuple[NDArray[np.int64], sp.csr_matrix]:
+    """The SEALS subset (grown from the labeled rows, or random candidates when none) and its graph."""
+    with ShardedKnn(X, n_neighbors, neighbors=neighbors, nlist=nlist, nprobe=nprobe, backend=backend,
+                    shard_rows=shard_rows) as knn:
+        if not seeds.size and cand.size:  # a cold start: spread seeds, a hop of neighbours each
+            m = min(cand.size, max(k, subset_rows // (1 + knn.k)))
+            seeds = np.sort(rng.choice(cand, m, replace=False))
+        rows, G = seals_subset(knn, seeds, subset_rows, need=cand, want=k)
+        short = k - _local(rows, cand).size
+        if short > 0:  # the neighbourhoods hold too few candidates: add some at random
+            outside = np.setdiff1d(cand, rows, assume_unique=True)
+            extra = rng.choice(outside, min(short, outside.size), replace=False)
+            rows, G = seals_subset(knn, np.concatenate([seeds, extra]), subset_rows, need=cand, want=k)
+    return rows, G
 
 
 class IdealStrategy(Strategy):
@@ -108,6 +171,33 @@ class IdealStrategy(Strategy):
         Neighbour search: exact float32 BLAS in blocks up to 5e4 items, faiss IVF above.
     nlist, nprobe : int
         faiss IVF lists (default ``4 sqrt(n)``) and lists probed per query.
+    shard_rows : int, default 50000
+        Pools with more rows build the graph on the project's execution backend
+        (``[execution]``), ``shard_rows`` query rows per shard
+        (:class:`~alloop.strategies._knn_shards.ShardedKnn`): the unit rows are shared once,
+        a faiss index is built (IVF: trained) once on the driver and shared once, every shard
+        searches its rows, the driver assembles the graph and diffuses. Exact modes give the
+        single-process graph bit for bit, so the picks are the same on the local and the Ray
+        backend; smaller pools (or no backend) search in process, in one piece.
+    subset : {"all", "seals"}, default "all"
+        ``"all"``: the graph over the whole pool, ``N k`` edges (about ``N k 24`` bytes as a
+        CSR matrix with its worlds; 2.4 GB at N = 1e7, k = 10), plus ``N d 4`` bytes of unit
+        rows (and a faiss index as large). ``"seals"``: for pools whose graph does not fit,
+        the candidate subset of SEALS (Coleman et al., "Similarity Search for Efficient Active
+        Learning and Search of Rare Concepts", AAAI 2022): the labeled items, their ``k``
+        nearest neighbours, the neighbours of those, ... (nearest ranks first) up to
+        ``subset_rows`` rows, found with the same index; the graph, the worlds and the greedy
+        are restricted to that subset (graph memory ``subset_rows k 24`` bytes; the search
+        still needs the ``N d 4`` bytes of rows and the index). The trade: influence is counted
+        only inside the subset and only along paths that stay in it, and only subset items can
+        be picked, so items far from everything labeled are not considered (SEALS's
+        assumption: what matters next lies near what is labeled). With nothing labeled (a cold
+        start) the subset grows from ``max(k, subset_rows / (n_neighbors + 1))`` candidates
+        drawn at random; when the neighbourhoods hold fewer than the batch's candidates, random
+        candidates are added as seeds.
+    subset_rows : int, default 100000
+        Rows of a SEALS subset (the labeled items are always in it, past the budget if need be,
+        and it grows further until it holds the batch's number of candidates).
 
     Notes
     -----
@@ -117,12 +207,16 @@ class IdealStrategy(Strategy):
 
     name: ClassVar[str] = "ideal"
     requires: ClassVar[frozenset[str]] = frozenset({"embeddings"})
+    uses_backend: ClassVar[bool] = True
 
     n_neighbors: int = Field(default=10, ge=1)
     runs: int = Field(default=10, ge=1)
     neighbors: Literal["auto", "exact", "faiss-exact", "faiss-ivf"] = "auto"
     nlist: int | None = Field(default=None, ge=1)
     nprobe: int = Field(default=16, ge=1)
+    shard_rows: int = Field(default=50_000, ge=1)
+    subset: Literal["all", "seals"] = "all"
+    subset_rows: int = Field(default=100_000, ge=1)
 
     def _select(self, ctx: SelectionContext, k: int) -> Selection:
         positions, gains = ideal_select(
@@ -136,5 +230,9 @@ class IdealStrategy(Strategy):
             neighbors=self.neighbors,
             nlist=self.nlist,
             nprobe=self.nprobe,
+            backend=ctx.backend,
+            shard_rows=self.shard_rows,
+            subset=self.subset,
+            subset_rows=self.subset_rows,
         )
         return Selection(positions=positions, scores=gains)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -59,6 +59,9 @@ from alloop.strategies._class_kmeans import ClassClusters
 from alloop.strategies._trimming import interleave, trim_union
 from alloop.strategies.base import Selection, SelectionContext, Strategy
 from alloop.strategies.objects import ObjectSet
+
+if TYPE_CHECKING:
+    from alloop.execution import Backend
 
 __all__ = ["OfdsStrategy", "ofds_select"]
 
@@ -108,6 +111,8 @@ def ofds_select(
     max_iter: int = 50,
     max_rounds: int = 8,
     fit_size: int = 20000,
+    shard_objects: int | None = None,
+    backend: Backend | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Select ``budget`` images through their objects (OFDS); see the module docstring.
 
@@ -133,6 +138,12 @@ def ofds_select(
         k-means settings (:func:`~alloop.strategies._class_kmeans.class_representatives`).
     max_rounds : int
         Clustering rounds before the last one, in which every object is its own cluster.
+    shard_objects : int, optional
+        A class fitted on more objects than this runs Lloyd's iterations per shard of
+        ``shard_objects`` objects (:func:`~alloop.strategies._class_kmeans.lloyd`) on
+        ``backend`` (default: in this process); None: scikit-learn's Lloyd in process.
+    backend : Backend, optional
+        The execution backend for those shards.
 
     Returns
     -------
@@ -154,6 +165,8 @@ def ofds_select(
         ``budget`` exceeds the number of candidates.
     """
     t0 = time.perf_counter()
+    if shard_objects is not None:
+        check_int("shard_objects", shard_objects, 1)
     cand = _check_args(objects, budget, candidates, n_samples, allocation, min_score,
                        {"n_init": n_init, "max_iter": max_iter, "max_rounds": max_rounds, "fit_size": fit_size})
     budget = int(budget)
@@ -185,7 +198,8 @@ def ofds_select(
     k = np.minimum(quotas, n_c)
     reps: list[NDArray[np.int64]] = [np.empty(0, np.int64) for _ in range(C)]
     clusters = [ClassClusters(X[sl], derive_seed(base, "ofds-kmeans", int(classes[c])), n_init=n_init,
-                               max_iter=max_iter, fit_size=fit_size) for c, sl in enumerate(slices)]
+                              max_iter=max_iter, fit_size=fit_size, backend=backend, shard_rows=shard_objects)
+                for c, sl in enumerate(slices)]
     changed = np.flatnonzero(k > 0)
     prev_union = prev_k = 0
     rounds = 0
@@ -253,6 +267,15 @@ class OfdsStrategy(Strategy):
     fit_size : int, default 20000
         Objects of a class above which k-means is fitted on a subsample (every object is then
         assigned to its nearest centroid).
+    shard_objects : int, optional
+        Objects (fitted rows of one class) above which Lloyd's iterations run on the
+        project's execution backend, per shard of ``shard_objects`` objects: each shard
+        assigns its rows to the nearest centre and returns per-centre counts, sums and
+        inertia, the driver moves the centres (:func:`~alloop.strategies._class_kmeans.lloyd`),
+        from the same k-means++ seeding; the picks are the same on the local and the Ray
+        backend. It stops when no label changes (scikit-learn also stops on a small centre
+        shift and relocates empty clusters, so picks may differ from the default path).
+        Default None: scikit-learn's Lloyd in process for every class.
 
     Notes
     -----
@@ -264,6 +287,7 @@ class OfdsStrategy(Strategy):
 
     name: ClassVar[str] = "ofds"
     requires: ClassVar[frozenset[str]] = frozenset({"objects"})
+    uses_backend: ClassVar[bool] = True
 
     allocation: Allocation = "sqrt"
     min_score: float = Field(default=0.0, allow_inf_nan=False)
@@ -271,6 +295,7 @@ class OfdsStrategy(Strategy):
     max_iter: int = Field(default=50, ge=1)
     max_rounds: int = Field(default=8, ge=1)
     fit_size: int = Field(default=20000, ge=1)
+    shard_objects: int | None = Field(default=None, ge=1)
 
     def _select(self, ctx: SelectionContext, k: int) -> Selection:
         objects = ctx.require("objects")
@@ -284,5 +309,6 @@ class OfdsStrategy(Strategy):
             objects, k, candidates=ctx.candidates, n_samples=ctx.n_samples,
             allocation=self.allocation, rng=ctx.rng, min_score=self.min_score, n_init=self.n_init,
             max_iter=self.max_iter, max_rounds=self.max_rounds, fit_size=self.fit_size,
+            shard_objects=self.shard_objects, backend=ctx.backend,
         )
         return Selection(positions=positions, scores=scores)

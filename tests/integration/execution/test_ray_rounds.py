@@ -40,7 +40,7 @@ def _run(folder: Path, strategy: str, execution: dict) -> dict:
                          "labels_path": str(folder / "labels.npy")}, "test_fraction": 0.2},
         features={"name": "vector"},
         learner={"name": "sklearn", "params": {"scale": True}},
-        strategy={"name": strategy},
+        strategy={"name": strategy, "params": {"shard_rows": 256}} if strategy == "ideal" else {"name": strategy},
         loop={"initial_size": 20, "batch_size": 25, "max_rounds": 3},
         execution={"shard_rows": 256, **execution},  # several shards per scoring step
     ))
