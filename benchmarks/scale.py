@@ -10,7 +10,8 @@ that process (the driver), on Ray the largest RSS of any worker process or actor
 worker nodes as separate processes, as the tests start it).
 
     python benchmarks/scale.py --n 100000 1000000 --strategies margin coreset --backends local ray1 ray2
-    python benchmarks/scale.py --n 100000 1000000 10000000 --max-n coreset=1000000
+    python benchmarks/scale.py --n 100000 1000000 10000000 --strategies margin coreset ideal ideal-seals \
+        --max-n ideal=100000 ideal-seals=1000000 --skip coreset/ray1/10000000
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ from _machine import machine_info, provenance_note
 from overhead import _disk, _run_child, make_pool, peak_rss_mib
 
 RESULTS = Path(__file__).parent / "results"
+
+#: strategies run with parameters, by the name the results use
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "ideal-seals": ("ideal", {"subset": "seals"}),  # IDEAL on a SEALS subset of 100,000 rows (its default)
+}
 
 
 def round_child(folder: Path, out: Path) -> None:
@@ -128,13 +134,15 @@ def _copy_project(src: Path, dst: Path, strategy: str, execution: dict) -> None:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(f, target)
-    toml = (src / "alloop.toml").read_text().replace('name = "margin"', f'name = "{strategy}"')
+    name, params = VARIANTS.get(strategy, (strategy, {}))
+    toml = (src / "alloop.toml").read_text().replace('name = "margin"', f'name = "{name}"' + "".join(
+        f"\nparams.{k} = {json.dumps(v)}" for k, v in params.items()))
     toml += "\n[execution]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in execution.items())
     (dst / "alloop.toml").write_text(toml)
 
 
 def run(ns: list[int], d: int, strategies: list[str], backends: list[str], local_only: list[str],
-        max_n: dict[str, int]) -> dict:
+        max_n: dict[str, int], skip: set[tuple[str, str, int]] = frozenset()) -> dict:  # type: ignore[assignment]
     from tests.helpers.ray_cluster import ENV, RayCluster
 
     out: dict = {"machine": machine_info(__file__), "runs": [], "imports": []}
@@ -157,7 +165,7 @@ def run(ns: list[int], d: int, strategies: list[str], backends: list[str], local
                     if n > max_n.get(strategy, n):
                         continue
                     for backend in backends:
-                        if backend != "local" and strategy in local_only:
+                        if (backend != "local" and strategy in local_only) or (strategy, backend, n) in skip:
                             continue
                         execution = {"backend": "local"} if backend == "local" else {
                             "backend": "ray", "address": clusters[backend].address}
@@ -199,6 +207,8 @@ def report(res: dict) -> str:
         lines.append(f"| {r['n']:,} | {r['strategy']} | {r['backend']} | {r['round1_s']:.1f} s | "
                      f"{r['us_per_row']:.2f} µs | {ratio} | {r['connect_s']:.1f} s | "
                      f"{r['driver_peak_rss_mib']:,.0f} MiB | {worker} | {steps} |")
+    if res.get("skipped"):
+        lines += ["", "Left out (too long for this 2-core machine's session): " + ", ".join(res["skipped"]) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -212,6 +222,8 @@ def main() -> None:
                     help="strategies run on the local backend only")
     ap.add_argument("--max-n", nargs="*", default=[], metavar="STRATEGY=N",
                     help="largest N for a strategy, e.g. coreset=1000000")
+    ap.add_argument("--skip", nargs="*", default=[], metavar="STRATEGY/BACKEND/N",
+                    help="runs left out, e.g. coreset/ray1/10000000")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--child", nargs=2, metavar=("FOLDER", "OUT"))
     args = ap.parse_args()
@@ -219,7 +231,9 @@ def main() -> None:
         round_child(Path(args.child[0]), Path(args.child[1]))
         return
     max_n = {k: int(v) for k, v in (x.split("=") for x in args.max_n)}
-    res = run(args.n, args.d, args.strategies, args.backends, args.local_only, max_n)
+    skip = {(a, b, int(c)) for a, b, c in (x.split("/") for x in args.skip)}
+    res = run(args.n, args.d, args.strategies, args.backends, args.local_only, max_n, skip)
+    res["skipped"] = sorted(args.skip)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.json").write_text(json.dumps(res, indent=1) + "\n")
     (args.out / "scale.md").write_text(report(res))
