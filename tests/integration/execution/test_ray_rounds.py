@@ -81,8 +81,8 @@ def test_a_worker_killed_while_scoring_is_retried_and_the_round_picks_the_same(r
     handshake = tmp_path / "handshake"
     handshake.mkdir()
     new_learner = Workspace.new_learner
-    monkeypatch.setattr(Workspace, "new_learner",
-                        lambda self: KillOnceLearner(new_learner(self), str(handshake), os.getpid()))
+    monkeypatch.setattr(Workspace, "new_learner", lambda self, project=None: KillOnceLearner(
+        new_learner(self, project), str(handshake), os.getpid()))
     killed: list[int] = []
 
     def kill() -> None:  # wait for the victim's pid (a handshake, not a timer), kill it, say so
