@@ -70,6 +70,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
         stats = ingest(s, project_id=project.id, connector=conn.name, labels=project.labels,  # type: ignore[arg-type]
                        records=records, tasks_by_key=tasks_by_key, complete_tasks=complete)
         s.flush()
+        if stats.changed:
+            env.data.labels_changed()
         n_tasks = sum(1 for t in rows if t.number == rnd.number)
         n_done = resolved_tasks(s, rnd.id)  # type: ignore[arg-type]
         progress = f"{n_done}/{n_tasks} tasks resolved"

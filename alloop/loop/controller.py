@@ -90,9 +90,11 @@ class Controller:
     sole_writer : bool
         The database is this controller's alone (a simulation's private in-memory store): the
         project row and the current round are kept in memory between ticks, updated with each
-        transition this controller commits, instead of read again at every tick. Everything is
-        still written as usual. Never for a shared database (``alloop run``, ``alloop serve``),
-        where other processes advance, retry or finish the project between ticks.
+        transition this controller commits, instead of read again at every tick; so are the pool's
+        sample arrays and the training labels, until this controller quarantines a sample or
+        stores an annotation. Everything is still written as usual. Never for a shared database
+        (``alloop run``, ``alloop serve``), where other processes advance, retry or finish the
+        project between ticks.
     """
 
     def __init__(
@@ -102,7 +104,7 @@ class Controller:
         self.ws = workspace
         self.use_lock = use_lock
         self.sole_writer = sole_writer
-        self.env = StepEnv.create(workspace, self._transition)
+        self.env = StepEnv.create(workspace, self._transition, sole_writer=sole_writer)
         self.warnings = warnings if warnings is not None else WarningLog()
         self._lease: ProjectLease | None = None
         #: sole writer: (project row, current round) as last read or written by this controller

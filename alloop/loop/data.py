@@ -13,8 +13,8 @@ database with the reason and dropped, so one bad file never stops a round.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,9 +23,10 @@ from sqlmodel import select
 
 from alloop.features.store import VectorFileInfo, VectorStore
 from alloop.protocols import SampleRef
-from alloop.store.arrays import SampleArrays, sample_arrays, sample_records
+from alloop.store.arrays import SampleArrays, reference_arrays, sample_arrays, sample_records
 from alloop.store.engine import session_scope
-from alloop.store.models import Sample, VectorFile
+from alloop.store.models import Project, Sample, VectorFile
+from alloop.store.queries import training_labels
 
 if TYPE_CHECKING:
     from alloop.workspace import Workspace
@@ -35,19 +36,50 @@ logger = logging.getLogger(__name__)
 __all__ = ["PoolData"]
 
 _REF_COLUMNS = ("key", "kind", "content_hash", "data")
+T = TypeVar("T")
 
 
 class PoolData:
     """Sample arrays, features and teacher outputs of one project."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, sole_writer: bool = False) -> None:
         self.ws = ws
         self._stores: dict[int, VectorStore] = {}
+        #: sole writer (a simulation's private database): query results kept until this process
+        #: changes what they read (a quarantine, an ingest); None: every call queries
+        self._memo: dict[tuple[Any, ...], Any] | None = {} if sole_writer else None
+
+    def _kept(self, key: tuple[Any, ...], query: Callable[[], T]) -> T:
+        if self._memo is None:
+            return query()
+        if key not in self._memo:
+            self._memo[key] = query()
+        return self._memo[key]  # type: ignore[no-any-return]
+
+    def labels_changed(self) -> None:
+        """Annotations were stored: the kept training labels are stale."""
+        if self._memo is not None:
+            for key in [k for k in self._memo if k[0] == "labels"]:
+                del self._memo[key]
 
     # -- which samples ---------------------------------------------------------------------------
     def arrays(self, project_id: int, split: str = "pool", *, with_reference: bool = False) -> SampleArrays:
         """The readable samples of ``split`` in id order (held-out ones are ``split="test"``)."""
-        return sample_arrays(self.ws.engine, project_id, split, with_reference=with_reference)
+        return self._kept(("arrays", project_id, split, with_reference),
+                          lambda: sample_arrays(self.ws.engine, project_id, split, with_reference=with_reference))
+
+    def reference(self, project_id: int, split: str, labels: Sequence[str]) -> tuple[SampleArrays, NDArray[np.int64]]:
+        """The readable samples of ``split`` with a known label in ``labels``, and those labels' indexes."""
+        return self._kept(("reference", project_id, split, tuple(labels)),
+                          lambda: reference_arrays(self.ws.engine, project_id, split, labels))
+
+    def training_labels(self, project: Project, rule: str) -> dict[int, str]:
+        """The aggregated label of every labeled sample (:func:`~alloop.store.queries.training_labels`)."""
+        def query() -> dict[int, str]:
+            with session_scope(self.ws.engine) as s:
+                return training_labels(s, project, rule)
+
+        return dict(self._kept(("labels", project.id, rule), query))
 
     def refs(self, ids: NDArray[np.int64]) -> list[SampleRef]:
         """What an encoder reads of each sample, in the order of ``ids``."""
@@ -85,6 +117,8 @@ class PoolData:
         with session_scope(self.ws.engine) as s:
             for sid, (_, reason) in failures.items():
                 s.execute(update(Sample).where(Sample.id == sid).values(status="quarantined", reason=reason))  # type: ignore[arg-type]
+        if self._memo is not None:
+            self._memo.clear()
         for key, reason in failures.values():
             logger.warning("Quarantined %s: %s", key, reason)
 

@@ -52,8 +52,8 @@ class StepEnv:
         return self.current if self.current is not None else self.ws.project()
 
     @classmethod
-    def create(cls, ws: Workspace, transition: Transition) -> StepEnv:
-        data = PoolData(ws)
+    def create(cls, ws: Workspace, transition: Transition, *, sole_writer: bool = False) -> StepEnv:
+        data = PoolData(ws, sole_writer=sole_writer)
         return cls(ws, transition, data, RoundModels(ws, data))
 
     def strategy_for(self, rnd: Round, has_model: bool) -> tuple[Strategy, str]:

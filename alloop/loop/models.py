@@ -26,10 +26,9 @@ from alloop.loop.data import PoolData
 from alloop.loop.external import ExternalModel, train_external
 from alloop.protocols import FeatureLearner
 from alloop.rng import derive_seed
-from alloop.store.arrays import SampleArrays, arrays_of, reference_arrays
+from alloop.store.arrays import SampleArrays, arrays_of
 from alloop.store.engine import session_scope
 from alloop.store.models import ModelVersion, Project, Round
-from alloop.store.queries import training_labels
 
 if TYPE_CHECKING:
     from alloop.workspace import Workspace
@@ -80,7 +79,7 @@ class RoundModels:
     def _evaluate(self, project: Project, learner: FeatureLearner) -> dict[str, Any]:
         """Held-out accuracy, predicted a shard at a time."""
         pid: int = project.id  # type: ignore[assignment]
-        test, y = reference_arrays(self.ws.engine, pid, "test", project.labels)
+        test, y = self.data.reference(pid, "test", project.labels)
         if not len(test):
             return {}
         correct = n = 0
@@ -98,8 +97,7 @@ class RoundModels:
             return train_external(self.ws, project, round_key, stem)
         if self.ws.learner_kind == "none":
             return None, None
-        with session_scope(self.ws.engine) as s:
-            labels = training_labels(s, project, self.ws.config.loop.aggregation)
+        labels = self.data.training_labels(project, self.ws.config.loop.aggregation)
         labeled = arrays_of(self.ws.engine, list(labels))
         learner = self._fit(project, labeled, labels, round_key)
         if learner is None:

@@ -16,7 +16,7 @@ from alloop.rng import derive_rng
 from alloop.store.arrays import SampleArrays, sample_records, selected_array
 from alloop.store.engine import session_scope
 from alloop.store.models import Round, Selection, table
-from alloop.store.queries import training_boxes, training_labels
+from alloop.store.queries import training_boxes
 from alloop.strategies.base import SelectionContext
 
 logger = logging.getLogger(__name__)
@@ -38,11 +38,11 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
     ids = scores.sample_ids
     rows = pool.rows[pos]
     chosen = selected_array(ws.engine, project.id)  # type: ignore[arg-type]
-    with session_scope(ws.engine) as s:
-        if project.task == "detection":  # labeled = has boxes; there is no one class per image
+    if project.task == "detection":  # labeled = has boxes; there is no one class per image
+        with session_scope(ws.engine) as s:
             labeled_ids = np.array(sorted(training_boxes(s, project)), dtype=np.int64)
-        else:
-            labels = training_labels(s, project, ws.config.loop.aggregation)
+    else:
+        labels = env.data.training_labels(project, ws.config.loop.aggregation)
     n = len(ids)
     if project.task == "detection":
         label_arr = np.where(np.isin(ids, labeled_ids), 0, -1).astype(np.int64)
