@@ -322,11 +322,12 @@ def _import_modules(names: tuple[str, ...]) -> int:
 
 
 def warm_up(ray: Any, modules: tuple[str, ...] = WARM_MODULES) -> list[Any]:
-    """Start importing ``modules`` in one worker process per CPU of every node, without waiting.
+    """Start importing ``modules`` in one worker process per CPU of every node; returns the
+    task references (:func:`wait_warm` waits for them).
 
-    A fresh Ray worker spends seconds importing alloop and scikit-learn on its first task; done
-    while the driver prepares the round, the first shards of a round start warm. Returns the
-    task references (the caller keeps them; nothing waits on them).
+    A fresh Ray worker spends seconds importing alloop and scikit-learn on its first task. Done
+    when alloop connects, that cost is paid once per connection (``alloop serve`` connects once),
+    not inside the first round's scoring.
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -338,3 +339,17 @@ def warm_up(ray: Any, modules: tuple[str, ...] = WARM_MODULES) -> list[Any]:
             strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
             refs.append(task.options(scheduling_strategy=strategy).remote(modules))
     return refs
+
+
+#: seconds :func:`wait_warm` waits at most (a busy cluster may not run the imports soon)
+WARM_TIMEOUT_S = 120.0
+
+
+def wait_warm(ray: Any, refs: list[Any], timeout: float = WARM_TIMEOUT_S) -> None:
+    """Wait until the warm-up imports ran (at most ``timeout`` seconds; never an error)."""
+    if not refs:
+        return
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    if pending:
+        logger.info("%d of %d Ray workers were not warmed up within %.0f s; continuing", len(pending),
+                    len(refs), timeout)

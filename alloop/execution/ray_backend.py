@@ -199,8 +199,9 @@ class RayBackend:
                 backend.close()
                 raise
             backend.work_dir = Path(work_dir).resolve()
-        if not backend.client:
-            backend._warming = _ray_connect.warm_up(ray)  # the first shards then start in warm workers
+        if not backend.client:  # the first shards then start in warm workers
+            backend._warming = _ray_connect.warm_up(ray)
+            _ray_connect.wait_warm(ray, backend._warming)
         logger.info("Ray backend: %s, %d CPUs, %d GPUs", target.given, backend.workers, backend.gpus)
         return backend
 

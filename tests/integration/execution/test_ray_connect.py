@@ -155,10 +155,12 @@ def test_no_address_starts_a_private_cluster_on_loopback(tmp_path):
 
 
 def test_connecting_warms_one_worker_per_cpu(ray_cluster, tmp_path):
-    """connect() starts an import of alloop's scoring modules in one worker per CPU of every node."""
+    """connect() has alloop's scoring modules imported in one worker per CPU of every node."""
     with open_backend(ExecutionConfig(backend="ray", address=ray_cluster.address), work_dir=tmp_path) as b:
         refs = b._warming
         assert len(refs) == b.workers  # the cluster's CPUs: one per worker node here
+        _, pending = b._ray.wait(refs, num_returns=len(refs), timeout=0)
+        assert not pending  # connect() returned once the imports had run (within its 120 s bound)
         pids = b._ray.get(refs, timeout=300)
         assert all(isinstance(p, int) and p > 0 for p in pids)
         again = b._ray.get(_ray_connect.warm_up(b._ray, ("alloop.loop.score", "no_such_module_here")), timeout=300)
