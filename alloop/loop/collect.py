@@ -3,7 +3,7 @@
 Every annotation of every task of the project is ingested (late labels of closed rounds too),
 upserted by the tool's annotation id, so pulling twice counts nothing twice. A connector whose
 annotations are final (:class:`~alloop.protocols.FinalAnnotations`, the simulated annotator) is
-asked only about the open round's tasks and the ones it has not answered yet. A connector with
+asked only about the tasks it has not answered yet. A connector with
 a complete pull (:class:`~alloop.protocols.CompletePull`) also tells what was deleted in the tool.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, literal, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -30,13 +30,21 @@ logger = logging.getLogger(__name__)
 __all__ = ["collect"]
 
 
+def _final(conn: object) -> bool:
+    return getattr(conn, "final_annotations", False) is True
+
+
+def _answered() -> ColumnElement[bool]:
+    return sa_select(col(Annotation.id)).where(col(Annotation.task_id) == col(Task.id)).exists()
+
+
 def _open_tasks(conn: object, rnd: Round) -> list[ColumnElement[bool]]:
-    """Tasks worth pulling beyond the project's all: for a connector with final annotations
-    (:class:`~alloop.protocols.FinalAnnotations`), the round's own and those not answered yet."""
-    if getattr(conn, "final_annotations", False) is not True:
+    """Which tasks to read: all of the project's, or for a connector with final annotations
+    (:class:`~alloop.protocols.FinalAnnotations`) the round's own (to count them) and the ones
+    not answered yet."""
+    if not _final(conn):
         return []
-    answered = sa_select(col(Annotation.id)).where(col(Annotation.task_id) == col(Task.id)).exists()
-    return [or_(col(Task.round_id) == rnd.id, ~answered)]
+    return [or_(col(Task.round_id) == rnd.id, ~_answered())]
 
 
 def collect(env: StepEnv, rnd: Round) -> TickResult:
@@ -49,7 +57,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
     with session_scope(ws.engine) as s:
         rows = s.connection().execute(  # plain columns (Core), not ORM objects: every task of the project, each pull
             sa_select(col(Task.id), col(Task.sample_id), col(Task.round_id), col(Task.external_id),
-                      col(Task.pushed_at), col(Sample.key), col(Round.number))
+                      col(Task.pushed_at), col(Sample.key), col(Round.number),
+                      (_answered() if _final(conn) else literal(False)).label("answered"))
             .join(Sample, col(Sample.id) == col(Task.sample_id))
             .join(Round, col(Round.id) == col(Task.round_id))
             .where(col(Task.project_id) == project.id, col(Task.connector) == conn.name, *_open_tasks(conn, rnd))
@@ -60,10 +69,12 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
             mv = s.get(ModelVersion, rnd.model_version_id) if rnd.model_version_id is not None else None
             model_at = mv.created_at if mv is not None else rnd.created_at
     tasks_by_key = {t.key: t for t in rows}
-    refs = [TaskRef(t.key, t.external_id, t.number, t.pushed_at) for t in rows]
-    if isinstance(conn, CompletePull):  # every annotation the tool holds: a missing one was deleted there
-        # (stored tasks all have an id: the filter only tells mypy so)
-        records, complete = conn.pull_complete(refs), [t.id for t in rows]
+    asked = [t for t in rows if not t.answered]  # final annotations: an answered task is not asked again
+    refs = [TaskRef(t.key, t.external_id, t.number, t.pushed_at) for t in asked]
+    if not refs:
+        records, complete = [], None
+    elif isinstance(conn, CompletePull):  # every annotation the tool holds: a missing one was deleted there
+        records, complete = conn.pull_complete(refs), [t.id for t in asked]
     else:
         records, complete = conn.pull(refs), None
     with Session(ws.engine, expire_on_commit=False) as s:
@@ -73,7 +84,11 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
         if stats.changed:
             env.data.labels_changed()
         n_tasks = sum(1 for t in rows if t.number == rnd.number)
-        n_done = resolved_tasks(s, rnd.id)  # type: ignore[arg-type]
+        if _final(conn):  # nothing is ever deleted there: answered before, or answered now
+            answered_now = {r.sample_key for r in records}
+            n_done = sum(1 for t in rows if t.number == rnd.number and (t.answered or t.key in answered_now))
+        else:
+            n_done = resolved_tasks(s, rnd.id)  # type: ignore[arg-type]
         progress = f"{n_done}/{n_tasks} tasks resolved"
         if stats.changed:
             progress += f", {stats.new} new and {stats.updated} updated annotations"

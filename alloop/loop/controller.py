@@ -224,13 +224,15 @@ class Controller:
 
     def _between_rounds(self, project: Project, rnd: Round | None) -> TickResult:
         loop = self.ws.config.loop
-        with session_scope(self.ws.engine) as s:
-            if self._known is not None:  # sole writer: rounds are numbered 0, 1, ... up to the kept one
-                n_rounds, last = (0, None) if rnd is None else (rnd.number + 1, rnd.number)
-            else:
-                n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
-            # the latest model matters only for a target accuracy
-            model = latest_model(s, project.id) if loop.target_accuracy is not None else None  # type: ignore[arg-type]
+        model = None
+        if self._known is not None:  # sole writer: rounds are numbered 0, 1, ... up to the kept one
+            n_rounds, last = (0, None) if rnd is None else (rnd.number + 1, rnd.number)
+        if self._known is None or loop.target_accuracy is not None:
+            with session_scope(self.ws.engine) as s:
+                if self._known is None:
+                    n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
+                if loop.target_accuracy is not None:  # the latest model matters only for a target accuracy
+                    model = latest_model(s, project.id)  # type: ignore[arg-type]
         n_chosen, n_candidates = count_candidates(self.ws.engine, project.id)  # type: ignore[arg-type]
         reason = stop_reason(loop, n_rounds, n_chosen, n_candidates, model)
         if reason is not None:

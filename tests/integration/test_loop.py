@@ -174,8 +174,8 @@ def test_nan_probabilities_from_a_model_count_as_a_failed_attempt_not_a_user_err
 
 
 def test_final_annotations_are_not_pulled_again(db_ws):
-    """The simulated annotator's answers are final: a tick asks it about the open round's tasks and
-    unanswered ones only, yet every task ends with its annotation (the same ones as a full pull)."""
+    """The simulated annotator's answers are final: a tick asks it about unanswered tasks only (none
+    left: no pull at all), yet every task ends with its annotation (the same ones as a full pull)."""
     ws = db_ws
     asked: list[list[str]] = []
     conn = ws.connector
@@ -194,6 +194,6 @@ def test_final_annotations_are_not_pulled_again(db_ws):
         rounds = {r.id: r.number for r in s.exec(select(Round))}
         round_of_key = {smp.key: rounds[t.round_id] for t, smp in s.exec(
             select(Task, Sample).where(Task.sample_id == Sample.id))}
-    assert len(asked) == 6  # two collect ticks per round, three rounds
+    assert len(asked) == 3  # one pull per round: the second collect tick finds nothing unanswered
     for i, keys in enumerate(asked):
-        assert {round_of_key[k] for k in keys} == {i // 2}  # only that round's tasks, never older ones
+        assert {round_of_key[k] for k in keys} == {i}  # only that round's tasks, never older ones
