@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -78,8 +77,11 @@ def test_kill_at_random_moments_then_resume(tmp_path, db_url, reference):
     for _attempt in range(100):
         proc = subprocess.Popen([ALLOOP, "run", "-p", str(pf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env)
-        proc.stdout.readline()  # the first step is done: the process is past start-up
-        time.sleep(rng.uniform(0.0, 0.3))  # then die at a random moment of the work that follows
+        # die during the step after a random number of reported ones (each step prints a line once it
+        # committed): wherever the run is, this process is killed while it works, however fast steps are
+        for _ in range(rng.randint(1, 6)):
+            if not proc.stdout.readline():  # the run finished first
+                break
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
