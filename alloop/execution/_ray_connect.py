@@ -231,7 +231,14 @@ def init(ray: Any, target: Target, timeout: float = CONNECT_TIMEOUT_S) -> None:
             with private_local_cluster():
                 ray.init(address="local", include_dashboard=False, **common)
         else:
-            ray.init(address=target.url, **common)
+            try:
+                ray.init(address=target.url, **common)
+            except ConnectionAbortedError as exc:  # Ray Client's proxy could not spawn this client's
+                if "Starting Ray client server failed" not in str(exc):  # server in time (a busy head):
+                    raise  # once more, as the proxy's own error invites
+                logger.warning("Ray Client server did not start at %s; trying once more", target.given)
+                ray.shutdown()
+                ray.init(address=target.url, **common)
     except Exception as exc:
         try:
             ray.shutdown()
