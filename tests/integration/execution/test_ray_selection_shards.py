@@ -17,6 +17,8 @@ from alloop.strategies._influence_graph import knn_graph
 from alloop.strategies._knn_shards import ShardedKnn, seals_subset
 from alloop.strategies.ideal import ideal_select
 from alloop.strategies.ofds import ofds_select
+from tests.helpers.graphs import blobs as _blobs
+from tests.helpers.graphs import same_graph
 from tests.unit.strategies.test_ofds import make_objects
 
 
@@ -30,14 +32,7 @@ def backend(ray_cluster, tmp_path_factory) -> Iterator[RayBackend]:
 
 
 def blobs(n: int, d: int = 24, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((10, d)) * 3
-    return (centres[rng.integers(0, 10, n)] + rng.standard_normal((n, d))).astype(np.float32)
-
-
-def same_graph(A, B) -> bool:
-    return (A.shape == B.shape and np.array_equal(A.indptr, B.indptr) and np.array_equal(A.indices, B.indices)
-            and np.array_equal(A.data, B.data))
+    return _blobs(n, d, seed, clusters=10)
 
 
 def test_exact_graph_built_on_ray_equals_the_single_process_graph(backend):

@@ -10,17 +10,12 @@ from alloop.strategies._influence_graph import knn_graph
 from alloop.strategies._knn_shards import ShardedKnn, seals_subset
 from alloop.strategies.base import SelectionContext
 from alloop.strategies.ideal import IdealStrategy, ideal_select
+from tests.helpers.graphs import blobs as _blobs
+from tests.helpers.graphs import same_graph
 
 
 def blobs(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((8, d)) * 3
-    return (centres[rng.integers(0, 8, n)] + rng.standard_normal((n, d))).astype(np.float32)
-
-
-def same_graph(A, B) -> bool:
-    return (A.shape == B.shape and np.array_equal(A.indptr, B.indptr) and np.array_equal(A.indices, B.indices)
-            and np.array_equal(A.data, B.data))
+    return _blobs(n, d, seed, clusters=8)
 
 
 @pytest.mark.parametrize("shard_rows", [1, 7, 64, 333, 1000, 5000])
