@@ -10,8 +10,9 @@ a complete pull (:class:`~alloop.protocols.CompletePull`) also tells what was de
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from sqlalchemy import ColumnElement, literal, or_
+from sqlalchemy import ColumnElement, Select, bindparam, literal, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -38,13 +39,30 @@ def _answered() -> ColumnElement[bool]:
     return sa_select(col(Annotation.id)).where(col(Annotation.task_id) == col(Task.id)).exists()
 
 
-def _open_tasks(conn: object, rnd: Round) -> list[ColumnElement[bool]]:
-    """Which tasks to read: all of the project's, or for a connector with final annotations
-    (:class:`~alloop.protocols.FinalAnnotations`) the round's own (to count them) and the ones
-    not answered yet."""
-    if not _final(conn):
-        return []
-    return [or_(col(Task.round_id) == rnd.id, ~_answered())]
+def _tasks_statement(final: bool) -> Select[Any]:
+    """The tasks a tick reads (plain columns, not ORM objects), with bound ``pid``, ``connector``
+    and ``round_id``: every task of the project, or for a connector with final annotations
+    (:class:`~alloop.protocols.FinalAnnotations`) the round's own (to count them) and the ones not
+    answered yet. Built once per kind: every tick runs one."""
+    known = _STATEMENTS.get(final)
+    if known is not None:
+        return known
+    stmt: Any = (
+        sa_select(col(Task.id), col(Task.sample_id), col(Task.round_id), col(Task.external_id),
+                  col(Task.pushed_at), col(Sample.key), col(Round.number),
+                  (_answered() if final else literal(False)).label("answered"))
+        .join(Sample, col(Sample.id) == col(Task.sample_id))
+        .join(Round, col(Round.id) == col(Task.round_id))
+        .where(col(Task.project_id) == bindparam("pid"), col(Task.connector) == bindparam("connector"))
+        .order_by(col(Task.id))
+    )
+    if final:
+        stmt = stmt.where(or_(col(Task.round_id) == bindparam("round_id"), ~_answered()))
+    _STATEMENTS[final] = stmt
+    return _STATEMENTS[final]
+
+
+_STATEMENTS: dict[bool, Select[Any]] = {}
 
 
 def collect(env: StepEnv, rnd: Round) -> TickResult:
@@ -55,14 +73,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
     conn = ws.connector
     loop = ws.config.loop
     with session_scope(ws.engine) as s:
-        rows = s.connection().execute(  # plain columns (Core), not ORM objects: every task of the project, each pull
-            sa_select(col(Task.id), col(Task.sample_id), col(Task.round_id), col(Task.external_id),
-                      col(Task.pushed_at), col(Sample.key), col(Round.number),
-                      (_answered() if _final(conn) else literal(False)).label("answered"))
-            .join(Sample, col(Sample.id) == col(Task.sample_id))
-            .join(Round, col(Round.id) == col(Task.round_id))
-            .where(col(Task.project_id) == project.id, col(Task.connector) == conn.name, *_open_tasks(conn, rnd))
-            .order_by(col(Task.id))
+        rows = s.connection().execute(
+            _tasks_statement(_final(conn)), {"pid": project.id, "connector": conn.name, "round_id": rnd.id}
         ).all()
         model_at = None
         if loop.retrain_after_labels is not None or loop.retrain_after_s is not None:

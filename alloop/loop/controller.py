@@ -41,7 +41,6 @@ from alloop.loop.score import score
 from alloop.loop.select import select
 from alloop.loop.states import RoundState, check_transition
 from alloop.loop.train import finish, train
-from alloop.store.arrays import count_candidates
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Round, table, utcnow
 from alloop.store.queries import (
@@ -171,6 +170,7 @@ class Controller:
             return self._tick_with(project, rnd)
         except BaseException:
             self._known = None  # read again after a failure (a counted attempt, a FAILED round)
+            self.env.data.forget()
             raise
 
     def _tick_with(self, project: Project, rnd: Round | None) -> TickResult:
@@ -233,7 +233,7 @@ class Controller:
                     n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
                 if loop.target_accuracy is not None:  # the latest model matters only for a target accuracy
                     model = latest_model(s, project.id)  # type: ignore[arg-type]
-        n_chosen, n_candidates = count_candidates(self.ws.engine, project.id)  # type: ignore[arg-type]
+        n_chosen, n_candidates = self.env.data.candidate_counts(project.id)  # type: ignore[arg-type]
         reason = stop_reason(loop, n_rounds, n_chosen, n_candidates, model)
         if reason is not None:
             self._known = None  # the project row changes

@@ -23,7 +23,15 @@ from sqlmodel import select
 
 from alloop.features.store import VectorFileInfo, VectorStore
 from alloop.protocols import SampleRef
-from alloop.store.arrays import SampleArrays, reference_arrays, sample_arrays, sample_records
+from alloop.store.arrays import (
+    SampleArrays,
+    arrays_of,
+    count_candidates,
+    reference_arrays,
+    sample_arrays,
+    sample_records,
+    selected_array,
+)
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Sample, VectorFile
 from alloop.store.queries import training_labels
@@ -56,6 +64,11 @@ class PoolData:
             self._memo[key] = query()
         return self._memo[key]  # type: ignore[no-any-return]
 
+    def forget(self) -> None:
+        """Drop every kept query result (after a failure: what the database holds is read again)."""
+        if self._memo is not None:
+            self._memo.clear()
+
     def labels_changed(self) -> None:
         """Annotations were stored: the kept training labels are stale."""
         if self._memo is not None:
@@ -72,6 +85,34 @@ class PoolData:
         """The readable samples of ``split`` with a known label in ``labels``, and those labels' indexes."""
         return self._kept(("reference", project_id, split, tuple(labels)),
                           lambda: reference_arrays(self.ws.engine, project_id, split, labels))
+
+    def arrays_among(self, project_id: int, ids: Sequence[int] | NDArray[np.int64]) -> SampleArrays:
+        """The readable pool samples among ``ids`` (a modest set, e.g. the labeled ones), in id order.
+
+        A sole writer takes them from the kept pool arrays; otherwise the database is asked."""
+        if self._memo is None:
+            return arrays_of(self.ws.engine, ids)
+        pool = self.arrays(project_id)
+        wanted = np.fromiter((int(i) for i in ids), dtype=np.int64, count=len(ids))
+        return pool.take(np.isin(pool.ids, wanted))
+
+    def selected(self, project_id: int) -> NDArray[np.int64]:
+        """Ids of every sample selected so far in the project, ascending."""
+        return self._kept(("selected", project_id), lambda: selected_array(self.ws.engine, project_id))
+
+    def selections_stored(self, project_id: int, ids: NDArray[np.int64]) -> None:
+        """``ids`` were selected (committed): a sole writer adds them to the kept selected ids."""
+        if self._memo is not None and ("selected", project_id) in self._memo:
+            self._memo[("selected", project_id)] = np.union1d(self._memo[("selected", project_id)], ids)
+
+    def candidate_counts(self, project_id: int) -> tuple[int, int]:
+        """``(selected so far, readable pool samples never selected)``
+        (:func:`~alloop.store.arrays.count_candidates`; a sole writer counts its kept arrays)."""
+        if self._memo is None:
+            return count_candidates(self.ws.engine, project_id)
+        chosen = self.selected(project_id)
+        pool = self.arrays(project_id)
+        return len(chosen), int(len(pool) - np.count_nonzero(np.isin(pool.ids, chosen, assume_unique=True)))
 
     def training_labels(self, project: Project, rule: str) -> dict[int, str]:
         """The aggregated label of every labeled sample (:func:`~alloop.store.queries.training_labels`)."""

@@ -26,7 +26,7 @@ from alloop.loop.data import PoolData
 from alloop.loop.external import ExternalModel, train_external
 from alloop.protocols import FeatureLearner
 from alloop.rng import derive_seed
-from alloop.store.arrays import SampleArrays, arrays_of
+from alloop.store.arrays import SampleArrays
 from alloop.store.engine import session_scope
 from alloop.store.models import ModelVersion, Project, Round
 
@@ -98,7 +98,7 @@ class RoundModels:
         if self.ws.learner_kind == "none":
             return None, None
         labels = self.data.training_labels(project, self.ws.config.loop.aggregation)
-        labeled = arrays_of(self.ws.engine, list(labels))
+        labeled = self.data.arrays_among(project.id, list(labels))  # type: ignore[arg-type]
         learner = self._fit(project, labeled, labels, round_key)
         if learner is None:
             return None, None

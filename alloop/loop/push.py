@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -31,6 +31,17 @@ logger = logging.getLogger(__name__)
 __all__ = ["payloads", "push"]
 
 
+#: the round's picks, in rank order, with what a task needs (Core rows, built once)
+_PICKED = (
+    sa_select(col(Sample.id), col(Sample.key), col(Sample.kind), col(Sample.data))
+    .join(Selection, col(Selection.sample_id) == col(Sample.id))
+    .where(col(Selection.round_id) == bindparam("round_id")).order_by(col(Selection.rank))
+)
+#: samples that already have a task in the connector
+_PUSHED = sa_select(col(Task.sample_id)).where(col(Task.project_id) == bindparam("pid"),
+                                                col(Task.connector) == bindparam("connector"))
+
+
 def push(env: StepEnv, rnd: Round) -> TickResult:
     """Create the tasks of the round's selections not pushed yet, and record them with the state change."""
     ws = env.ws
@@ -38,14 +49,8 @@ def push(env: StepEnv, rnd: Round) -> TickResult:
     conn = ws.connector
     with session_scope(ws.engine) as s:
         c = s.connection()  # Core: the columns a task needs, as plain rows
-        picked = c.execute(
-            sa_select(col(Sample.id), col(Sample.key), col(Sample.kind), col(Sample.data))
-            .join(Selection, col(Selection.sample_id) == col(Sample.id))
-            .where(col(Selection.round_id) == rnd.id).order_by(col(Selection.rank))
-        ).all()
-        done = set(c.execute(
-            sa_select(col(Task.sample_id)).where(col(Task.project_id) == project.id, col(Task.connector) == conn.name)
-        ).scalars())
+        picked = c.execute(_PICKED, {"round_id": rnd.id}).all()
+        done = set(c.execute(_PUSHED, {"pid": project.id, "connector": conn.name}).scalars())
     todo = [smp for smp in picked if smp.id not in done]
     conn.ensure_project()
     keys = [smp.key for smp in todo]

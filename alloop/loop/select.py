@@ -13,7 +13,7 @@ from alloop.loop.env import StepEnv, result
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
 from alloop.rng import derive_rng
-from alloop.store.arrays import SampleArrays, sample_records, selected_array
+from alloop.store.arrays import SampleArrays, sample_records
 from alloop.store.engine import session_scope
 from alloop.store.models import Round, Selection, table
 from alloop.store.queries import training_boxes
@@ -37,7 +37,7 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         pos = pos[pos >= 0]
     ids = scores.sample_ids
     rows = pool.rows[pos]
-    chosen = selected_array(ws.engine, project.id)  # type: ignore[arg-type]
+    chosen = env.data.selected(project.id)  # type: ignore[arg-type]
     if project.task == "detection":  # labeled = has boxes; there is no one class per image
         with session_scope(ws.engine) as s:
             labeled_ids = np.array(sorted(training_boxes(s, project)), dtype=np.int64)
@@ -89,4 +89,5 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
     with Session(ws.engine, expire_on_commit=False) as s:
         s.connection().execute(insert(table(Selection)), rows_out)  # Core: no ORM bulk-insert work
         env.transition(s, rnd, RoundState.SELECTED)
+    env.data.selections_stored(project.id, picked)  # type: ignore[arg-type]
     return result("selected", rnd, RoundState.SELECTED, f"round {rnd.number}: {name} selected {len(sel)} samples")

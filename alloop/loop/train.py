@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session
 
 from alloop.loop.artifacts import model_stem
@@ -13,7 +14,7 @@ from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
 from alloop.metrics import headline
 from alloop.store.engine import session_scope
-from alloop.store.models import Project, Round
+from alloop.store.models import ModelVersion, Project, Round, table
 from alloop.store.queries import get_project
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,9 @@ def train(env: StepEnv, rnd: Round) -> TickResult:
         values: dict[str, Any] = {}
         if mv is not None:
             mv.round_number = rnd.number
-            s.add(mv)
-            s.flush()
+            # Core: one INSERT, its id read back, without the ORM's flush work
+            res = s.connection().execute(insert(table(ModelVersion)), mv.model_dump(exclude={"id"}))
+            mv.id = int(res.inserted_primary_key[0])  # type: ignore[index]
             values["model_version_id"] = mv.id
         env.transition(s, rnd, RoundState.TRAINED, **values)
     env.models.remember(rnd.number, model)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,10 +152,39 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 def open_store(url: str) -> Engine:
-    """Engine for ``url`` with the schema migrated to the latest version."""
+    """Engine for ``url`` with the schema migrated to the latest version.
+
+    A new in-memory SQLite database (``sqlite://``: a simulation's, a test's) is a copy of one
+    migrated the same way once per process (SQLite's backup API), not migrated again: a
+    simulation opens one per run.
+    """
     engine = make_engine(url)
-    migrate(engine)
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        _copy_migrated(engine)
+    else:
+        migrate(engine)
     return engine
+
+
+_template: Engine | None = None
+_template_lock = threading.Lock()
+
+
+def _copy_migrated(engine: Engine) -> None:
+    """Fill the empty in-memory database of ``engine`` with this process's migrated template."""
+    global _template
+    with _template_lock:
+        if _template is None:
+            template = make_engine("sqlite://")
+            migrate(template)
+            _template = template
+        src = _template.raw_connection()
+        dst = engine.raw_connection()
+        try:
+            src.driver_connection.backup(dst.driver_connection)  # type: ignore[union-attr]
+        finally:
+            dst.close()
+            src.close()
 
 
 @contextmanager
