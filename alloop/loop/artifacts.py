@@ -137,12 +137,17 @@ class RoundScores:
         The model's own features (learners that give them).
     objects : ObjectColumns, optional
         Object proposals (detection projects with ``[proposals]``).
+    sample_rows : ndarray of shape (n,), int64, optional
+        The scored samples' vector-store rows (``-1``: none), so that selection reads the scored
+        set from here instead of listing the pool from the database again. Absent in scores
+        written before it was kept.
     """
 
     sample_ids: NDArray[np.int64]
     proba: NDArray[np.float32] | None = None
     embeddings: NDArray[np.float32] | None = None
     objects: ObjectColumns | None = None
+    sample_rows: NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return int(self.sample_ids.shape[0])
@@ -155,13 +160,16 @@ class RoundScores:
             proba=None if self.proba is None else self.proba[keep],
             embeddings=None if self.embeddings is None else self.embeddings[keep],
             objects=None if self.objects is None else self.objects.on(keep),
+            sample_rows=None if self.sample_rows is None else self.sample_rows[keep],
         )
 
     # -- the files -----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
-        """Write the folder at once (files ``sample_ids``, ``proba``, ``embeddings``, ``obj_*``)."""
+        """Write the folder at once (files ``sample_ids``, ``sample_rows``, ``proba``, ``embeddings``, ``obj_*``)."""
         w = ScoresWriter(path)
         w.put("sample_ids", np.asarray(self.sample_ids, dtype=np.int64))
+        if self.sample_rows is not None:
+            w.put("sample_rows", np.asarray(self.sample_rows, dtype=np.int64))
         if self.proba is not None:
             w.put("proba", np.asarray(self.proba, dtype=np.float32))
         if self.embeddings is not None:
@@ -185,4 +193,4 @@ class RoundScores:
             objects = ObjectColumns(image=a["obj_image"], label=a["obj_label"], score=a["obj_score"],
                                     box=a["obj_box"], features=a["obj_features"])
         return cls(sample_ids=a["sample_ids"], proba=a.get("proba"), embeddings=a.get("embeddings"),
-                   objects=objects)
+                   objects=objects, sample_rows=a.get("sample_rows"))

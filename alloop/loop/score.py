@@ -41,7 +41,7 @@ def score(env: StepEnv, rnd: Round) -> TickResult:
         pool, proba = _external(env, rnd, project, pool, model)
         if env.ws.config.proposals is not None:
             objects = _objects(env, project, pool, model, features="objects" in strategy.requires)
-        RoundScores(sample_ids=pool.ids, proba=proba, objects=objects).save(path)
+        RoundScores(sample_ids=pool.ids, proba=proba, objects=objects, sample_rows=pool.rows).save(path)
     elif model is not None and len(pool):
         pool = _stream(env, project, pool, model, "embeddings" in strategy.requires, path)
     else:
@@ -51,7 +51,7 @@ def score(env: StepEnv, rnd: Round) -> TickResult:
             pool = SampleArrays.concat([part for part, _ in env.data.chunks(project.id, pool)], pool)  # type: ignore[arg-type]
         if env.ws.config.proposals is not None:
             objects = _objects(env, project, pool, model, features="objects" in strategy.requires)
-        RoundScores(sample_ids=pool.ids, objects=objects).save(path)
+        RoundScores(sample_ids=pool.ids, objects=objects, sample_rows=pool.rows).save(path)
     with Session(env.ws.engine, expire_on_commit=False) as s:
         env.transition(s, rnd, RoundState.SCORED, strategy=name, strategy_params=strategy.model_dump(mode="json"))
     msg = f"round {rnd.number}: scored {len(pool)} samples for {name}"
@@ -94,6 +94,7 @@ def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embe
     writer = ScoresWriter(path)
     out: dict[str, NDArray[np.float32]] = {}
     ids = np.empty(n, dtype=np.int64)
+    rows = np.empty(n, dtype=np.int64)
     done = 0
 
     def put(part: SampleArrays, p: NDArray[np.float32], e: NDArray[np.float32] | None) -> None:
@@ -105,6 +106,7 @@ def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embe
                     out[name] = writer.array(name, (n, arr.shape[1]), np.float32)
                 out[name][done : done + m] = arr
         ids[done : done + m] = part.ids
+        rows[done : done + m] = part.rows
         done += m
 
     shard_rows = env.ws.config.execution.shard_rows
@@ -134,6 +136,7 @@ def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embe
                 for name, arr in out.items():
                     writer.put(name, np.array(arr[:done]))
             writer.put("sample_ids", ids[:done])
+            writer.put("sample_rows", rows[:done])
             writer.commit()
     except BaseException:
         writer.abort()

@@ -13,7 +13,7 @@ from alloop.loop.env import StepEnv, result
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
 from alloop.rng import derive_rng
-from alloop.store.arrays import SampleArrays, sample_records
+from alloop.store.arrays import SampleArrays, members, sample_records
 from alloop.store.engine import session_scope
 from alloop.store.models import Round, Selection, table
 from alloop.store.queries import training_boxes
@@ -30,13 +30,16 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
     project = env.project()
     scores = RoundScores.load(scores_path(ws.work_dir, rnd.number))
     strategy, name = env.strategy_for(rnd, scores.proba is not None)
-    pool = env.data.arrays(project.id)  # type: ignore[arg-type]
-    pos = pool.positions_of(scores.sample_ids)
-    if (pos < 0).any():  # quarantined since scoring: drop
-        scores = scores.on(pos >= 0)
-        pos = pos[pos >= 0]
+    if scores.sample_rows is None:  # scores written without their rows: the pool's, from the database
+        pool = env.data.arrays(project.id)  # type: ignore[arg-type]
+        pos = pool.positions_of(scores.sample_ids)
+        if (pos < 0).any():  # quarantined since scoring: drop
+            scores = scores.on(pos >= 0)
+            pos = pos[pos >= 0]
+        rows = pool.rows[pos]
+    else:  # the scored samples, as scored: only this project's loop (which holds its lease) quarantines
+        rows = np.asarray(scores.sample_rows)
     ids = scores.sample_ids
-    rows = pool.rows[pos]
     chosen = env.data.selected(project.id)  # type: ignore[arg-type]
     if project.task == "detection":  # labeled = has boxes; there is no one class per image
         with session_scope(ws.engine) as s:
@@ -69,7 +72,7 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         extras["objects"] = ObjectSet(image=o.image, label=o.label, score=o.score, features=o.features, box=o.box)
     ctx = SelectionContext(
         n_samples=n,
-        candidates=np.flatnonzero(~np.isin(ids, chosen)),
+        candidates=np.flatnonzero(~members(ids, chosen)),
         labeled=np.flatnonzero(label_arr >= 0),
         rng=derive_rng(project.seed, "round", rnd.number, "select"),
         proba=scores.proba,

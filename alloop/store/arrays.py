@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import Engine, text
 
-__all__ = ["SampleArrays", "arrays_of", "count_candidates", "reference_arrays", "sample_arrays", "sample_records",
-           "selected_array"]
+__all__ = ["SampleArrays", "arrays_of", "count_candidates", "members", "reference_arrays", "sample_arrays",
+           "sample_records", "selected_array"]
 
 #: rows fetched from the cursor per batch
 FETCH_ROWS = 65536
@@ -66,6 +66,17 @@ class SampleArrays:
     def has_rows(self) -> bool:
         """Every sample has a vector-store row (the store can serve their features)."""
         return bool(len(self)) and int(self.rows.min()) >= 0
+
+
+def members(ids: NDArray[np.int64], among: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """``np.isin(ids, among)`` for sample ids: by a lookup table over ``among``'s range when that
+    is compact (ids are dense: O(n), about 20x faster than sorting at 10^7 ids), else by sorting."""
+    ids, among = np.asarray(ids, dtype=np.int64), np.asarray(among, dtype=np.int64)
+    if not len(among) or not len(ids):
+        return np.zeros(ids.shape, dtype=bool)
+    span = int(among.max()) - int(among.min())
+    kind = "table" if span <= 4 * (len(ids) + len(among)) else None
+    return np.isin(ids, among, kind=kind)
 
 
 def _driver_sql(engine: Engine, sql: str, params: dict[str, Any]) -> tuple[str, Any]:
