@@ -70,7 +70,7 @@ from connectors.label_studio.results import (
     parse_annotation,
     prediction_json,
 )
-from connectors.label_studio.views import ensure_view
+from connectors.label_studio.views import VIEW_TITLE, ensure_view
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -427,9 +427,20 @@ class LabelStudioConnector:
 
     # -- the open round in the Data Manager ------------------------------------------------------
     def present_round(self, round_number: int) -> None:
-        """Point the view "alloop: most useful first" at ``round_number`` (created once; idempotent)."""
-        if self.params.view:
+        """Point the view "alloop: most useful first" at ``round_number`` (created once; idempotent).
+
+        The view is a convenience: Label Studio refusing it (e.g. a token without the right to
+        manage views) is logged, and the round goes on; an unreachable server waits as usual.
+        """
+        if not self.params.view:
+            return
+        try:
             ensure_view(self.api, self.project_id, round_number)
+        except ConnectorDataError as exc:
+            logger.warning(
+                "Could not create or update the Data Manager view %r of Label Studio project %s: %s. "
+                "The tasks carry data.alloop_rank: sort by it by hand, or set connector.params.view = false.",
+                VIEW_TITLE, self.project_id, exc)
 
     # -- webhook -------------------------------------------------------------------------------
     def ensure_webhook(self, url: str, secret: str, *, match: Callable[[str], bool] | None = None) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlmodel import func, select
 
 from alloop.loop.controller import Controller
+from alloop.loop.ingest import DELETED
 from alloop.protocols import ConnectorContext, TaskRef
 from alloop.store.engine import session_scope
 from alloop.store.models import Annotation, ConnectorState, Project
@@ -134,4 +135,14 @@ def test_collect_keeps_the_cursor_in_the_database_and_reconciles_on_schedule(lab
     Controller(ws).tick()
     assert conn.reads["full"] - before["full"] == 1
     assert _stored(ws) == 5 and _cursor(ws)["pulls"] == 0
+
+    # deleting an annotation in Label Studio touches its task: the next incremental pull sees it
+    gone = ls.annotations.list(tasks[0].id)[0].id
+    ls.annotations.delete(gone)
+    before = dict(conn.reads)
+    Controller(ws).tick()
+    assert conn.reads["incremental"] - before["incremental"] == 1
+    with session_scope(ws.engine) as s:
+        row = s.exec(select(Annotation).where(Annotation.source_id == str(gone))).one()
+        assert not row.valid and row.invalid_reason == DELETED
     ws.close()

@@ -96,3 +96,28 @@ def test_a_view_pointed_elsewhere_by_hand_is_put_back_on_the_next_push(label_stu
     assert again.id == view.id
     assert _view_keys(ls, pid, view.id) == [k for k, _, _ in _picks(ws, 1)]
     ws.close()
+
+
+def test_a_process_killed_after_the_import_heals_the_view_on_the_next_run(label_studio):
+    import signal
+
+    from tests.conftest import run_cli
+
+    folder = Path(label_studio.document_root) / "order3"
+    pf = write_project(folder, project={"name": "order3", "seed": 2}, connector={"name": "label_studio"},
+                       loop={"initial_size": 10, "batch_size": 3, "max_rounds": 2})
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("run", "-p", str(pf), env={"ALLOOP_TEST_KILL_AT": "0:after_push"})
+    assert r.returncode == -signal.SIGKILL
+    ls = lss.client()
+    pid = lss.project_id(ls, "alloop: order3")
+    tasks = lss.tasks(ls, pid, "task_only")
+    assert sorted(t.data["alloop_rank"] for t in tasks) == list(range(1, 11))  # imported with their ranks
+    assert _views(ls, pid) == []  # killed before the view was made
+    r = run_cli("run", "-p", str(pf))
+    assert r.returncode == 0, r.stderr
+    assert "adopted 10 already there" in r.stdout
+    (view,) = _views(ls, pid)
+    assert len(lss.tasks(ls, pid, "task_only")) == 10
+    by_rank = sorted(tasks, key=lambda t: t.data["alloop_rank"])
+    assert _view_keys(ls, pid, view.id) == [t.data["sample_id"] for t in by_rank]
