@@ -5,6 +5,10 @@ upserted by the tool's annotation id, so pulling twice counts nothing twice. A c
 annotations are final (:class:`~alloop.protocols.FinalAnnotations`, the simulated annotator) is
 asked only about the tasks it has not answered yet. A connector with
 a complete pull (:class:`~alloop.protocols.CompletePull`) also tells what was deleted in the tool.
+A connector with an incremental pull (:class:`~alloop.protocols.IncrementalPull`) reads only what
+changed since its last pull (with a full reconciliation now and then); its cursor is stored in
+:class:`~alloop.store.models.ConnectorState`, in the transaction that stores the annotations, so
+a crash before the commit repeats the pull from the old cursor.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from alloop.loop.ingest import ingest, new_labels_since, resolved_tasks
 from alloop.loop.policies import close_reason
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
-from alloop.protocols import CompletePull, TaskRef
+from alloop.protocols import CompletePull, IncrementalPull, TaskRef
 from alloop.store.engine import session_scope
-from alloop.store.models import Annotation, ModelVersion, Round, Sample, Task, utcnow
+from alloop.store.models import Annotation, ConnectorState, ModelVersion, Round, Sample, Task, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +84,18 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
         if loop.retrain_after_labels is not None or loop.retrain_after_s is not None:
             mv = s.get(ModelVersion, rnd.model_version_id) if rnd.model_version_id is not None else None
             model_at = mv.created_at if mv is not None else rnd.created_at
+        state = s.get(ConnectorState, (project.id, conn.name)) if isinstance(conn, IncrementalPull) else None
+        cursor = dict(state.state) if state is not None else None
     tasks_by_key = {t.key: t for t in rows}
     asked = [t for t in rows if not t.answered]  # final annotations: an answered task is not asked again
     refs = [TaskRef(t.key, t.external_id, t.number, t.pushed_at) for t in asked]
+    new_cursor = None
     if not refs:
         records, complete = [], None
+    elif isinstance(conn, IncrementalPull) and not _final(conn):  # what changed since the last pull
+        pulled = conn.pull_changes(refs, cursor)
+        records, new_cursor = pulled.records, pulled.cursor
+        complete = [t.id for t in asked if t.external_id in pulled.complete]
     elif isinstance(conn, CompletePull):  # every annotation the tool holds: a missing one was deleted there
         records, complete = conn.pull_complete(refs), [t.id for t in asked]
     else:
@@ -92,6 +103,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
     with Session(ws.engine, expire_on_commit=False) as s:
         stats = ingest(s, project_id=project.id, connector=conn.name, labels=project.labels,  # type: ignore[arg-type]
                        records=records, tasks_by_key=tasks_by_key, complete_tasks=complete)
+        if new_cursor is not None:
+            _save_cursor(s, project.id, conn.name, new_cursor)  # type: ignore[arg-type]
         s.flush()
         if stats.changed:
             env.data.labels_changed()
@@ -122,3 +135,14 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
         "waiting", rnd, RoundState.COLLECTING, f"round {rnd.number}: waiting for labels, {progress}",
         progressed=stats.changed > 0, waiting=True,
     )
+
+
+def _save_cursor(s: Session, project_id: int, connector: str, cursor: dict[str, object]) -> None:
+    """Store the connector's pull cursor (committed with the annotations it read)."""
+    row = s.get(ConnectorState, (project_id, connector))
+    if row is None:
+        s.add(ConnectorState(project_id=project_id, connector=connector, state=cursor))
+    else:
+        row.state = cursor
+        row.updated_at = utcnow()
+        s.add(row)

@@ -22,7 +22,7 @@ from alloop.loop.artifacts import RoundScores, scores_path
 from alloop.loop.env import StepEnv, result
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
-from alloop.protocols import Prediction, TaskPayload
+from alloop.protocols import Prediction, RoundPresenter, TaskPayload
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Round, Sample, Selection, Task, table, utcnow
 
@@ -33,7 +33,8 @@ __all__ = ["payloads", "push"]
 
 #: the round's picks, in rank order, with what a task needs (Core rows, built once)
 _PICKED = (
-    sa_select(col(Sample.id), col(Sample.key), col(Sample.kind), col(Sample.data))
+    sa_select(col(Sample.id), col(Sample.key), col(Sample.kind), col(Sample.data), col(Selection.rank),
+              col(Selection.score))
     .join(Selection, col(Selection.sample_id) == col(Sample.id))
     .where(col(Selection.round_id) == bindparam("round_id")).order_by(col(Selection.rank))
 )
@@ -58,6 +59,8 @@ def push(env: StepEnv, rnd: Round) -> TickResult:
     fresh = [smp for smp in todo if smp.key not in adopted]
     pushed = conn.push(payloads(env, rnd, project, fresh)) if fresh else {}
     _faults.crash_point(rnd.number, "after_push")
+    if isinstance(conn, RoundPresenter):  # also after a push that only adopted: a crash may have cut it short
+        conn.present_round(rnd.number)
     ext = {**adopted, **pushed}
     missing = [k for k in keys if k not in ext]
     if missing:
@@ -82,9 +85,18 @@ def _scores(env: StepEnv, rnd: Round) -> RoundScores | None:
     return RoundScores.load(path) if path.exists() else None
 
 
+def _order(smp: Any) -> dict[str, Any]:
+    """The pick's place in the round: 1-based rank and the strategy's score (rows that carry them)."""
+    rank = getattr(smp, "rank", None)
+    score = getattr(smp, "score", None)
+    return {"rank": None if rank is None else int(rank) + 1,
+            "score": float(score) if score is not None and np.isfinite(score) else None}
+
+
 def payloads(env: StepEnv, rnd: Round, project: Project, samples: Sequence[Any]) -> list[TaskPayload]:
     """The tasks of ``samples`` (:class:`Sample` objects or rows with their ``id``, ``key``, ``kind`` and
-    ``data``), with the round's model's prediction as pre-annotation when there is one."""
+    ``data``, and optionally the selection's ``rank`` and ``score``), with the round's model's
+    prediction as pre-annotation when there is one."""
     if project.task == "detection":
         return _box_payloads(env, rnd, project, samples)
     scores = _scores(env, rnd)
@@ -108,7 +120,7 @@ def payloads(env: StepEnv, rnd: Round, project: Project, samples: Sequence[Any])
                 model_version=f"{project.name}-round-{rnd.number}",
                 proba={lb: float(v) for lb, v in zip(project.labels, p)},
             )
-        out.append(TaskPayload(smp.key, smp.kind, smp.data, rnd.number, pred))
+        out.append(TaskPayload(smp.key, smp.kind, smp.data, rnd.number, pred, **_order(smp)))
     return out
 
 
@@ -133,5 +145,5 @@ def _box_payloads(env: StepEnv, rnd: Round, project: Project, samples: Sequence[
             pred = Prediction(label=best["label"], score=float(np.mean([b["score"] for b in mine])),
                               model_version=f"{project.name}-round-{rnd.number}",
                               value={"boxes": percent_boxes(mine, image_size(smp.data, smp.key))})
-        out.append(TaskPayload(smp.key, smp.kind, smp.data, rnd.number, pred))
+        out.append(TaskPayload(smp.key, smp.kind, smp.data, rnd.number, pred, **_order(smp)))
     return out

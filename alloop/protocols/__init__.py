@@ -4,7 +4,8 @@ The loop, the workspace and ``alloop serve`` speak only these protocols; strateg
 encoders, teachers and connectors (built-in or third-party, found through entry points)
 implement them and are built one way: ``Cls.from_params(params, context=...)``.
 Optional capabilities are small protocols checked with ``isinstance``
-(:class:`CompletePull`, :class:`FinalAnnotations`, :class:`WebhookSource`, :class:`FeatureLearner`,
+(:class:`CompletePull`, :class:`FinalAnnotations`, :class:`WebhookSource`, :class:`IncrementalPull`,
+:class:`RoundPresenter`, :class:`FeatureLearner`,
 :class:`ExternalLearner`).
 """
 
@@ -15,7 +16,10 @@ from alloop.protocols.connector import (
     Connector,
     ConnectorContext,
     FinalAnnotations,
+    IncrementalPull,
     Prediction,
+    PullResult,
+    RoundPresenter,
     TaskPayload,
     TaskRef,
     WebhookEvent,
@@ -46,9 +50,12 @@ __all__ = [
     "ExternalResult",
     "FeatureLearner",
     "FinalAnnotations",
+    "IncrementalPull",
     "Learner",
     "PluginContext",
     "Prediction",
+    "PullResult",
+    "RoundPresenter",
     "SampleRef",
     "TaskPayload",
     "TaskRef",

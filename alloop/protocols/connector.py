@@ -12,7 +12,11 @@ Optional capabilities are small protocols of their own, checked with ``isinstanc
 
 - :class:`CompletePull`: the pull lists *every* annotation the tool holds for the pulled tasks,
   so one that is missing was deleted there (the loop then marks it invalid);
-- :class:`WebhookSource`: the tool can call ``alloop serve`` when annotations change.
+- :class:`WebhookSource`: the tool can call ``alloop serve`` when annotations change;
+- :class:`RoundPresenter`: the tool shows the open round's tasks in a view of its own (e.g.
+  most useful first), kept current when a round is pushed;
+- :class:`IncrementalPull`: the pull can read only what changed since the last one, with a
+  full reconciliation now and then; alloop keeps the connector's cursor in its database.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ __all__ = [
     "CompletePull",
     "Connector",
     "ConnectorContext",
+    "IncrementalPull",
     "Prediction",
+    "PullResult",
+    "RoundPresenter",
     "TaskPayload",
     "TaskRef",
     "WebhookEvent",
@@ -64,6 +71,10 @@ class TaskPayload:
     data: Mapping[str, Any]
     round_number: int
     prediction: Prediction | None = None
+    #: position of the pick in the round's selection order, 1-based (1 = most useful first)
+    rank: int | None = None
+    #: the strategy's score for the pick (higher = more informative), when it gave one
+    score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,53 @@ class CompletePull(Protocol):
 
     def pull_complete(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
         """Every annotation of these tasks: one alloop has and this lacks was deleted in the tool."""
+        ...
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What an incremental pull read.
+
+    Attributes
+    ----------
+    records : list of AnnotationRecord
+        Every annotation of the tasks read.
+    complete : frozenset of str
+        External ids of the tasks whose annotations ``records`` lists completely (a stored
+        annotation of one of them that is missing was deleted in the tool).
+    cursor : dict
+        The connector's state for the next pull (JSON-serializable); alloop stores it with the
+        ingested annotations, in one transaction.
+    full : bool
+        Whether this was a full (reconciliation) pull over every given task.
+    tasks_read : int
+        How many tasks the tool was asked about (for reports and tests).
+    """
+
+    records: list[AnnotationRecord]
+    complete: frozenset[str]
+    cursor: dict[str, Any]
+    full: bool
+    tasks_read: int = 0
+
+
+@runtime_checkable
+class IncrementalPull(Protocol):
+    """A connector that can pull only the tasks changed since its last pull."""
+
+    def pull_changes(self, tasks: Sequence[TaskRef], cursor: Mapping[str, Any] | None) -> PullResult:
+        """Annotations of the ``tasks`` that changed since ``cursor`` (all of them when ``cursor``
+        is None or a reconciliation is due)."""
+        ...
+
+
+@runtime_checkable
+class RoundPresenter(Protocol):
+    """A connector that presents the open round's tasks in the tool (a view, a queue order)."""
+
+    def present_round(self, round_number: int) -> None:
+        """Show round ``round_number``'s tasks, most useful first (idempotent; called after every
+        push, also one that only adopted tasks already there)."""
         ...
 
 

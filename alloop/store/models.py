@@ -186,3 +186,13 @@ class ProjectLock(SQLModel, table=True):
     owner: str | None = None
     acquired_at: datetime | None = None
     expires_at: datetime | None = None
+
+
+class ConnectorState(SQLModel, table=True):
+    """A connector's own state for a project, kept between ticks (e.g. an incremental pull's
+    watermark); written in the transaction that stores what it describes."""
+
+    project_id: int = Field(foreign_key="project.id", primary_key=True)
+    connector: str = Field(primary_key=True)
+    state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)

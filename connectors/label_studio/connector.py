@@ -9,8 +9,12 @@ Project file::
 The API token comes only from the environment variable named by ``token_env``
 (``LABEL_STUDIO_API_KEY`` by default); it is never logged nor stored.
 
-- Tasks carry the stable alloop sample key (``data.sample_id``) and the round
-  (``data.alloop_round``); task ids come from the import response.
+- Tasks carry the stable alloop sample key (``data.sample_id``), the round
+  (``data.alloop_round``), the pick's 1-based rank in the round's selection order
+  (``data.alloop_rank``, 1 = most useful) and the strategy's score (``data.alloop_score``, null
+  when it gave none); task ids come from the import response.
+- After each push, a Data Manager view "alloop: most useful first" shows the open round's tasks
+  by rank (:mod:`connectors.label_studio.views`): annotators pick "Label Tasks As Displayed".
 - A crash between the import and alloop's commit is healed by :meth:`find_tasks`, which lists
   the round's tasks by ``data.alloop_round`` and adopts them by key. :meth:`push` does the same
   before importing: pushing a round's samples twice creates each task once.
@@ -20,6 +24,10 @@ The API token comes only from the environment variable named by ``token_env``
 - Unreachable server, time-outs and 5xx answers are retried with exponential backoff, then
   raised as :class:`ConnectorUnavailableError` (the round waits; the next run continues):
   :mod:`connectors.label_studio.api`.
+- After a first full pull, a pull reads only the tasks Label Studio changed since the previous
+  one (:meth:`pull_changes`, the :class:`~alloop.protocols.IncrementalPull` capability;
+  :mod:`connectors.label_studio.changes`), with a full reconciliation every
+  ``reconcile_every`` pulls or ``reconcile_after_s`` seconds.
 - The export lists every annotation of the pulled tasks (:meth:`pull_complete`, the
   :class:`~alloop.protocols.CompletePull` capability): one that vanished from it was deleted in
   Label Studio, and alloop marks it so (never trained on again).
@@ -49,17 +57,20 @@ from alloop.protocols import (
     SECRET_HEADER,
     AnnotationRecord,
     ConnectorContext,
+    PullResult,
     TaskPayload,
     TaskRef,
     WebhookEvent,
 )
 from connectors.label_studio.api import LabelStudioApi
+from connectors.label_studio.changes import Cursor, changed_task_ids, server_time
 from connectors.label_studio.labeling_config import ConfigInfo, generate, inspect
 from connectors.label_studio.results import (
     image_reference,
     parse_annotation,
     prediction_json,
 )
+from connectors.label_studio.views import VIEW_TITLE, ensure_view
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,6 +105,17 @@ class LabelStudioParams(BaseModel):
     """First retry delay; doubled each time."""
     batch_size: int = Field(default=2000, ge=1)
     """Tasks per import call."""
+    view: bool = True
+    """Keep a Data Manager view "alloop: most useful first": the open round's tasks by rank."""
+    incremental: bool = True
+    """After a full pull, read only the tasks Label Studio changed since the last pull."""
+    reconcile_every: int = Field(default=20, ge=1)
+    """Every N-th pull reads every task (finds annotations deleted in Label Studio, and any change
+    an incremental pull missed); 1 = every pull is full."""
+    reconcile_after_s: float | None = Field(default=3600.0, gt=0)
+    """Also a full pull when the last one is older than this (seconds, Label Studio's clock); None = by count only."""
+    watermark_margin_s: float = Field(default=10.0, ge=0)
+    """An incremental pull reads tasks changed since the previous pull began minus this margin (late commits)."""
 
 
 class LabelStudioConnector:
@@ -113,6 +135,8 @@ class LabelStudioConnector:
         self._info: ConfigInfo | None = None
         self._users: dict[int, str] | None = None
         self._storages: set[str] = set()
+        #: what the pulls read: task rows listed, task rows exported, full and incremental pulls
+        self.reads: dict[str, int] = {"listed": 0, "exported": 0, "full": 0, "incremental": 0}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, *, context: ConnectorContext) -> LabelStudioConnector:
@@ -190,7 +214,8 @@ class LabelStudioConnector:
     def _task_json(self, t: TaskPayload) -> dict[str, Any]:
         info = self._info
         assert info is not None
-        data: dict[str, Any] = {"sample_id": t.sample_key, "alloop_round": t.round_number}
+        data: dict[str, Any] = {"sample_id": t.sample_key, "alloop_round": t.round_number,
+                                "alloop_rank": t.rank, "alloop_score": t.score}
         if t.kind == "text":
             data[info.data_key] = t.data["text"]
         elif t.kind == "image":
@@ -316,7 +341,9 @@ class LabelStudioConnector:
             tasks: list[dict[str, Any]] = json.loads(b"".join(chunks) or b"[]")
             return tasks
 
-        return self._call("export annotations", download)
+        rows = self._call("export annotations", download)
+        self.reads["exported"] += len(rows)
+        return rows
 
     def pull(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
         """Every annotation of these tasks, through the export API.
@@ -338,6 +365,9 @@ class LabelStudioConnector:
             rows = self._export(sorted(wanted, key=int))
         else:
             rows = self._export(None)
+        return self._records(rows, wanted)
+
+    def _records(self, rows: Sequence[dict[str, Any]], wanted: set[str]) -> list[AnnotationRecord]:
         users = self._user_names()
         out = []
         for task in rows:
@@ -357,6 +387,60 @@ class LabelStudioConnector:
     def pull_complete(self, tasks: Sequence[TaskRef]) -> list[AnnotationRecord]:
         """:meth:`pull`: the export lists every annotation Label Studio holds for these tasks."""
         return self.pull(tasks)
+
+    def pull_changes(self, tasks: Sequence[TaskRef], cursor: Mapping[str, Any] | None) -> PullResult:
+        """The annotations of the ``tasks`` Label Studio changed since the pull that left ``cursor``.
+
+        A full pull (every task; its result is complete for all of them) when there is no cursor,
+        when ``incremental`` is off, and when a reconciliation is due; else one filtered listing
+        of the tasks updated since the cursor's watermark and an export of those among ``tasks``
+        (500 per call). See :mod:`connectors.label_studio.changes`.
+        """
+        self.ensure_project()
+        pid = self.project_id
+        now = server_time(self.api)  # before any read: a change after it is read next time
+        state = Cursor(cursor)
+        p = self.params
+        full = not p.incremental or state.full_due(project_id=pid, now=now, every=p.reconcile_every,
+                                                   after_s=p.reconcile_after_s)
+        since = state.since
+        if full or since is None:
+            records = self.pull(tasks)
+            self.reads["full"] += 1
+            return PullResult(records, frozenset(t.external_id for t in tasks),
+                              state.after(project_id=pid, now=now, margin_s=p.watermark_margin_s, full=True),
+                              full=True, tasks_read=len(tasks))
+        for t in tasks:
+            if not _TASK_ID.fullmatch(str(t.external_id)):
+                return self.pull_changes(tasks, None)  # pull() names the bad id
+        changed = changed_task_ids(self.api, pid, since)
+        self.reads["listed"] += len(changed)
+        self.reads["incremental"] += 1
+        wanted = {t.external_id for t in tasks} & set(changed)
+        ids = sorted(wanted, key=int)
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(ids), 500):
+            rows.extend(self._export(ids[i : i + 500]))
+        return PullResult(self._records(rows, wanted), frozenset(wanted),
+                          state.after(project_id=pid, now=now, margin_s=p.watermark_margin_s, full=False),
+                          full=False, tasks_read=len(wanted))
+
+    # -- the open round in the Data Manager ------------------------------------------------------
+    def present_round(self, round_number: int) -> None:
+        """Point the view "alloop: most useful first" at ``round_number`` (created once; idempotent).
+
+        The view is a convenience: Label Studio refusing it (e.g. a token without the right to
+        manage views) is logged, and the round goes on; an unreachable server waits as usual.
+        """
+        if not self.params.view:
+            return
+        try:
+            ensure_view(self.api, self.project_id, round_number)
+        except ConnectorDataError as exc:
+            logger.warning(
+                "Could not create or update the Data Manager view %r of Label Studio project %s: %s. "
+                "The tasks carry data.alloop_rank: sort by it by hand, or set connector.params.view = false.",
+                VIEW_TITLE, self.project_id, exc)
 
     # -- webhook -------------------------------------------------------------------------------
     def ensure_webhook(self, url: str, secret: str, *, match: Callable[[str], bool] | None = None) -> str:

@@ -27,6 +27,7 @@ from alloop.protocols import (
     CompletePull,
     Connector,
     ConnectorContext,
+    IncrementalPull,
     Prediction,
     TaskPayload,
     TaskRef,
@@ -333,6 +334,8 @@ def test_builtin_capabilities():
     cls = {n: registry.load("connector", n) for n in BUILTINS}
     assert [n for n in sorted(BUILTINS) if hasattr(cls[n], "pull_complete")] == ["label_studio"]
     assert [n for n in sorted(BUILTINS) if hasattr(cls[n], "webhook_event")] == ["label_studio"]
+    assert [n for n in sorted(BUILTINS) if hasattr(cls[n], "pull_changes")] == ["label_studio"]
+    assert [n for n in sorted(BUILTINS) if hasattr(cls[n], "present_round")] == ["label_studio"]
 
 
 def test_is_a_connector_and_ensure_project_is_idempotent(h, kind):
@@ -447,6 +450,25 @@ def test_complete_pull_lists_every_annotation_and_forgets_deleted_ones(h, kind):
     h.delete_annotation(conn, gone)
     after = conn.pull_complete(refs(ids))
     assert {r.source_id for r in after} == {r.source_id for r in records} - {gone.source_id}
+    conn.close()
+
+
+def test_incremental_pull_is_full_first_then_reads_what_changed(h, kind):
+    conn, payloads, ids = pushed(h, kind)
+    if not isinstance(conn, IncrementalPull):
+        assert not hasattr(conn, "pull_changes")
+        return
+    keys = [p.sample_key for p in payloads]
+    expected = h.label(conn, ids, plan(keys))
+    first = conn.pull_changes(refs(ids), None)  # no cursor: every task, complete
+    assert first.full and first.complete == set(ids.values())
+    assert sorted(map(record_view, first.records), key=repr) == sorted(expected, key=repr)
+    cursor = json.loads(json.dumps(first.cursor))  # stored as JSON between pulls
+    later = h.label(conn, ids, [Answer(keys[3], "bob", LABELS[0])])
+    second = conn.pull_changes(refs(ids), cursor)
+    assert ids[keys[3]] in second.complete and second.complete <= set(ids.values())
+    assert later[0] in [record_view(r) for r in second.records]
+    assert {r.external_task_id for r in second.records} <= second.complete  # only tasks it read
     conn.close()
 
 
