@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -254,6 +255,7 @@ class MLProject:
             raise MLError(400, f"Expected {{\"tasks\": [task objects]}}; got tasks of type {type(tasks).__name__}.")
         self._check_project(payload.get("project"))
         info = self._config(payload.get("label_config"), payload.get("project"))
+        started = time.perf_counter()
         with self._lock:
             project = self.ws.project()
             rnd = self._model_round(project.id)  # type: ignore[arg-type]
@@ -266,6 +268,8 @@ class MLProject:
             else:
                 preds = self._choices(project, rnd, keys, version)
         results = [[self.fmt.prediction(info, p)] if p is not None else [] for p in preds]
+        logger.info("project %s: predicted %d of %d tasks with %s in %.3f s", self.name, sum(map(bool, results)),
+                    len(tasks), version, time.perf_counter() - started)
         return {"results": results, "model_version": version}
 
     def _samples(self, project_id: int, keys: Sequence[str], with_data: bool = False
