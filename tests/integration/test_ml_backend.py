@@ -9,9 +9,11 @@ import base64
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from sqlmodel import func, select
 
 from alloop.loop.controller import Controller
@@ -20,6 +22,7 @@ from alloop.store.engine import make_engine, session_scope
 from alloop.store.models import Annotation, Round, Sample
 from tests.conftest import open_workspace, run_cli, write_project
 from tests.integration import ls_support as lss
+from tests.integration.test_detection import db, make_project, object_rows, pool_data  # noqa: F401 (a fixture)
 from tests.integration.test_serve import DIGIT, SECRET, _free_port, _kill, _rounds, _serve, _stop, _wait
 
 USER, PASSWORD = "labelstudio", "ml-backend-password-0123456789abcdef"
@@ -169,3 +172,54 @@ def test_label_studio_connects_alloop_as_ml_backend_retrieves_predictions_and_st
     for f in [*work.glob("alloop.db*"), pf, log]:
         data = f.read_bytes()
         assert PASSWORD.encode() not in data and SECRET.encode() not in data, f
+
+
+def test_predict_on_a_detection_project_gives_the_rounds_boxes(tmp_path, pool_data):  # noqa: F811
+    """The detection example (proposals from the round's own detector, an external training script):
+    /predict answers each image with the newest round's boxes, in percent of the image."""
+    from PIL import Image
+    from starlette.testclient import TestClient
+
+    from alloop.serve.mlbackend import Credentials, MLProject, ml_routes
+    from alloop.serve.webhooks import create_app
+    from connectors.label_studio.labeling_config import generate
+    from connectors.label_studio.ml import LabelStudioFormat
+
+    proj = make_project(tmp_path / "det", pool_data, loop={"initial_size": 12, "batch_size": 8, "max_rounds": 2})
+    assert run_cli("import", "-p", str(proj), cwd=proj, timeout=240).returncode == 0
+    r = run_cli("run", "-p", str(proj), cwd=proj, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    state = db(proj)
+    assert [(n, s) for n, s, *_ in state["rounds"]] == [(0, "CLOSED"), (1, "CLOSED")]
+    want: dict[str, list[tuple[Any, ...]]] = {}
+    for key, label, score, x0, y0, x1, y1 in object_rows(proj, 1, state):  # round 1's own detections
+        want.setdefault(key, []).append((label, score, x0, y0, x1, y1))
+    ws = open_workspace(proj / "alloop.toml", do_import=False)
+    try:
+        project = ws.project()
+        with session_scope(ws.engine) as s:
+            paths = dict(s.exec(select(Sample.key, Sample.data)).all())
+        client = TestClient(create_app({}, None, lambda: {}, ml_routes(
+            {ws.name: MLProject(ws, LabelStudioFormat(), lambda why: None)}, Credentials(USER, PASSWORD))))
+        keys = [*sorted(want)[:10], state["test"][0]]
+        tasks = [{"id": i, "data": {"image": "x", "sample_id": k}} for i, k in enumerate(keys)]
+        cfg = generate("detection", project.labels)
+        res = client.post("/predict", json={"tasks": tasks, "project": "1.0", "label_config": cfg},
+                          auth=(USER, PASSWORD))
+        assert res.status_code == 200
+        results = res.json()["results"]
+        assert results[-1] == []  # a held-out image: the round scored the pool only
+        for key, got in zip(keys[:-1], results[:-1]):
+            (pred,) = got
+            W, H = Image.open(paths[key]["path"]).size
+            assert pred["model_version"] == f"{project.name}-round-1"
+            assert pred["score"] == pytest.approx(float(np.mean([b[1] for b in want[key]])), abs=1e-6)
+            boxes = sorted((b["value"]["rectanglelabels"][0], b["score"], b["value"]["x"] * W / 100,
+                            b["value"]["y"] * H / 100, (b["value"]["x"] + b["value"]["width"]) * W / 100,
+                            (b["value"]["y"] + b["value"]["height"]) * H / 100) for b in pred["result"])
+            assert all(b["type"] == "rectanglelabels" and b["from_name"] == "label" for b in pred["result"])
+            expected = sorted(want[key])
+            assert [b[0] for b in boxes] == [b[0] for b in expected], key
+            assert np.allclose([b[1:] for b in boxes], [b[1:] for b in expected], atol=1e-3), key
+    finally:
+        ws.close()
