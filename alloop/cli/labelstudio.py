@@ -1,10 +1,11 @@
-"""``alloop labelstudio up|stop``: a local Label Studio for a project, in one command."""
+"""``alloop labelstudio up|stop|connect``: a local Label Studio for a project, in one command; alloop
+serve as its ML backend."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -37,12 +38,65 @@ def _workspace(project: Path | None) -> Any:
     return w
 
 
+def ml_formats() -> list[Any]:
+    """The labeling tools ``alloop serve`` can be the ML backend of (Label Studio)."""
+    from connectors.label_studio.ml import LabelStudioFormat
+
+    return [LabelStudioFormat()]
+
+
+SERVE_URL_ENV = "ALLOOP_SERVE_URL"
+ServeUrlOpt = Annotated[
+    Optional[str],
+    typer.Option("--serve-url", envvar=SERVE_URL_ENV,
+                 help="How Label Studio reaches `alloop serve` (its --public-url), e.g. http://127.0.0.1:8765."),
+]
+
+
+def _connect(ws: Any, serve_url: str, title: str) -> str:
+    """Register ``alloop serve`` at ``serve_url`` as the project's ML backend; a line to print."""
+    from alloop.errors import ConfigError
+    from alloop.serve.mlbackend import PASSWORD_ENV, USER_ENV, credentials_from_env
+    from connectors.label_studio.ml import backend_url, connect
+
+    creds = credentials_from_env()
+    if creds is None:
+        raise ConfigError(
+            f"{PASSWORD_ENV} is not set: Label Studio calls the ML backend with HTTP Basic auth, user "
+            f"${USER_ENV} (default \"alloop\") and this password. Set it here and for `alloop serve` "
+            f"(e.g. `export {PASSWORD_ENV}=$(openssl rand -hex 32)`); the environment only, never alloop.toml."
+        )
+    url = backend_url(serve_url, ws.name)
+    reg = connect(ws.connector, url, user=creds.user, password=creds.password, title=title)
+    what = "registered" if reg.created else "already registered"
+    return f"ML backend {url} {what} in Label Studio (backend {reg.backend_id}, {reg.state})."
+
+
+@ls_app.command("connect")
+def connect_cmd(
+    project: ProjectOpt = None,
+    serve_url: ServeUrlOpt = None,
+    title: Annotated[str, typer.Option(help="The model's name in Label Studio.")] = "alloop",
+) -> None:
+    """Register `alloop serve` as the project's ML backend in Label Studio (idempotent; serve must be running
+    with $ALLOOP_ML_BACKEND_PASSWORD set, the same as here)."""
+    from alloop.cli._ui import console
+
+    ws = _workspace(project)
+    try:
+        console.print(_connect(ws, serve_url or "http://127.0.0.1:8765", title), highlight=False)
+    finally:
+        ws.close()
+
+
 @ls_app.command("up")
 def up_cmd(
     project: ProjectOpt = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
+    serve_url: ServeUrlOpt = None,
 ) -> None:
-    """Install (first time) and start Label Studio, create the project, push the first round."""
+    """Install (first time) and start Label Studio, create the project, push the first round; with
+    --serve-url (or $ALLOOP_SERVE_URL) of a running `alloop serve`, connect it as the ML backend."""
     from sqlmodel import func, select
 
     from alloop.cli._ui import console
@@ -72,6 +126,8 @@ def up_cmd(
             console.print(f"Imported the pool: {report.summary()}.")
         run_project(ws, None, False)
         console.print(rounds_table(project_status(ws.engine, ws.name)))
+        if serve_url:
+            console.print(_connect(ws, serve_url, "alloop"), highlight=False)
     finally:
         ws.close()
     console.print(

@@ -55,7 +55,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Drive projects unattended: tick each on its schedule (alloop.toml, serve section) and when Label
         Studio reports annotations (webhook, secret in $ALLOOP_WEBHOOK_SECRET); GET /healthz; SIGTERM stops
-        after the transition in progress."""
+        after the transition in progress. With $ALLOOP_ML_BACKEND_PASSWORD set, also Label Studio's ML
+        backend at /ml/<project> (HTTP Basic user $ALLOOP_ML_BACKEND_USER, default "alloop")."""
         from alloop import registry
         from alloop.config import load_config
         from alloop.errors import ConfigError
@@ -80,7 +81,15 @@ def register(app: typer.Typer) -> None:
                                                 SECRET_ENV, len(secret))
         if no_webhook and register_webhook:
             raise ConfigError("--register-webhook and --no-webhook contradict each other: keep one.")
+        from alloop.cli.labelstudio import ml_formats
+        from alloop.serve.mlbackend import PASSWORD_ENV, credentials_from_env
+
+        ml = credentials_from_env()
+        if ml is not None and len(ml.password) < 16:
+            logging.getLogger(__name__).warning("%s is short (%d characters); use 32 random characters or more",
+                                                PASSWORD_ENV, len(ml.password))
         workspaces = [Workspace(c) for c in configs]
         service = Service(workspaces, host=host, port=port, public_url=public_url,
-                          secret=secret if wants_hooks else None, register_webhook=register_webhook)
+                          secret=secret if wants_hooks else None, register_webhook=register_webhook,
+                          ml_backend=ml, ml_formats=ml_formats())
         service.serve_forever()

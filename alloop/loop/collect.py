@@ -81,7 +81,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
             _tasks_statement(_final(conn)), {"pid": project.id, "connector": conn.name, "round_id": rnd.id}
         ).all()
         model_at = None
-        if loop.retrain_after_labels is not None or loop.retrain_after_s is not None:
+        requested = rnd.retrain_requested_at is not None
+        if loop.retrain_after_labels is not None or loop.retrain_after_s is not None or requested:
             mv = s.get(ModelVersion, rnd.model_version_id) if rnd.model_version_id is not None else None
             model_at = mv.created_at if mv is not None else rnd.created_at
         state = s.get(ConnectorState, (project.id, conn.name)) if isinstance(conn, IncrementalPull) else None
@@ -124,7 +125,7 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
             return result("collecting", rnd, RoundState.COLLECTING, f"round {rnd.number}: collecting, {progress}")
         new_labels = new_labels_since(s, project.id, model_at) if model_at is not None else 0  # type: ignore[arg-type]
         reason = close_reason(loop, n_tasks=n_tasks, n_resolved=n_done, pushed_at=rnd.pushed_at,
-                              model_at=model_at, new_labels=new_labels)
+                              model_at=model_at, new_labels=new_labels, requested=requested)
         if reason is not None:
             why = "" if reason == "complete" else f" early: {reason}"
             env.transition(s, rnd, RoundState.CLOSED, completed_at=utcnow(), note=why.strip() or None)

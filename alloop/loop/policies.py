@@ -74,6 +74,7 @@ def close_reason(
     pushed_at: datetime | None,
     model_at: datetime | None,
     new_labels: int,
+    requested: bool = False,
     now: datetime | None = None,
 ) -> str | None:
     """Why a collecting round should close now, or None to keep collecting.
@@ -85,7 +86,9 @@ def close_reason(
     - ``retrain_after_labels``: at least that many samples got a new valid label since the
       round's model (``new_labels``);
     - ``retrain_after_s``: the round's model (trained at ``model_at``) is at least that old and
-      at least one new label arrived.
+      at least one new label arrived;
+    - ``requested``: someone asked to train now (Label Studio's "Start Training", see
+      :mod:`alloop.serve.mlbackend`) and at least one new label arrived.
     """
     now = now or utcnow()
     if round_complete(loop, n_tasks, n_resolved, pushed_at, now=now):
@@ -100,4 +103,6 @@ def close_reason(
     ):
         age = (now - model_at).total_seconds()
         return f"model {age:.0f} s old with {new_labels} new labels, retrain_after_s = {loop.retrain_after_s:g}"
+    if requested and new_labels >= 1:
+        return f"training requested, {new_labels} new labels"
     return None

@@ -44,6 +44,7 @@ from alloop.errors import (
 from alloop.loop.controller import Controller
 from alloop.loop.result import TickResult
 from alloop.protocols import WebhookSource
+from alloop.serve.mlbackend import ML_PREFIX, Credentials, MLProject, ToolFormat, ml_routes
 from alloop.serve.schedule import describe, make_trigger
 from alloop.serve.webhooks import Target, create_app, webhook_path
 from alloop.store.engine import session_scope
@@ -258,6 +259,11 @@ class Service:
     register_webhook : bool, optional
         Register the webhook with each Label Studio project at start; default: when a secret
         is given, for projects whose connector is ``label_studio``.
+    ml_backend : Credentials, optional
+        Serve the ML backend (:mod:`alloop.serve.mlbackend`) with these HTTP Basic credentials
+        for the projects whose connector has one of ``ml_formats``; None: off.
+    ml_formats : sequence of ToolFormat
+        The labeling tools' formats, by their connector's name.
     """
 
     def __init__(
@@ -269,6 +275,8 @@ class Service:
         public_url: str | None = None,
         secret: str | None = None,
         register_webhook: bool | None = None,
+        ml_backend: Credentials | None = None,
+        ml_formats: Sequence[ToolFormat] = (),
     ) -> None:
         names = [ws.name for ws in workspaces]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -281,6 +289,8 @@ class Service:
         self.public_url = (public_url or f"http://{shown}:{port}").rstrip("/")
         self.secret = secret or None
         self.register = register_webhook
+        self.ml_credentials = ml_backend
+        self.ml_formats = {f.name: f for f in ml_formats}
         self.owner = owner_id()
         self.stop = threading.Event()
         self.runners = {ws.name: ProjectRunner(ws, self.stop, self.owner) for ws in workspaces}
@@ -329,15 +339,30 @@ class Service:
                 except ConnectorError as exc:
                     logger.warning("project %s: the %s project is not known yet (%s)", name, conn.name, exc)
             targets[name] = Target(name, r.wake, source, conn.name, tool_project)
+        ml = self._ml_projects(targets)
         self._start_scheduler()
         for r in self.runners.values():
             r.refresh()
             r.thread.start()
             r.wake("start")
-        self._start_http(targets)
+        self._start_http(targets, ml_routes(ml, self.ml_credentials) if ml and self.ml_credentials else [])
         hooks = f"webhooks at {self.public_url}/webhooks/<tool>" if self.secret else "webhooks off"
+        if ml:
+            hooks += f"; ML backend at {self.public_url}{ML_PREFIX}/<project> for {', '.join(ml)}"
         logger.info("alloop serve %s: listening on %s:%d (%s); projects: %s", self.owner, self.host, self.port,
                     hooks, ", ".join(f"{n} ({describe(r.ws.config.serve)})" for n, r in self.runners.items()))
+
+    def _ml_projects(self, targets: dict[str, Target]) -> dict[str, MLProject]:
+        """The projects served as ML backend: those whose connector's tool has a format."""
+        if self.ml_credentials is None:
+            return {}
+        out = {}
+        for name, r in self.runners.items():
+            fmt = self.ml_formats.get(r.ws.config.connector.name)
+            if fmt is not None:
+                t = targets[name]
+                out[name] = MLProject(r.ws, fmt, r.wake, t.source, t.tool_project)
+        return out
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -350,10 +375,10 @@ class Service:
             )
         self._scheduler.start()
 
-    def _start_http(self, targets: dict[str, Target]) -> None:
+    def _start_http(self, targets: dict[str, Target], extra: Sequence[Any] = ()) -> None:
         import uvicorn
 
-        app = create_app(targets, self.secret, self.health)
+        app = create_app(targets, self.secret, self.health, extra)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=5, log_config=None)
         self._http = uvicorn.Server(config)

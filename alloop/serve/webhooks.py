@@ -16,14 +16,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from alloop.protocols import SECRET_HEADER, WebhookEvent, WebhookSource
 
@@ -61,8 +61,10 @@ def create_app(
     targets: Mapping[str, Target],
     secret: str | None,
     health: Callable[[], dict[str, Any]],
+    extra: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The ASGI app. ``secret=None`` serves ``/healthz`` only (``alloop serve --no-webhook``)."""
+    """The ASGI app. ``secret=None`` serves ``/healthz`` only (``alloop serve --no-webhook``);
+    ``extra``: more routes (the ML backend's, :mod:`alloop.serve.mlbackend`)."""
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse(health())
@@ -118,7 +120,7 @@ def create_app(
                 return target, event
         return None
 
-    routes = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), *extra]
     if secret:  # an empty secret would let anyone in: no receiver then
         routes.append(Route(WEBHOOK_PREFIX + "{tool}", receive, methods=["POST"]))
     return Starlette(routes=routes)

@@ -106,6 +106,9 @@ class Round(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     pushed_at: datetime | None = None
     completed_at: datetime | None = None
+    retrain_requested_at: datetime | None = None
+    """When someone asked to train now (Label Studio's "Start Training"): the collecting round
+    closes at the first tick with a new label since its model."""
 
 
 class Selection(SQLModel, table=True):

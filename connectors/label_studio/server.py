@@ -168,6 +168,7 @@ class LocalLabelStudio:
             "LABEL_STUDIO_USER_TOKEN": creds["LABEL_STUDIO_API_KEY"],
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",  # webhooks to `alloop serve` on 127.0.0.1
+            "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",  # and its ML backend (`alloop labelstudio connect`)
             "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
             "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
             "SENTRY_DSN": "",

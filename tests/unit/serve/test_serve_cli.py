@@ -38,3 +38,14 @@ def test_two_projects_with_one_name_are_refused(tmp_path):
     b = write_project(tmp_path / "b", project={"name": "same"})
     r = run_cli("serve", "-p", str(a), "-p", str(b), timeout=60)
     assert r.returncode == 2 and "['same'] given twice" in r.stderr
+
+
+def test_labelstudio_connect_without_the_ml_backend_password_is_a_clear_error(tmp_path):
+    pf = write_project(tmp_path / "p", connector={"name": "label_studio"})
+    r = run_cli("labelstudio", "connect", "-p", str(pf), env={"ALLOOP_ML_BACKEND_PASSWORD": ""}, timeout=60)
+    assert r.returncode == 2
+    text = " ".join(r.stderr.split())
+    assert "ALLOOP_ML_BACKEND_PASSWORD is not set" in text and "HTTP Basic auth" in text and "never alloop.toml" in text
+    jsonl = write_project(tmp_path / "j", connector={"name": "jsonl"})
+    r = run_cli("labelstudio", "connect", "-p", str(jsonl), env={"ALLOOP_ML_BACKEND_PASSWORD": "x" * 32}, timeout=60)
+    assert r.returncode == 2 and "jsonl" in r.stderr and "label_studio" in r.stderr
