@@ -57,12 +57,15 @@ $(VENV)/.installed: pyproject.toml
 #   dataset-fashion-mnist  $(FMNIST_DIR)/*.gz: detection pools of Fashion-MNIST crops
 #                          (tests/unit/datasets/), the ActiveKD benchmark
 #                          (benchmarks/data/fmnist_features.py, activekd_fashion_mnist.py)
+#   chromium               /usr/bin/chromium: the real-browser tests (tests/integration/test_browser.py,
+#                          driven by Playwright from the test extras; no browser download)
 #   git                    benchmark provenance (benchmarks/_machine.py, tests/unit/test_benchmark_provenance.py)
 system-deps:
 	@missing=""; \
 	{ ls /usr/lib/postgresql/*/bin/initdb || command -v initdb; } >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	ls $(FMNIST_FILES) >/dev/null 2>&1 || missing="$$missing dataset-fashion-mnist"; \
 	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -z "$$missing" ] || { \
 	  echo "installing Debian packages for the tests and benchmarks:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -70,6 +73,7 @@ system-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null || command -v initdb
 	@ls $(FMNIST_FILES)
 	@command -v git
+	@ls /usr/bin/chromium
 
 postgres fashion-mnist: system-deps
 

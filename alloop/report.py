@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -18,6 +18,9 @@ from alloop.store.queries import get_project, model_versions, rounds
 
 if TYPE_CHECKING:
     from alloop.simulate import SimulationResult
+
+
+_Out = TypeVar("_Out", Path, IO[bytes])
 
 
 def _counts(s: Any, column: Any, where: Any, group: Any) -> dict[int | None, int]:
@@ -113,6 +116,55 @@ def learning_curve(engine: Engine, name: str) -> list[tuple[int, float]]:
     return [(m.n_labels, float(m.metrics[key])) for m in models if key in m.metrics and m.metrics[key] >= 0]
 
 
+def labels_and_annotators(engine: Engine, name: str, rule: str = "majority") -> dict[str, Any]:
+    """Training labels per class and, per annotator, how often they agree with the others.
+
+    ``classes``: the aggregated (training) label of each labeled sample, counted per class.
+    ``annotators``: per annotator, the samples they labeled (their latest valid label each), how many
+    of those someone else labeled too (``shared``), and the share of those where their label is the
+    aggregated one (``agreement``, None without shared samples). ``pairwise``: over every pair of
+    annotators on one sample, the share that gave the same label (None with fewer than two).
+    """
+    from alloop.labels import Vote, _latest_per_annotator, aggregate
+
+    with session_scope(engine) as s:
+        project = get_project(s, name)
+        rows = s.connection().execute(
+            select(Annotation.sample_id, Annotation.annotator, Annotation.label, Annotation.updated_at).where(
+                Annotation.project_id == project.id,
+                Annotation.valid == True,  # noqa: E712
+                Annotation.cancelled == False,  # noqa: E712
+                col(Annotation.label).is_not(None),
+            ).order_by(col(Annotation.id))
+        ).all()
+    votes = [Vote(*r) for r in rows]
+    final = aggregate(votes, rule)
+    per_sample = _latest_per_annotator(votes)
+    labeled: Counter[str] = Counter()
+    shared: Counter[str] = Counter()
+    agreed: Counter[str] = Counter()
+    pairs = same = 0
+    for sid, vs in per_sample.items():
+        for v in vs:
+            labeled[v.annotator] += 1
+            if len(vs) > 1:
+                shared[v.annotator] += 1
+                agreed[v.annotator] += v.label == final[sid]
+        for i, a in enumerate(vs):
+            for b in vs[i + 1:]:
+                pairs += 1
+                same += a.label == b.label
+    return {
+        "classes": dict(sorted(Counter(final.values()).items())),
+        "annotators": [
+            {"annotator": a, "labeled": n, "shared": shared[a],
+             "agreement": agreed[a] / shared[a] if shared[a] else None}
+            for a, n in sorted(labeled.items())
+        ],
+        "pairwise": same / pairs if pairs else None,
+    }
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -122,8 +174,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_learning_curve(points: list[tuple[int, float]], path: Path, title: str,
-                        ylabel: str = "held-out accuracy") -> Path:
+def plot_learning_curve(points: list[tuple[int, float]], path: _Out, title: str,
+                        ylabel: str = "held-out accuracy") -> _Out:
+    """The learning-curve figure (``alloop report``, the status page) as PNG, to a path or a binary file."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     x, y = zip(*points) if points else ((), ())
@@ -133,8 +186,9 @@ def plot_learning_curve(points: list[tuple[int, float]], path: Path, title: str,
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
     plt.close(fig)
     return path
 

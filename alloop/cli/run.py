@@ -160,8 +160,10 @@ def register(app: typer.Typer) -> None:
         project: ProjectOpt = None,
         out: Annotated[Optional[Path], typer.Option(
             help="PNG path (default: <work_dir>/report/learning_curve.png).")] = None,
+        html: Annotated[Optional[Path], typer.Option(
+            "--html", help="Also write the status page (the one alloop serve shows at /) to this HTML file.")] = None,
     ) -> None:
-        """Per-round table and a learning-curve PNG (labels vs held-out accuracy)."""
+        """Per-round table and a learning-curve PNG (labels vs held-out accuracy); --html: the status page."""
         from alloop.cli._ui import console
         from alloop.report import learning_curve, plot_learning_curve, project_status
 
@@ -169,9 +171,15 @@ def register(app: typer.Typer) -> None:
         try:
             status = project_status(ws.engine, ws.name)
             points = learning_curve(ws.engine, ws.name)
+            if html is not None:
+                from alloop.serve.status import write_html
+
+                write_html(ws, html)
         finally:
             ws.close()
         console.print(rounds_table(status))
+        if html is not None:
+            console.print(f"Status page: {html}")
         if not points:
             console.print(f"No model with a {status['metric']} yet (needs labels and a test split); no figure written.")
             return

@@ -44,8 +44,19 @@ from alloop.errors import (
 from alloop.loop.controller import Controller
 from alloop.loop.result import TickResult
 from alloop.protocols import WebhookSource
-from alloop.serve.mlbackend import ML_PREFIX, Credentials, MLProject, ToolFormat, ml_routes
+from alloop.serve.mlbackend import (
+    ML_PREFIX,
+    PASSWORD_ENV,
+    USER_ENV,
+    Credentials,
+    MLProject,
+    ToolFormat,
+    _client,
+    ml_routes,
+)
 from alloop.serve.schedule import describe, make_trigger
+from alloop.serve.status import off as status_off
+from alloop.serve.status import status_routes
 from alloop.serve.webhooks import Target, create_app, webhook_path
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Sample, utcnow
@@ -345,12 +356,29 @@ class Service:
             r.refresh()
             r.thread.start()
             r.wake("start")
-        self._start_http(targets, ml_routes(ml, self.ml_credentials) if ml and self.ml_credentials else [])
-        hooks = f"webhooks at {self.public_url}/webhooks/<tool>" if self.secret else "webhooks off"
+        extra = ml_routes(ml, self.ml_credentials) if ml and self.ml_credentials else []
+        self._start_http(targets, [*extra, *status_routes({n: r.ws for n, r in self.runners.items()},
+                                                          lambda: self.health()["projects"], self._page_access)])
+        hooks = f"status page at {self.public_url}/" if self.ml_credentials else "status page off"
+        hooks += f"; webhooks at {self.public_url}/webhooks/<tool>" if self.secret else "; webhooks off"
         if ml:
             hooks += f"; ML backend at {self.public_url}{ML_PREFIX}/<project> for {', '.join(ml)}"
         logger.info("alloop serve %s: listening on %s:%d (%s); projects: %s", self.owner, self.host, self.port,
                     hooks, ", ".join(f"{n} ({describe(r.ws.config.serve)})" for n, r in self.runners.items()))
+
+    def _page_access(self, request: Any) -> Any:
+        """The status page's guard: the ML backend's HTTP Basic credentials; off without them."""
+        if self.ml_credentials is None:
+            return status_off(request)
+        if self.ml_credentials.check(request.headers.get("authorization")):
+            return None
+        from starlette.responses import PlainTextResponse
+
+        logger.warning("status page request from %s refused: %s HTTP Basic credentials", _client(request),
+                       "missing" if request.headers.get("authorization") is None else "wrong")
+        return PlainTextResponse("The status page needs the HTTP Basic credentials of alloop serve's ML backend "
+                                 f"(${USER_ENV}, ${PASSWORD_ENV}).", status_code=401,
+                                 headers={"WWW-Authenticate": 'Basic realm="alloop"'})
 
     def _ml_projects(self, targets: dict[str, Target]) -> dict[str, MLProject]:
         """The projects served as ML backend: those whose connector's tool has a format."""
