@@ -120,6 +120,10 @@ def test_label_studio_lists_by_rank_shows_the_pre_annotation_and_a_browser_label
     shown = [SAMPLE_KEY.findall(text) for text in rows.all_inner_texts()]
     assert [k[0] if len(k) == 1 else k for k in shown] == picks, (
         f"the tab should list round 1's tasks by alloop_rank: expected {picks}, the page shows {shown}")
+    # scroll the table to its last columns (sample id, round, rank, score) for the screenshot
+    rank_column = page.locator('[data-id="tasks:data.alloop_score"]')
+    rank_column.scroll_into_view_if_needed()
+    expect(rank_column).to_be_in_viewport()
     _shot(page, tmp_path / "label-studio-most-useful-first.png")
 
     # the second most useful task opens with the model's choice selected
