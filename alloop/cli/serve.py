@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
         """Drive projects unattended: tick each on its schedule (alloop.toml, serve section) and when Label
         Studio reports annotations (webhook, secret in $ALLOOP_WEBHOOK_SECRET); GET /healthz; SIGTERM stops
         after the transition in progress. With $ALLOOP_ML_BACKEND_PASSWORD set, also Label Studio's ML
-        backend at /ml/<project> (HTTP Basic user $ALLOOP_ML_BACKEND_USER, default "alloop")."""
+        backend at /ml/<project> (HTTP Basic user $ALLOOP_ML_BACKEND_USER, default "alloop") and the status
+        page at / (same credentials)."""
         from alloop import registry
         from alloop.config import load_config
         from alloop.errors import ConfigError
