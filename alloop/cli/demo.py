@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         try:
             console.rule("[bold]1. Import the bundled digits images")
             ws.ensure_project()
-            report = import_pool(ws.engine, ws.name, scan_source(cfg.pool.source, ws.work_dir, ws.progress),
+            report = import_pool(ws.engine, ws.name, scan_source(cfg.pool.source, ws.work_dir, ws.progress, wait=False),
                                  test_fraction=cfg.pool.test_fraction)
             console.print(f"{report.summary()}; database {ws.engine.url}")
 

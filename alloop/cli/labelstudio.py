@@ -121,8 +121,8 @@ def up_cmd(
         with session_scope(ws.engine) as s:
             n = s.exec(select(func.count()).select_from(Sample).where(Sample.project_id == project_row.id)).one()
         if n == 0:
-            report = import_pool(ws.engine, ws.name, scan_source(ws.config.pool.source, ws.work_dir, ws.progress),
-                                 test_fraction=ws.config.pool.test_fraction)
+            scan = scan_source(ws.config.pool.source, ws.work_dir, ws.progress, wait=False)
+            report = import_pool(ws.engine, ws.name, scan, test_fraction=ws.config.pool.test_fraction)
             console.print(f"Imported the pool: {report.summary()}.")
         run_project(ws, None, False)
         console.print(rounds_table(project_status(ws.engine, ws.name)))

@@ -193,7 +193,7 @@ def register(app: typer.Typer) -> None:
         cfg, _ = load_config(project)
         ws = Workspace(cfg, progress=make_progress())
         ws.ensure_project()
-        scan = scan_source(cfg.pool.source, ws.work_dir, ws.progress)
+        scan = scan_source(cfg.pool.source, ws.work_dir, ws.progress, wait=False)
         report = import_pool(ws.engine, ws.name, scan, test_fraction=cfg.pool.test_fraction, progress=ws.progress)
         console.print(f"Imported into {ws.name!r}: {report.summary()}.")
         console.print(f"Label set ({len(report.labels)}): {', '.join(report.labels)}")

@@ -139,6 +139,8 @@ class VectorScan:
         Quarantined rows (NaN/inf values, null vectors) and why; the other rows are readable.
     label_names : list of str or None
         Label order the source defines, if any.
+    pending : object or None
+        The stored matrix's copy while it still runs (see :meth:`wait_stored`).
     """
 
     path: str
@@ -150,9 +152,17 @@ class VectorScan:
     reasons: dict[int, str] = field(default_factory=dict)
     label_names: list[str] | None = None
     kind: SampleKind = "vector"
+    pending: Any = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def wait_stored(self) -> None:
+        """Return once the stored matrix is complete on disk under :attr:`path` (a scan with
+        ``wait=False`` returns while it is still being copied); raise the copy's error."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.wait()
 
     def hashes(self, rows: NDArray[np.intp]) -> list[str]:
         """The hex ``content_hash`` of the given rows."""

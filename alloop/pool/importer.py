@@ -30,6 +30,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -434,6 +435,7 @@ def import_pool(
         another import of the project running at the same time (nothing is written).
     """
     report = ImportReport()
+    stored = scan if isinstance(scan, VectorScan) else None
     try:
         with session_scope(engine) as s:
             project = get_project(s, project_name)
@@ -460,6 +462,8 @@ def import_pool(
                 _write_batches(writer, batches, bar, overlap=empty)
             report.write_method = "copy" if "copy" in writer.methods else next(iter(writer.methods), None)
             inserted = writer.inserted
+            if stored is not None:  # the rows point at the stored matrix: it is on disk before they commit
+                stored.wait_stored()
     except IntegrityError as exc:
         if not _concurrent_import(exc):
             raise
@@ -476,6 +480,10 @@ def import_pool(
             f"Run `alloop import` again when it is done (a long import of the same project finishes "
             f"first). ({exc.orig})"
         ) from None
+    finally:
+        if stored is not None and stored.pending is not None:  # failed before the commit: let the copy end
+            with suppress(Exception):
+                stored.wait_stored()
     if report.write_method is not None:
         how = "COPY" if report.write_method == "copy" else "executemany"
         logger.info("Wrote %d new samples with %s", inserted, how)

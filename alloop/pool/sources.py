@@ -32,7 +32,7 @@ def _scanner(kind: str) -> Callable[..., Scan]:
     return getattr(import_module(module), func)
 
 
-def scan_source(source: Any, work_dir: Path, progress: Progress = NULL_PROGRESS) -> Scan:
+def scan_source(source: Any, work_dir: Path, progress: Progress = NULL_PROGRESS, *, wait: bool = True) -> Scan:
     """Scan ``source`` with the scanner of its ``type``.
 
     Parameters
@@ -42,6 +42,10 @@ def scan_source(source: Any, work_dir: Path, progress: Progress = NULL_PROGRESS)
     work_dir : Path
         The project's work directory (vector matrices and bundled images are written below it).
     progress : Progress
+    wait : bool
+        False: a vector source may return while its matrix is still being copied
+        (:func:`~alloop.pool.vectors.scan_vectors`); :func:`~alloop.pool.importer.import_pool`
+        waits for it before it commits.
 
     Returns
     -------
@@ -61,4 +65,6 @@ def scan_source(source: Any, work_dir: Path, progress: Progress = NULL_PROGRESS)
             f"Unknown pool source type {kind!r}. Known types: {', '.join(SCANNERS)} "
             "(`type` in [pool.source] of alloop.toml)."
         )
+    if kind == "vectors" and not wait:
+        return _scanner(kind)(source, Path(work_dir), progress, wait=False)
     return _scanner(kind)(source, Path(work_dir), progress)

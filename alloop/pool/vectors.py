@@ -17,6 +17,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from pathlib import Path
 from typing import BinaryIO
 
@@ -91,6 +92,11 @@ class _Rows:
     def chunks(self, rows: int) -> Iterator[NDArray[np.float32]]:
         raise NotImplementedError
 
+    def raw_bytes(self) -> tuple[Path, int] | None:
+        """``(file, offset)`` when the rows are already the stored float32 bytes, contiguous in a
+        file from ``offset`` (then the store is a plain file copy); None otherwise."""
+        return None
+
 
 class _ArrayRows(_Rows):
     """Rows of an array in memory (or memory-mapped)."""
@@ -124,6 +130,10 @@ class _NpyRows(_Rows):
                         "the file is truncated. Save the matrix again (numpy.save)."
                     )
                 yield _float32(buf)
+
+    def raw_bytes(self) -> tuple[Path, int] | None:
+        native_f32 = self.dtype == np.dtype(np.float32) and self.dtype.isnative
+        return (self.path, self.offset) if native_f32 else None
 
 
 def _chunk_rows(dim: int) -> int:
@@ -226,22 +236,92 @@ def _maybe_stored(work_dir: Path, n: int, dim: int) -> bool:
     return any(_stored_shape(p) == (n, dim) for p in (Path(work_dir) / "pool").glob("vectors-*.npy"))
 
 
+class _PendingStore:
+    """A stored matrix being copied to a temporary file in a background thread; :meth:`wait`
+    returns once it is synced to disk under its content name (or raises the copy's error)."""
+
+    def __init__(self, future: Future[None], tmp: Path, target: Path, n: int, dim: int) -> None:
+        self.future, self.tmp, self.target, self.n, self.dim = future, tmp, target, n, dim
+        self.done = False
+
+    def wait(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.future.result()
+            if not _already_stored(self.target, self.n, self.dim):
+                os.replace(self.tmp, self.target)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _copy_raw(src: Path, offset: int, nbytes: int, tmp: Path, header: bytes) -> None:
+    """Write ``header`` then ``nbytes`` of ``src`` from ``offset`` to ``tmp``, and sync it: a copy in
+    the kernel (:func:`os.copy_file_range`, no bytes through Python) where the file system allows."""
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        fout.write(header)
+        fout.flush()
+        copied = 0
+        try:
+            while copied < nbytes:
+                k = os.copy_file_range(fin.fileno(), fout.fileno(), min(nbytes - copied, 1 << 30), offset + copied)
+                if k == 0:
+                    break
+                copied += k
+        except OSError:  # no in-kernel copy between these files (another file system, an old kernel)
+            fout.seek(len(header) + copied)
+            fin.seek(offset + copied)
+            while copied < nbytes and (block := fin.read(min(CHUNK_BYTES, nbytes - copied))):
+                fout.write(block)
+                copied += len(block)
+        if copied != nbytes:
+            raise PoolImportError(
+                f"{src} ended after {copied} of the {nbytes} bytes of vectors its header announces while "
+                "it was copied: the file is truncated, or was changed during the import. Save it again "
+                "(numpy.save) and import again."
+            )
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
 def _hash_and_store(
-    rows: _Rows, reasons: dict[int, str], work_dir: Path, progress: Progress
-) -> tuple[str, NDArray[np.uint8]]:
-    """Hash the rows and store them; the stored file (relative path) and the row digests.
+    rows: _Rows, reasons: dict[int, str], work_dir: Path, progress: Progress, *, wait: bool = True
+) -> tuple[str, NDArray[np.uint8], _PendingStore | None]:
+    """Hash the rows and store them; the stored file (relative path), the row digests, and the
+    copy still running when ``wait`` is false (None when the file is complete).
 
     A first import reads the source once: the rows are written to a temporary file while they
-    are hashed, which takes the content's name at the end. When a stored matrix of the same
-    shape exists (a re-import, most likely), the rows are hashed first and written (a second
-    read) only if their file is not there.
+    are hashed, which takes the content's name at the end. A ``.npy`` source whose bytes are
+    already the stored float32 rows is copied by the kernel in a second thread instead, while
+    this one hashes (with ``wait=False`` the copy goes on after this returns: the importer
+    waits for it before it commits). When a stored matrix of the same shape exists (a
+    re-import, most likely), the rows are hashed first and written (a second read) only if
+    their file is not there.
     """
     if _maybe_stored(work_dir, rows.n, rows.dim):
         digest, digests = _hash_rows(rows, reasons, progress)
-        return _store_rows(rows, digest, work_dir, progress), digests
+        return _store_rows(rows, digest, work_dir, progress), digests, None
     pool = Path(work_dir) / "pool"
     pool.mkdir(parents=True, exist_ok=True)
     tmp = pool / f".vectors-{uuid.uuid4().hex}.tmp"
+    raw = rows.raw_bytes()
+    if raw is not None:
+        copier = ThreadPoolExecutor(1, thread_name_prefix="alloop-store")
+        job = copier.submit(_copy_raw, raw[0], raw[1], 4 * rows.n * rows.dim, tmp, _npy_header(rows.n, rows.dim))
+        copier.shutdown(wait=False)
+        try:
+            digest, digests = _hash_rows(rows, reasons, progress)
+        except BaseException:
+            wait_all([job])
+            tmp.unlink(missing_ok=True)
+            raise
+        rel = f"pool/vectors-{digest[:16]}.npy"
+        pending = _PendingStore(job, tmp, Path(work_dir) / rel, rows.n, rows.dim)
+        if wait:
+            pending.wait()
+            return rel, digests, None
+        return rel, digests, pending
     try:
         with open(tmp, "wb") as fh:
             fh.write(_npy_header(rows.n, rows.dim))
@@ -253,7 +333,7 @@ def _hash_and_store(
             os.replace(tmp, Path(work_dir) / rel)
     finally:
         tmp.unlink(missing_ok=True)
-    return rel, digests
+    return rel, digests, None
 
 
 def _scan_rows(
@@ -266,9 +346,10 @@ def _scan_rows(
     label_names: list[str] | None,
     reasons: dict[int, str] | None,
     progress: Progress,
+    wait: bool = True,
 ) -> VectorScan:
     reasons = dict(reasons or {})
-    rel, digests = _hash_and_store(rows, reasons, work_dir, progress)
+    rel, digests, pending = _hash_and_store(rows, reasons, work_dir, progress, wait=wait)
     reasons = dict(sorted(reasons.items()))
     if reasons:
         logger.info(
@@ -279,7 +360,7 @@ def _scan_rows(
         label_names = sorted(label_values) or None
     return VectorScan(
         path=rel, dim=rows.dim, keys=keys, digests=digests, label_codes=label_codes,
-        label_values=label_values, reasons=reasons, label_names=label_names,
+        label_values=label_values, reasons=reasons, label_names=label_names, pending=pending,
     )
 
 
@@ -466,7 +547,7 @@ def _read_npy_source(
 
 
 def scan_vectors(
-    source: VectorSource, work_dir: Path, progress: Progress = NULL_PROGRESS
+    source: VectorSource, work_dir: Path, progress: Progress = NULL_PROGRESS, *, wait: bool = True
 ) -> VectorScan:
     """Read a ``.npy`` matrix or a ``.parquet`` table of vectors, as columns.
 
@@ -482,6 +563,10 @@ def scan_vectors(
         The matrix is copied to ``<work_dir>/pool/vectors-<hash>.npy`` (float32), unless that
         file is already there.
     progress : Progress
+    wait : bool
+        False: return as soon as the rows are hashed, while a float32 ``.npy`` is still being
+        copied in the background (:meth:`~alloop.pool.base.VectorScan.wait_stored`, which
+        :func:`~alloop.pool.importer.import_pool` calls before it commits).
 
     Returns
     -------
@@ -490,8 +575,8 @@ def scan_vectors(
 
     Notes
     -----
-    A ``.npy`` matrix in C order is read in chunks of about 32 MiB (twice when the stored copy
-    is written: once to hash it, once to write it), so memory holds the per-row digests
+    A ``.npy`` matrix in C order is read in chunks of about 32 MiB (a float32 one is copied
+    by the kernel meanwhile, :func:`os.copy_file_range`), so memory holds the per-row digests
     (32 bytes a row), the keys and label codes, not the matrix. Other inputs (parquet,
     Fortran-order ``.npy``) are loaded whole.
 
@@ -512,4 +597,5 @@ def scan_vectors(
         rows = _ArrayRows(matrix)
         labels = encode_labels(label_list) if label_list is not None else None
     codes, values = labels if labels is not None else (None, [])
-    return _scan_rows(rows, keys, codes, values, work_dir, label_names=None, reasons=reasons, progress=progress)
+    return _scan_rows(rows, keys, codes, values, work_dir, label_names=None, reasons=reasons, progress=progress,
+                      wait=wait)

@@ -345,3 +345,65 @@ def test_a_sqlite_database_held_by_another_process_gives_a_clear_error(tmp_path:
         holder.close()
     assert samples(engine) == {} and vector_files(engine) == []
     engine.dispose()
+
+
+def test_a_float32_npy_copied_in_the_background_is_on_disk_before_the_import_commits(engine, tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    x = matrix(3000, 16, seed=4)
+    np.save(tmp_path / "a.npy", x)
+    (tmp_path / "y.txt").write_text("\n".join(labels(3000)) + "\n")
+    work = tmp_path / "work"
+    scan = scan_vectors(VectorSource(path=tmp_path / "a.npy", labels_path=tmp_path / "y.txt"), work, wait=False)
+    assert scan.pending is not None  # the copy was handed to a second thread
+    stored = work / scan.path
+    seen: list[bytes] = []
+
+    def at_commit(conn) -> None:
+        seen.append(stored.read_bytes())  # raises if the file is not there yet
+
+    event.listen(engine, "commit", at_commit)
+    try:
+        report = import_pool(engine, "p", scan, test_fraction=0)
+    finally:
+        event.remove(engine, "commit", at_commit)
+    assert report.added == 3000 and scan.pending is None
+    assert seen and seen[-1] == (tmp_path / "a.npy").read_bytes()  # byte for byte the source, at the commit
+    assert sorted(p.name for p in (work / "pool").iterdir()) == [stored.name]  # no temporary left
+    assert np.array_equal(vector_store(engine, samples(engine)["row-000000"].project_id, work).take(
+        np.arange(3000)), x)
+
+
+def test_without_an_in_kernel_copy_the_rows_are_copied_through_python(engine, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    import errno
+    import os
+
+    def refuse(*args, **kwargs):  # what the kernel answers between two file systems it cannot copy across
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    x = matrix(700, 8, seed=5)
+    np.save(tmp_path / "a.npy", x)
+    (tmp_path / "y.txt").write_text("\n".join(labels(700)) + "\n")
+    scan = scan_vectors(VectorSource(path=tmp_path / "a.npy", labels_path=tmp_path / "y.txt"), tmp_path / "work",
+                        wait=False)
+    assert import_pool(engine, "p", scan, test_fraction=0).added == 700
+    assert (tmp_path / "work" / scan.path).read_bytes() == (tmp_path / "a.npy").read_bytes()
+
+
+def test_an_import_refused_while_the_copy_runs_leaves_no_temporary_file(engine, tmp_path: Path) -> None:
+    with session_scope(engine) as s:
+        project = s.exec(select(Project)).one()
+        project.labels = ["a", "b"]
+        s.add(project)
+    np.save(tmp_path / "a.npy", matrix(900, 8, seed=6))
+    (tmp_path / "y.txt").write_text("\n".join(["a", "b", "zebra"] * 300) + "\n")
+    scan = scan_vectors(VectorSource(path=tmp_path / "a.npy", labels_path=tmp_path / "y.txt"), tmp_path / "work",
+                        wait=False)
+    with pytest.raises(PoolImportError, match="zebra"):
+        import_pool(engine, "p", scan, test_fraction=0)
+    assert samples(engine) == {} and scan.pending is None
+    names = [p.name for p in (tmp_path / "work" / "pool").iterdir()]
+    assert names == [Path(scan.path).name]  # the copy ended under its content name; no temporary left
+    assert (tmp_path / "work" / scan.path).read_bytes() == (tmp_path / "a.npy").read_bytes()
