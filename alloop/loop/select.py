@@ -81,6 +81,7 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         keys=keys,
         extras=extras,
         backend=ws.backend if strategy.uses_backend else None,
+        n_classes=len(project.labels) or None,
     )
     sel = strategy.select(ctx, rnd.budget)
     picked = ids[sel.positions]

@@ -95,6 +95,8 @@ class SelectionContext:
         The project's execution backend (``[execution]``), given to strategies that set
         ``uses_backend``: they may run per-shard work on it (the distributed k-center greedy).
         None: everything runs in this process.
+    n_classes : int, optional
+        The project's number of classes (the label set's size), when known.
     """
 
     n_samples: int
@@ -107,6 +109,7 @@ class SelectionContext:
     keys: NDArray[np.str_] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     backend: Backend | None = None
+    n_classes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("candidates", "labeled"):

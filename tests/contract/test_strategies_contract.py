@@ -68,7 +68,7 @@ def make_ctx(cls: type[Strategy], seed: int = 0, candidates=CANDIDATES, labeled=
         target[req] = BUILDERS[req](data_rng)
     return SelectionContext(N, np.asarray(candidates, dtype=np.int64),
                             np.asarray(labeled, dtype=np.int64), np.random.default_rng(seed),
-                            extras=extras, **arrays)
+                            extras=extras, n_classes=N_CLASSES, **arrays)
 
 
 @pytest.fixture(params=NAMES)
