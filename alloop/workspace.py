@@ -257,6 +257,8 @@ class Workspace:
         """Build every configured component once, so a bad name or parameter fails before any work."""
         for component in ("encoder", "strategy", "cold_start", "connector", "learner_kind"):
             getattr(self, component)
+        if "penultimate" in self.strategy.requires:
+            self._check_penultimate()
         proposals = self.config.proposals
         if proposals is not None and proposals.source == "model" and self.learner_kind != "external":
             from alloop.errors import ConfigError
@@ -272,6 +274,23 @@ class Workspace:
         elif (self.learner_kind == "features" and "teacher" in self.new_learner().requires) \
                 or self.config.teacher is not None:
             _ = self.teacher
+
+    def _check_penultimate(self) -> None:
+        """The strategy needs the model's penultimate features: the learner must give them."""
+        learner = self.new_learner() if self.learner_kind != "none" else None
+        if learner is not None and getattr(learner, "gives_penultimate", False) is True:
+            return
+        from alloop.errors import ConfigError
+
+        what = self.config.learner.name
+        if what == "sklearn":
+            what += f" ({self.config.learner.params.get('estimator', 'the default estimator')})"
+        raise ConfigError(
+            f"Strategy {self.config.strategy.name!r} needs the model's penultimate features (the input of its "
+            f"last, linear layer) to build gradient embeddings, and the learner {what} cannot give them. "
+            "Learners that can: sklearn with a linear model (sklearn.linear_model.LogisticRegression, "
+            "SGDClassifier with loss = \"log_loss\") or sklearn.neural_network.MLPClassifier, and kd_student."
+        )
 
     def reference_labels(self, keys: Sequence[str]) -> dict[str, str | None]:
         """Known labels by sample key (for the simulated annotator)."""

@@ -201,6 +201,16 @@ class KDStudentLearner:
     def embed(self, X: np.ndarray) -> np.ndarray | None:
         return None  # the heads sit on the frozen features: those are the student's features
 
+    #: :meth:`penultimate` answers
+    gives_penultimate = True
+
+    def penultimate(self, X: np.ndarray) -> np.ndarray:
+        """The input of the heads: the features standardised as in training."""
+        if self.state_ is None:
+            raise NotFittedError("kd_student.penultimate called before fit.")
+        st = self.state_
+        return np.asarray((X - st["mean"]) / st["std"], dtype=np.float64)
+
     def save(self, file: BinaryIO) -> None:
         import torch
 

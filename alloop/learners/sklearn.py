@@ -115,6 +115,34 @@ class SklearnLearner:
     def embed(self, X: np.ndarray) -> np.ndarray | None:
         return None
 
+    @property
+    def gives_penultimate(self) -> bool:
+        """Whether :meth:`penultimate` can answer: a linear model (``sklearn.linear_model``) or an
+        ``MLPClassifier``."""
+        return self._cls.__module__.startswith("sklearn.linear_model") or self._cls.__name__ == "MLPClassifier"
+
+    def penultimate(self, X: np.ndarray) -> np.ndarray | None:
+        """The input of the model's last layer: the features after the pipeline's preprocessing
+        for a linear model, the last hidden layer's activations for an ``MLPClassifier``; None
+        for other models."""
+        if self.model_ is None:
+            raise NotFittedError("SklearnLearner.penultimate called before fit.")
+        if not self.gives_penultimate:
+            return None
+        steps = getattr(self.model_, "steps", None)
+        final = steps[-1][1] if steps else self.model_
+        h = np.asarray(X, dtype=np.float64)
+        for _, step in (steps or [])[:-1]:
+            h = step.transform(h)
+        if self._cls.__name__ == "MLPClassifier":
+            from sklearn.neural_network._base import ACTIVATIONS
+
+            act = ACTIVATIONS[final.activation]  # in place
+            for W, b in zip(final.coefs_[:-1], final.intercepts_[:-1]):
+                h = h @ W + b
+                act(h)
+        return np.asarray(h)
+
     def save(self, file: BinaryIO) -> None:
         import joblib
 

@@ -141,6 +141,9 @@ class RoundScores:
         The scored samples' vector-store rows (``-1``: none), so that selection reads the scored
         set from here instead of listing the pool from the database again. Absent in scores
         written before it was kept.
+    penultimate : ndarray of shape (n, d), float32, optional
+        The model's penultimate features (the input of its last layer), for strategies that
+        declare ``"penultimate"`` (BADGE's gradient embeddings).
     """
 
     sample_ids: NDArray[np.int64]
@@ -148,6 +151,7 @@ class RoundScores:
     embeddings: NDArray[np.float32] | None = None
     objects: ObjectColumns | None = None
     sample_rows: NDArray[np.int64] | None = None
+    penultimate: NDArray[np.float32] | None = None
 
     def __len__(self) -> int:
         return int(self.sample_ids.shape[0])
@@ -161,6 +165,7 @@ class RoundScores:
             embeddings=None if self.embeddings is None else self.embeddings[keep],
             objects=None if self.objects is None else self.objects.on(keep),
             sample_rows=None if self.sample_rows is None else self.sample_rows[keep],
+            penultimate=None if self.penultimate is None else self.penultimate[keep],
         )
 
     # -- the files -----------------------------------------------------------------------------
@@ -174,6 +179,8 @@ class RoundScores:
             w.put("proba", np.asarray(self.proba, dtype=np.float32))
         if self.embeddings is not None:
             w.put("embeddings", np.asarray(self.embeddings, dtype=np.float32))
+        if self.penultimate is not None:
+            w.put("penultimate", np.asarray(self.penultimate, dtype=np.float32))
         if self.objects is not None:
             o = self.objects
             columns: dict[str, NDArray[Any]] = dict(obj_image=o.image, obj_label=o.label, obj_score=o.score,
@@ -186,11 +193,11 @@ class RoundScores:
     def load(cls, path: Path) -> RoundScores:
         """Read the folder; large ``proba`` and ``embeddings`` memory-mapped (read-only)."""
         a = {f.stem: np.load(f, allow_pickle=False, mmap_mode="r" if (
-                 f.stem in ("proba", "embeddings") and f.stat().st_size > MMAP_BYTES) else None)
+                 f.stem in ("proba", "embeddings", "penultimate") and f.stat().st_size > MMAP_BYTES) else None)
              for f in Path(path).glob("*.npy")}
         objects = None
         if "obj_image" in a:
             objects = ObjectColumns(image=a["obj_image"], label=a["obj_label"], score=a["obj_score"],
                                     box=a["obj_box"], features=a["obj_features"])
         return cls(sample_ids=a["sample_ids"], proba=a.get("proba"), embeddings=a.get("embeddings"),
-                   objects=objects, sample_rows=a.get("sample_rows"))
+                   objects=objects, sample_rows=a.get("sample_rows"), penultimate=a.get("penultimate"))

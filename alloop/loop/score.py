@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlmodel import Session
 
+from alloop.errors import ConfigError
 from alloop.features.store import VectorFileInfo, VectorStore
 from alloop.loop.artifacts import ObjectColumns, RoundScores, ScoresWriter, scores_path
 from alloop.loop.env import StepEnv, result
@@ -43,7 +44,8 @@ def score(env: StepEnv, rnd: Round) -> TickResult:
             objects = _objects(env, project, pool, model, features="objects" in strategy.requires)
         RoundScores(sample_ids=pool.ids, proba=proba, objects=objects, sample_rows=pool.rows).save(path)
     elif model is not None and len(pool):
-        pool = _stream(env, project, pool, model, "embeddings" in strategy.requires, path)
+        pool = _stream(env, project, pool, model, "embeddings" in strategy.requires, path,
+                       penultimate="penultimate" in strategy.requires)
     else:
         if env.data.vector_store(project.id, pool) is None:  # type: ignore[arg-type]
             # encode (and quarantine what cannot be read) now, as a model would: a cold start never
@@ -68,20 +70,40 @@ class ScoreShard:
     files: tuple[VectorFileInfo, ...]
     rows: NDArray[np.int64]
     embed: bool
+    penultimate: bool = False
 
 
-def score_shard(shard: ScoreShard, model: Any) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
-    """The model's probabilities (and embeddings) of one shard (runs in a Ray task or in-process)."""
+_Scored = tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.float32] | None]
+
+
+def _predict(model: Any, X: NDArray[Any], embed: bool, penultimate: bool) -> _Scored:
+    """Probabilities, and embeddings and penultimate features when asked (float32)."""
+    p = np.asarray(model.predict_proba(X), dtype=np.float32)
+    e = model.embed(X) if embed else None
+    h = None
+    if penultimate:
+        give = getattr(model, "penultimate", None)
+        h = give(X) if give is not None else None
+        if h is None:
+            raise ConfigError(
+                f"The strategy needs the model's penultimate features, and this model ({type(model).__name__}) "
+                "gives none. Use a learner that does: sklearn with a linear model or MLPClassifier, or kd_student."
+            )
+    return p, None if e is None else np.asarray(e, dtype=np.float32), None if h is None else np.asarray(
+        h, dtype=np.float32)
+
+
+def score_shard(shard: ScoreShard, model: Any) -> _Scored:
+    """The model's probabilities (and embeddings, penultimate features) of one shard (runs in a
+    Ray task or in-process)."""
     store = VectorStore(Path(shard.work_dir), shard.files)
     view = store.contiguous(shard.rows)
     X = np.asarray(view) if view is not None else store.take(shard.rows)
-    p = np.asarray(model.predict_proba(X), dtype=np.float32)
-    e = model.embed(X) if shard.embed else None
-    return p, None if e is None else np.asarray(e, dtype=np.float32)
+    return _predict(model, X, shard.embed, shard.penultimate)
 
 
-def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embed: bool, path: Path
-            ) -> SampleArrays:
+def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embed: bool, path: Path, *,
+            penultimate: bool = False) -> SampleArrays:
     """Predict shard by shard into the score files; returns the samples scored.
 
     A vectors pool is scored by the execution backend (in-process, or Ray tasks that read the
@@ -97,10 +119,11 @@ def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embe
     rows = np.empty(n, dtype=np.int64)
     done = 0
 
-    def put(part: SampleArrays, p: NDArray[np.float32], e: NDArray[np.float32] | None) -> None:
+    def put(part: SampleArrays, p: NDArray[np.float32], e: NDArray[np.float32] | None,
+            h: NDArray[np.float32] | None) -> None:
         nonlocal done
         m = len(part)
-        for name, arr in (("proba", p), ("embeddings", e)):
+        for name, arr in (("proba", p), ("embeddings", e), ("penultimate", h)):
             if arr is not None:
                 if name not in out:
                     out[name] = writer.array(name, (n, arr.shape[1]), np.float32)
@@ -120,17 +143,16 @@ def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embe
                 for w0 in range(0, n, wave):
                     starts = range(w0, min(w0 + wave, n), shard_rows)
                     parts = [pool.take(slice(a, min(a + shard_rows, n))) for a in starts]
-                    shards = [ScoreShard(str(env.ws.work_dir), files, part.rows, embed) for part in parts]
+                    shards = [ScoreShard(str(env.ws.work_dir), files, part.rows, embed, penultimate)
+                              for part in parts]
                     results = backend.map_shards(score_shard, shards, shared=model, what="Scoring shards")
-                    for part, (p, e) in zip(parts, results):
-                        put(part, p, e)
+                    for part, scored in zip(parts, results):
+                        put(part, *scored)
                         bar.advance(len(part))
             else:
                 for part, X in env.data.chunks(project.id, pool, shard_rows):  # type: ignore[arg-type]
                     if len(part):
-                        e = model.embed(X) if embed else None
-                        put(part, np.asarray(model.predict_proba(X), dtype=np.float32),
-                            None if e is None else np.asarray(e, dtype=np.float32))
+                        put(part, *_predict(model, X, embed, penultimate))
                         bar.advance(len(part))
             if done < n:  # some samples could not be read (quarantined): keep the rows scored
                 for name, arr in out.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from sqlalchemy import insert
@@ -64,12 +65,14 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
     if "keys" in strategy.requires:
         recs = sample_records(ws.engine, ids, ("key",))
         keys = np.array([recs[int(i)][0] for i in ids], dtype=object)
-    extras = {}
+    extras: dict[str, Any] = {}
     if scores.objects is not None:
         from alloop.strategies.objects import ObjectSet
 
         o = scores.objects
         extras["objects"] = ObjectSet(image=o.image, label=o.label, score=o.score, features=o.features, box=o.box)
+    if scores.penultimate is not None:
+        extras["penultimate"] = scores.penultimate
     ctx = SelectionContext(
         n_samples=n,
         candidates=np.flatnonzero(~members(ids, chosen)),

@@ -76,6 +76,11 @@ class FeatureLearner(Protocol):
         """Model features of shape (n, k) for embedding-based strategies, or None to use ``X``."""
         ...
 
+    # Optional, for strategies that declare "penultimate" (BADGE): a ``gives_penultimate``
+    # attribute (True when the model has a last linear layer whose input it can give) and
+    # ``penultimate(X)``, that input of shape (n, d). A learner without them is refused for
+    # such strategies when the project is loaded.
+
     def save(self, file: BinaryIO) -> None:
         """Write the fitted model to a binary file object (read back by ``load``)."""
         ...

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from alloop.execution.base import Backend
 
 #: The arrays a strategy may ask for.
-KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "keys", "objects"})
+KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "keys", "objects", "penultimate"})
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ class SelectionContext:
         The stable sample key of every position; only for strategies that declare ``"keys"`` in
         ``requires`` (loading millions of keys costs time and memory the others do not need).
     extras : dict
-        Anything else a plugin strategy needs (e.g. object proposals); keyed by requirement.
+        Anything else a strategy needs, keyed by requirement: ``"objects"`` (object proposals),
+        ``"penultimate"`` (the model's penultimate features, ``(n_samples, d)``, for BADGE).
     backend : Backend, optional
         The project's execution backend (``[execution]``), given to strategies that set
         ``uses_backend``: they may run per-shard work on it (the distributed k-center greedy).

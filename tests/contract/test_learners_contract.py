@@ -229,6 +229,12 @@ def test_fit_returns_itself_and_proba_has_a_column_per_class(cfg):
     assert (p[seen].argmax(axis=1) == DATA["y_test"][seen]).mean() > 0.6
     emb = learner.embed(DATA["X_test"])
     assert emb is None or (emb.ndim == 2 and emb.shape[0] == len(DATA["X_test"]) and np.isfinite(emb).all())
+    # penultimate features (BADGE): only from a learner that says it gives them, one row per sample
+    gives = getattr(learner, "gives_penultimate", False)
+    assert gives in (True, False)
+    if gives:
+        h = learner.penultimate(DATA["X_test"])
+        assert h.ndim == 2 and h.shape[0] == len(DATA["X_test"]) and np.isfinite(h).all()
 
 
 @pytest.mark.parametrize("cfg", feature_configs())

@@ -52,6 +52,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator], Any]] = {
     "labels": _labels,
     "objects": _objects,
     "keys": lambda rng: np.array([f"sample-{i:04d}" for i in range(N)], dtype=object),
+    "penultimate": lambda rng: rng.standard_normal((N, N_FEATURES)),
 }
 
 

@@ -34,3 +34,56 @@ def test_typiclust_cold_start_then_probcover_cover_the_classes(tmp_path):
     assert {label[k] for k in rounds[0][1]} == {"setosa", "versicolor", "virginica"}
     assert len(rounds[1][1]) == 4 and not set(rounds[0][1]) & set(rounds[1][1])
     ws.close()
+
+
+def test_badge_in_the_loop_picks_from_the_saved_probabilities_and_penultimate_features(tmp_path):
+    """Breast cancer, scaled logistic regression: round 1's picks are badge_select over the round's
+    saved scores (probabilities and the scaled features) with the round's seed."""
+    import numpy as np
+
+    from alloop.loop.artifacts import RoundScores, scores_path
+    from alloop.rng import derive_rng
+    from alloop.strategies.badge import badge_select
+
+    pf = write_project(
+        tmp_path / "p",
+        pool={"source": {"type": "bundled", "name": "breast_cancer"}, "test_fraction": 0.2},
+        features={"name": "vector"},
+        learner={"name": "sklearn", "params": {"scale": True}},
+        strategy={"name": "badge"},
+        loop={"initial_size": 10, "batch_size": 8, "max_rounds": 2},
+    )
+    ws = open_workspace(pf)
+    ws.validate()
+    assert Controller(ws).run()[-1].finished
+    with session_scope(ws.engine) as s:
+        r1 = s.exec(select(Round).where(Round.number == 1)).one()
+        picked = s.exec(select(Selection.sample_id).where(Selection.round_id == r1.id)
+                        .order_by(Selection.rank)).all()
+        before = set(s.exec(select(Selection.sample_id).where(Selection.round_id != r1.id)).all())
+    assert r1.strategy == "badge"
+    scores = RoundScores.load(scores_path(ws.work_dir, 1))
+    assert scores.penultimate is not None and scores.penultimate.shape == (len(scores), 30)
+    cand = np.flatnonzero(~np.isin(scores.sample_ids, list(before)))
+    want, _ = badge_select(scores.proba, scores.penultimate, 8, candidates=cand,
+                           rng=derive_rng(ws.project().seed, "round", 1, "select"))
+    assert picked == scores.sample_ids[want].tolist()
+    ws.close()
+
+
+def test_a_learner_without_penultimate_features_is_refused_for_badge(tmp_path):
+    import pytest
+
+    from alloop.errors import ConfigError
+
+    pf = write_project(
+        tmp_path / "p",
+        pool={"source": {"type": "bundled", "name": "iris"}, "test_fraction": 0.2},
+        features={"name": "vector"},
+        learner={"name": "sklearn", "params": {"estimator": "sklearn.ensemble.RandomForestClassifier", "params": {}}},
+        strategy={"name": "badge"},
+    )
+    ws = open_workspace(pf)
+    with pytest.raises(ConfigError, match="RandomForestClassifier.*cannot give them.*LogisticRegression"):
+        ws.validate()
+    ws.close()
