@@ -171,6 +171,19 @@ class LoopConfig(_Model):
     label since the round's model was trained."""
     retrain_after_s: float | None = Field(default=None, gt=0)
     """Close the round early once its model is this many seconds old and at least one new label arrived."""
+    stop_kappa: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Stabilizing predictions: stop once the mean Cohen's kappa between successive models'
+    predictions on the stop set, over the last ``stop_window`` pairs, reaches this (0.99 in the
+    paper). See :mod:`alloop.loop.stopping`."""
+    stop_window: int = Field(default=3, ge=1)
+    """Model pairs ``stop_kappa`` averages over."""
+    stop_uncertainty: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Overall uncertainty: stop once the stop set's mean normalised prediction entropy falls below this (0.05)."""
+    stop_set_size: int = Field(default=1000, ge=10)
+    """Unlabeled pool samples the stopping rules measure the models on (drawn once, seeded)."""
+    track_stopping: bool = False
+    """Measure every round model on the stop set even when no stopping rule is set (``alloop status``
+    shows the measures; ``alloop simulate --stopping`` uses this)."""
 
 
 class ServeConfig(_Model):

@@ -72,6 +72,8 @@ def project_status(engine: Engine, name: str) -> dict[str, Any]:
                 "labeled": labeled.get(r.id, 0),
                 "train_labels": mv.n_labels if mv else 0,
                 "accuracy": mv.metrics.get(key) if mv else None,
+                "stop_kappa": mv.metrics.get("stop_kappa") if mv else None,
+                "stop_uncertainty": mv.metrics.get("stop_uncertainty") if mv else None,
                 "attempt": r.attempt,
                 "last_error": r.last_error,
                 "created_at": r.created_at.isoformat(),

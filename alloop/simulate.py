@@ -52,6 +52,9 @@ class SimulationSpec:
     initial_per_class: bool = False
     """Start from one random labeled example per class (the ActiveKD/PCoreSet protocol) instead
     of ``initial_size`` random ones; uses the known labels to pick them (simulation only)."""
+    stopping: bool = False
+    """Measure every round model on the stop set (:mod:`alloop.loop.stopping`) without stopping,
+    to report where each stopping rule would have stopped (:meth:`SimulationResult.stopping_table`)."""
 
 
 @dataclass
@@ -62,6 +65,9 @@ class RunResult:
     accuracy: list[float]
     aubc: float
     seconds: float
+    stop: list[dict[str, float]] = field(default_factory=list)
+    """Per point of the curve, the model's stop-set measures (``stop_kappa``, ``stop_uncertainty``)
+    when the run measured them."""
     warnings: list[SeenWarning] = field(default_factory=list, repr=False)
     """Distinct warnings raised by user code during the run (reported once by :func:`simulate`)."""
 
@@ -98,9 +104,77 @@ class SimulationResult:
             )
         return sorted(rows, key=lambda r: -r["aubc_mean"])
 
+    def labels_saved(self, reference: str = "random") -> list[dict[str, Any]]:
+        """Per strategy, paired by seed with ``reference``: the labels it needed to reach the
+        accuracy ``reference`` reached with all its labels (its last point), and so the labels
+        saved (``reference``'s final labels minus those), with a 95% t-interval over the seeds
+        that reached it. A seed that never reached it counts in ``not_reached``; a negative saving
+        means more labels than the reference needed."""
+        from scipy import stats
+
+        ref = {r.seed: r for r in self.runs if r.strategy == reference}
+        rows = []
+        for name, runs in self.by_strategy().items():
+            if name == reference or not ref:
+                continue
+            saved, missed = [], 0
+            for run in runs:
+                base = ref.get(run.seed)
+                if base is None:
+                    continue
+                target = base.accuracy[-1]
+                needed = next((n for n, a in zip(run.n_labels, run.accuracy) if a >= target), None)
+                if needed is None:
+                    missed += 1
+                else:
+                    saved.append(base.n_labels[-1] - needed)
+            row: dict[str, Any] = {"strategy": name, "reference": reference, "paired_seeds": len(saved) + missed,
+                                   "reached": len(saved), "not_reached": missed, "saved_mean": None,
+                                   "saved_low": None, "saved_high": None}
+            if saved:
+                arr = np.asarray(saved, dtype=float)
+                row["saved_mean"] = float(arr.mean())
+                if arr.size > 1:
+                    half = float(stats.t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / np.sqrt(arr.size))
+                    row["saved_low"], row["saved_high"] = row["saved_mean"] - half, row["saved_mean"] + half
+            rows.append(row)
+        return rows
+
+    def stopping_table(self, kappa: float = 0.99, window: int = 3, uncertainty: float = 0.05) -> list[dict[str, Any]]:
+        """Where each stopping rule would have stopped each run (runs with stop-set measures):
+        mean labels then, mean accuracy then, mean accuracy given up against the run's last
+        point, and in how many runs the rule fired at all."""
+        from alloop.config import LoopConfig
+        from alloop.loop.stopping import stopping_reason
+
+        rules = {f"stabilizing predictions (kappa >= {kappa}, window {window})":
+                 LoopConfig(stop_kappa=kappa, stop_window=window),
+                 f"overall uncertainty (< {uncertainty})": LoopConfig(stop_uncertainty=uncertainty)}
+        rows = []
+        for name, runs in self.by_strategy().items():
+            runs = [r for r in runs if r.stop]
+            for rule, loop in rules.items():
+                at: list[tuple[int, float, float]] = []
+                for r in runs:
+                    for i in range(len(r.stop)):
+                        if stopping_reason(loop, r.stop[i::-1]) is not None:
+                            at.append((r.n_labels[i], r.accuracy[i], r.accuracy[-1] - r.accuracy[i]))
+                            break
+                if runs:
+                    rows.append({
+                        "strategy": name, "rule": rule, "runs": len(runs), "fired": len(at),
+                        "labels_mean": float(np.mean([a[0] for a in at])) if at else None,
+                        "accuracy_mean": float(np.mean([a[1] for a in at])) if at else None,
+                        "given_up_mean": float(np.mean([a[2] for a in at])) if at else None,
+                        "final_labels": int(runs[0].n_labels[-1]),
+                    })
+        return rows
+
     def to_json(self) -> dict[str, Any]:
         return {
             "table": self.table(),
+            "labels_saved": self.labels_saved(),
+            "stopping": self.stopping_table(),
             "runs": [{k: v for k, v in r.__dict__.items() if k != "warnings"} for r in self.runs],
         }
 
@@ -142,6 +216,9 @@ def _run_config(
             completion_fraction=1.0,
             completion_timeout_s=None,
             save_models=False,
+            stop_kappa=None,
+            stop_uncertainty=None,
+            track_stopping=spec.stopping,
         )
     )
     project = base.project.model_copy(update=dict(seed=seed, work_dir=work_dir, database="sqlite://"))
@@ -244,11 +321,13 @@ def run_one(
         Controller(ws, use_lock=False, warnings=seen, sole_writer=True).run(on_tick=drop_scores)
         with session_scope(engine) as s:
             models = s.exec(select(ModelVersion).order_by(col(ModelVersion.id))).all()
-        points = [(m.n_labels, m.metrics["accuracy"]) for m in models if "accuracy" in m.metrics]
+        points = [(m.n_labels, m.metrics["accuracy"], {k: v for k, v in m.metrics.items() if k.startswith("stop_")})
+                  for m in models if "accuracy" in m.metrics]
         engine.dispose()
     n, acc = [p[0] for p in points], [p[1] for p in points]
+    stop = [p[2] for p in points] if spec.stopping else []
     found = [replace(w, where=f"run {label}, seed {seed}, {w.where}") for w in seen.seen]
-    return RunResult(label, seed, n, acc, aubc(n, acc), time.perf_counter() - t0, found)
+    return RunResult(label, seed, n, acc, aubc(n, acc), time.perf_counter() - t0, stop, found)
 
 
 def run_label(cold_start: Component | None, strategy: Component) -> str:

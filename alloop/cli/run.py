@@ -44,21 +44,26 @@ def _short(status: dict[str, Any]) -> str:
 def rounds_table(status: dict[str, Any]) -> Any:
     from alloop.cli._ui import table
 
+    rounds = status["rounds"]
+    stops = any(r.get("stop_kappa") is not None or r.get("stop_uncertainty") is not None for r in rounds)
     rows = [
         (
             r["round"], r["state"], r["strategy"], r["selected"], r["pushed"],
             f"{r['resolved']}/{r['pushed']}", r["train_labels"], _fmt_acc(r["accuracy"]),
+            *((_fmt_acc(r.get("stop_kappa")), _fmt_acc(r.get("stop_uncertainty"))) if stops else ()),
         )
-        for r in status["rounds"]
+        for r in rounds
     ]
     final = status.get("final_model")
     if final:
-        rows.append(("final", "", "", "", "", "", final["n_labels"], _fmt_acc(final["accuracy"])))
-    return table(
-        f"Project {status['project']} - {status['status']} (labels/{_short(status)}: the round's model)",
-        ["round", "state", "strategy", "picked", "pushed", "done", "labels", _short(status)],
-        rows,
-    )
+        rows.append(("final", "", "", "", "", "", final["n_labels"], _fmt_acc(final["accuracy"]),
+                     *(("", "") if stops else ())))
+    columns = ["round", "state", "strategy", "picked", "pushed", "done", "labels", _short(status)]
+    title = f"Project {status['project']} - {status['status']} (labels/{_short(status)}: the round's model"
+    if stops:  # the stop set's measures (alloop.loop.stopping)
+        columns += ["kappa", "uncert."]
+        title += "; kappa with the previous model and mean uncertainty on the stop set"
+    return table(title + ")", columns, rows)
 
 
 def _workspace(project: Path | None) -> Any:

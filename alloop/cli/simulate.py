@@ -29,6 +29,41 @@ def simulation_table(result: Any) -> Any:
     )
 
 
+def saved_table(result: Any) -> Any:
+    from alloop.cli._ui import table
+
+    def num(v: Any) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    rows = [
+        (r["strategy"], f"{r['reached']}/{r['paired_seeds']}", num(r["saved_mean"]),
+         "-" if r["saved_low"] is None else f"{r['saved_low']:.1f} .. {r['saved_high']:.1f}")
+        for r in result.labels_saved()
+    ]
+    return table(
+        "Labels saved: labels each strategy needed to reach the accuracy random reached at the end, "
+        "against random's (paired by seed; 95% interval over the seeds that reached it)",
+        ["strategy", "reached", "saved", "95% interval"], rows,
+    )
+
+
+def stopping_table(result: Any) -> Any:
+    from alloop.cli._ui import table
+
+    def num(v: Any, f: str) -> str:
+        return "-" if v is None else format(v, f)
+
+    rows = [
+        (r["strategy"], r["rule"], f"{r['fired']}/{r['runs']}", num(r["labels_mean"], ".1f"),
+         num(r["accuracy_mean"], ".4f"), num(r["given_up_mean"], ".4f"), r["final_labels"])
+        for r in result.stopping_table()
+    ]
+    return table(
+        "Stopping without a test set: where each rule would have stopped (means over the runs where it fired)",
+        ["strategy", "rule", "fired", "labels", "accuracy", "given up", "of labels"], rows,
+    )
+
+
 def write_outputs(ws: Any, result: Any, out: Path | None, title: str) -> tuple[Path, Path]:
     from alloop.report import plot_simulation
 
@@ -60,6 +95,9 @@ def register(app: typer.Typer) -> None:
         noise: Annotated[float, typer.Option(help="Annotator noise rate.")] = 0.0,
         jobs: Annotated[int, typer.Option(help="Parallel processes (-1: all cores).")] = -1,
         out: Annotated[Optional[Path], typer.Option(help="Output folder (default: <work_dir>/simulate).")] = None,
+        stopping: Annotated[bool, typer.Option(
+            help="Measure each round's model on a stop set and report where the stopping rules "
+                 "(stabilizing predictions, overall uncertainty) would have stopped.")] = False,
     ) -> None:
         """Run the loop with the simulated annotator for each strategy and seed; AUBC table and figure."""
         from alloop.cli._ui import console
@@ -93,12 +131,17 @@ def register(app: typer.Typer) -> None:
             noise=noise,
             initial_per_class=initial_per_class,
             cold_starts=tuple(Component(name=n.strip()) for n in (cold_start or "").split(",") if n.strip()),
+            stopping=stopping,
         )
         ws = _workspace(project)
         try:
             ws.ensure_project()
             result = simulate(ws, spec, n_jobs=jobs, progress=ws.progress)
             console.print(simulation_table(result))
+            if result.labels_saved():
+                console.print(saved_table(result))
+            if stopping:
+                console.print(stopping_table(result))
             fig, data = write_outputs(ws, result, out, f"{ws.name}: {len(spec.seeds)} seeds")
         finally:
             ws.close()

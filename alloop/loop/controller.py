@@ -47,6 +47,7 @@ from alloop.store.queries import (
     current_round,
     get_project,
     latest_model,
+    recent_model_metrics,
     round_count,
 )
 from alloop.userwarnings import WarningLog, collecting
@@ -233,8 +234,12 @@ class Controller:
                     n_rounds, last = round_count(s, project.id)  # type: ignore[arg-type]
                 if loop.target_accuracy is not None:  # the latest model matters only for a target accuracy
                     model = latest_model(s, project.id)  # type: ignore[arg-type]
+        recent: list[dict[str, Any]] = []
+        if loop.stop_kappa is not None or loop.stop_uncertainty is not None:
+            with session_scope(self.ws.engine) as s:
+                recent = recent_model_metrics(s, project.id, loop.stop_window)  # type: ignore[arg-type]
         n_chosen, n_candidates = self.env.data.candidate_counts(project.id)  # type: ignore[arg-type]
-        reason = stop_reason(loop, n_rounds, n_chosen, n_candidates, model)
+        reason = stop_reason(loop, n_rounds, n_chosen, n_candidates, model, recent)
         if reason is not None:
             self._known = None  # the project row changes
             with collecting(self.warnings, "the final model"):

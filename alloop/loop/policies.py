@@ -6,10 +6,13 @@ so they give the same answer after a restart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from alloop.config import LoopConfig
 from alloop.errors import PoolExhaustedError
+from alloop.loop.stopping import stopping_reason
 from alloop.store.models import ModelVersion, utcnow
 
 
@@ -19,8 +22,12 @@ def stop_reason(
     n_selected: int,
     n_candidates: int,
     latest_model: ModelVersion | None,
+    recent_metrics: Sequence[Mapping[str, Any]] = (),
 ) -> str | None:
-    """Why the project should stop before creating another round, or None to go on."""
+    """Why the project should stop before creating another round, or None to go on.
+
+    ``recent_metrics``: the latest round models' metrics, latest first (at least ``stop_window``
+    of them when a stop-set rule is set, see :mod:`alloop.loop.stopping`)."""
     if loop.max_rounds is not None and n_rounds >= loop.max_rounds:
         return f"max_rounds reached ({n_rounds} rounds)"
     if loop.budget is not None and n_selected >= loop.budget:
@@ -29,6 +36,9 @@ def stop_reason(
         acc = latest_model.metrics.get("accuracy")
         if acc is not None and acc >= loop.target_accuracy:
             return f"target accuracy reached ({acc:.4f} >= {loop.target_accuracy})"
+    stable = stopping_reason(loop, recent_metrics)
+    if stable is not None:
+        return stable
     if n_candidates == 0:
         return "pool exhausted (every sample was selected)"
     return None

@@ -12,6 +12,7 @@ from alloop.loop.artifacts import model_stem
 from alloop.loop.env import StepEnv, result
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
+from alloop.loop.stopping import stop_metrics, tracks_stopping
 from alloop.metrics import headline
 from alloop.store.engine import session_scope
 from alloop.store.models import ModelVersion, Project, Round, table
@@ -26,6 +27,9 @@ def train(env: StepEnv, rnd: Round) -> TickResult:
     """Train the round's model (none yet with fewer than two labeled classes) and record it."""
     project = env.project()
     model, mv = env.models.train(project, ("round", rnd.number), model_stem(rnd.number))
+    loop = env.ws.config.loop
+    if mv is not None and model is not None and env.ws.learner_kind == "features" and tracks_stopping(loop):
+        mv.metrics = {**mv.metrics, **stop_metrics(env.data, project, loop, model, rnd.number, env.ws.work_dir)}
     with Session(env.ws.engine, expire_on_commit=False) as s:
         values: dict[str, Any] = {}
         if mv is not None:

@@ -147,6 +147,15 @@ def latest_model(session: Session, project_id: int) -> ModelVersion | None:
     ).first()
 
 
+def recent_model_metrics(session: Session, project_id: int, n: int) -> list[dict[str, Any]]:
+    """The metrics of the ``n`` latest round models (not the final one), latest first."""
+    rows = session.exec(
+        select(ModelVersion.metrics).where(ModelVersion.project_id == project_id, ModelVersion.final == False)  # noqa: E712
+        .order_by(col(ModelVersion.id).desc()).limit(n)
+    ).all()
+    return [dict(m) for m in rows]
+
+
 def model_versions(session: Session, project_id: int) -> list[ModelVersion]:
     return list(
         session.exec(

@@ -87,3 +87,58 @@ def test_a_learner_without_penultimate_features_is_refused_for_badge(tmp_path):
     with pytest.raises(ConfigError, match="RandomForestClassifier.*cannot give them.*LogisticRegression"):
         ws.validate()
     ws.close()
+
+
+def test_stabilizing_predictions_stop_the_loop_where_the_rule_first_fires(tmp_path):
+    """Breast cancer, logistic regression, margin: the project finishes when the mean stop-set
+    kappa of the last 3 model pairs first reaches 0.99, recomputed here from the models' metrics."""
+    import numpy as np
+
+    from alloop.cli.run import rounds_table
+    from alloop.report import project_status
+    from alloop.store.models import ModelVersion, Project
+
+    pf = write_project(
+        tmp_path / "p",
+        pool={"source": {"type": "bundled", "name": "breast_cancer"}, "test_fraction": 0.2},
+        features={"name": "vector"},
+        learner={"name": "sklearn", "params": {"scale": True}},
+        strategy={"name": "margin"},
+        loop={"initial_size": 10, "batch_size": 10, "max_rounds": 30, "stop_kappa": 0.99, "stop_set_size": 200},
+    )
+    ws = open_workspace(pf)
+    assert Controller(ws).run()[-1].finished
+    with session_scope(ws.engine) as s:
+        kappas = [m.metrics.get("stop_kappa") for m in s.exec(
+            select(ModelVersion).where(ModelVersion.final == False).order_by(ModelVersion.id))]  # noqa: E712
+        reason = s.exec(select(Project)).one().finished_reason
+    assert kappas[0] is None and all(k is not None for k in kappas[1:])
+    means = [np.mean(kappas[i - 2 : i + 1]) for i in range(3, len(kappas))]
+    assert means[-1] >= 0.99 and all(m < 0.99 for m in means[:-1]), means
+    assert reason.startswith("predictions stabilized") and len(kappas) < 30
+    assert len(np.load(ws.work_dir / "stop_set.npy")) == 200
+    status = project_status(ws.engine, ws.name)
+    assert [r["stop_kappa"] for r in status["rounds"]] == [None, *kappas]  # round 0 trains no model
+    assert "kappa" in [c.header for c in rounds_table(status).columns]
+    ws.close()
+
+
+def test_simulate_reports_labels_saved_and_where_stopping_rules_would_stop(tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    pf = write_project(tmp_path / "p", pool={"source": {"type": "bundled", "name": "iris"}, "test_fraction": 0.2},
+                       features={"name": "vector"})
+    assert run_cli("import", "-p", str(pf)).returncode == 0
+    r = run_cli("simulate", "-p", str(pf), "--strategies", "margin,random", "--seeds", "2", "--rounds", "5",
+                "--initial-size", "6", "--batch-size", "6", "--jobs", "1", "--stopping")
+    assert r.returncode == 0, r.stderr
+    assert "Labels saved" in r.stdout and "Stopping without a test set" in r.stdout
+    data = json.loads((tmp_path / "p" / ".alloop" / "simulate" / "results.json").read_text())
+    (saved,) = data["labels_saved"]
+    assert saved["strategy"] == "margin" and saved["paired_seeds"] == 2
+    assert {row["rule"].split(" (")[0] for row in data["stopping"]} == {"stabilizing predictions", "overall uncertainty"}
+    for run in data["runs"]:  # every round model after the first measured against the one before it
+        assert len(run["stop"]) == len(run["n_labels"])
+        assert all("stop_kappa" in m for m in run["stop"][1:-1]) and "stop_uncertainty" in run["stop"][0]
