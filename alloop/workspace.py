@@ -30,6 +30,7 @@ from alloop.protocols import (
     Teacher,
     TeacherContext,
 )
+from alloop.protocols.learner import MODEL_ARRAYS
 from alloop.store.engine import open_store, session_scope
 from alloop.store.models import Project, Sample
 from alloop.store.queries import ensure_project, get_project
@@ -39,6 +40,14 @@ if TYPE_CHECKING:
     from alloop.execution import Backend
 
 logger = logging.getLogger(__name__)
+
+
+#: who gives each model array (MODEL_ARRAYS), for the error that refuses a learner
+_GIVERS = {
+    "penultimate": "sklearn with a linear model (sklearn.linear_model.LogisticRegression, SGDClassifier with "
+                   'loss = "log_loss") or sklearn.neural_network.MLPClassifier, and kd_student.',
+    "members": 'name = "ensemble" around any feature learner, e.g. params = { learner = "sklearn", members = 5 }.',
+}
 
 
 class Workspace:
@@ -257,8 +266,8 @@ class Workspace:
         """Build every configured component once, so a bad name or parameter fails before any work."""
         for component in ("encoder", "strategy", "cold_start", "connector", "learner_kind"):
             getattr(self, component)
-        if "penultimate" in self.strategy.requires:
-            self._check_penultimate()
+        for name in sorted(self.strategy.requires & MODEL_ARRAYS.keys()):
+            self._check_model_array(name)
         proposals = self.config.proposals
         if proposals is not None and proposals.source == "model" and self.learner_kind != "external":
             from alloop.errors import ConfigError
@@ -275,10 +284,10 @@ class Workspace:
                 or self.config.teacher is not None:
             _ = self.teacher
 
-    def _check_penultimate(self) -> None:
-        """The strategy needs the model's penultimate features: the learner must give them."""
-        learner = self.new_learner() if self.learner_kind != "none" else None
-        if learner is not None and getattr(learner, "gives_penultimate", False) is True:
+    def _check_model_array(self, name: str) -> None:
+        """The strategy needs an array only some models give (``MODEL_ARRAYS``): the learner must give it."""
+        learner = self.new_learner() if self.learner_kind == "features" else None
+        if learner is not None and getattr(learner, f"gives_{name}", False) is True:
             return
         from alloop.errors import ConfigError
 
@@ -286,10 +295,8 @@ class Workspace:
         if what == "sklearn":
             what += f" ({self.config.learner.params.get('estimator', 'the default estimator')})"
         raise ConfigError(
-            f"Strategy {self.config.strategy.name!r} needs the model's penultimate features (the input of its "
-            f"last, linear layer) to build gradient embeddings, and the learner {what} cannot give them. "
-            "Learners that can: sklearn with a linear model (sklearn.linear_model.LogisticRegression, "
-            "SGDClassifier with loss = \"log_loss\") or sklearn.neural_network.MLPClassifier, and kd_student."
+            f"Strategy {self.config.strategy.name!r} needs the model's {MODEL_ARRAYS[name][1]}, and the learner "
+            f"{what} cannot give them. Learners that can: {_GIVERS[name]}"
         )
 
     def reference_labels(self, keys: Sequence[str]) -> dict[str, str | None]:

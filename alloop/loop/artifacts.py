@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from alloop.protocols.learner import MODEL_ARRAYS
 
 __all__ = ["ObjectColumns", "RoundScores", "ScoresWriter", "model_stem", "scores_path"]
 
@@ -141,9 +143,10 @@ class RoundScores:
         The scored samples' vector-store rows (``-1``: none), so that selection reads the scored
         set from here instead of listing the pool from the database again. Absent in scores
         written before it was kept.
-    penultimate : ndarray of shape (n, d), float32, optional
-        The model's penultimate features (the input of its last layer), for strategies that
-        declare ``"penultimate"`` (BADGE's gradient embeddings).
+    model_arrays : dict of str to ndarray, float32
+        What only some models give, for the strategies that declare it
+        (:data:`~alloop.protocols.learner.MODEL_ARRAYS`: ``"penultimate"``, ``"members"``), one
+        row per sample; a file each, named by the requirement.
     """
 
     sample_ids: NDArray[np.int64]
@@ -151,7 +154,7 @@ class RoundScores:
     embeddings: NDArray[np.float32] | None = None
     objects: ObjectColumns | None = None
     sample_rows: NDArray[np.int64] | None = None
-    penultimate: NDArray[np.float32] | None = None
+    model_arrays: dict[str, NDArray[np.float32]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.sample_ids.shape[0])
@@ -165,7 +168,7 @@ class RoundScores:
             embeddings=None if self.embeddings is None else self.embeddings[keep],
             objects=None if self.objects is None else self.objects.on(keep),
             sample_rows=None if self.sample_rows is None else self.sample_rows[keep],
-            penultimate=None if self.penultimate is None else self.penultimate[keep],
+            model_arrays={k: v[keep] for k, v in self.model_arrays.items()},
         )
 
     # -- the files -----------------------------------------------------------------------------
@@ -179,8 +182,8 @@ class RoundScores:
             w.put("proba", np.asarray(self.proba, dtype=np.float32))
         if self.embeddings is not None:
             w.put("embeddings", np.asarray(self.embeddings, dtype=np.float32))
-        if self.penultimate is not None:
-            w.put("penultimate", np.asarray(self.penultimate, dtype=np.float32))
+        for name, arr in self.model_arrays.items():
+            w.put(name, np.asarray(arr, dtype=np.float32))
         if self.objects is not None:
             o = self.objects
             columns: dict[str, NDArray[Any]] = dict(obj_image=o.image, obj_label=o.label, obj_score=o.score,
@@ -193,11 +196,12 @@ class RoundScores:
     def load(cls, path: Path) -> RoundScores:
         """Read the folder; large ``proba`` and ``embeddings`` memory-mapped (read-only)."""
         a = {f.stem: np.load(f, allow_pickle=False, mmap_mode="r" if (
-                 f.stem in ("proba", "embeddings", "penultimate") and f.stat().st_size > MMAP_BYTES) else None)
+                 f.stem in ("proba", "embeddings", *MODEL_ARRAYS) and f.stat().st_size > MMAP_BYTES) else None)
              for f in Path(path).glob("*.npy")}
         objects = None
         if "obj_image" in a:
             objects = ObjectColumns(image=a["obj_image"], label=a["obj_label"], score=a["obj_score"],
                                     box=a["obj_box"], features=a["obj_features"])
         return cls(sample_ids=a["sample_ids"], proba=a.get("proba"), embeddings=a.get("embeddings"),
-                   objects=objects, sample_rows=a.get("sample_rows"), penultimate=a.get("penultimate"))
+                   objects=objects, sample_rows=a.get("sample_rows"),
+                   model_arrays={k: a[k] for k in MODEL_ARRAYS if k in a})

@@ -22,6 +22,7 @@ from alloop.loop.env import StepEnv, result
 from alloop.loop.external import ExternalModel
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
+from alloop.protocols.learner import MODEL_ARRAYS
 from alloop.store.arrays import SampleArrays, sample_records
 from alloop.store.models import Project, Round
 
@@ -45,7 +46,7 @@ def score(env: StepEnv, rnd: Round) -> TickResult:
         RoundScores(sample_ids=pool.ids, proba=proba, objects=objects, sample_rows=pool.rows).save(path)
     elif model is not None and len(pool):
         pool = _stream(env, project, pool, model, "embeddings" in strategy.requires, path,
-                       penultimate="penultimate" in strategy.requires)
+                       extra=tuple(sorted(strategy.requires & MODEL_ARRAYS.keys())))
     else:
         if env.data.vector_store(project.id, pool) is None:  # type: ignore[arg-type]
             # encode (and quarantine what cannot be read) now, as a model would: a cold start never
@@ -70,40 +71,42 @@ class ScoreShard:
     files: tuple[VectorFileInfo, ...]
     rows: NDArray[np.int64]
     embed: bool
-    penultimate: bool = False
+    extra: tuple[str, ...] = ()
+    """Model arrays to compute too (:data:`~alloop.protocols.learner.MODEL_ARRAYS`)."""
 
 
-_Scored = tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.float32] | None]
+_Scored = tuple[NDArray[np.float32], NDArray[np.float32] | None, dict[str, NDArray[np.float32]]]
 
 
-def _predict(model: Any, X: NDArray[Any], embed: bool, penultimate: bool) -> _Scored:
-    """Probabilities, and embeddings and penultimate features when asked (float32)."""
+def _predict(model: Any, X: NDArray[Any], embed: bool, extra: tuple[str, ...]) -> _Scored:
+    """Probabilities, embeddings when asked, and the model arrays ``extra`` (float32)."""
     p = np.asarray(model.predict_proba(X), dtype=np.float32)
     e = model.embed(X) if embed else None
-    h = None
-    if penultimate:
-        give = getattr(model, "penultimate", None)
-        h = give(X) if give is not None else None
-        if h is None:
+    arrays = {}
+    for name in extra:
+        method, what = MODEL_ARRAYS[name]
+        give = getattr(model, method, None)
+        arr = give(X) if give is not None else None
+        if arr is None:
             raise ConfigError(
-                f"The strategy needs the model's penultimate features, and this model ({type(model).__name__}) "
-                "gives none. Use a learner that does: sklearn with a linear model or MLPClassifier, or kd_student."
+                f"The strategy needs the model's {what}, and this model ({type(model).__name__}) gives none: "
+                "choose a learner that does (see the strategy's documentation)."
             )
-    return p, None if e is None else np.asarray(e, dtype=np.float32), None if h is None else np.asarray(
-        h, dtype=np.float32)
+        arrays[name] = np.asarray(arr, dtype=np.float32)
+    return p, None if e is None else np.asarray(e, dtype=np.float32), arrays
 
 
 def score_shard(shard: ScoreShard, model: Any) -> _Scored:
-    """The model's probabilities (and embeddings, penultimate features) of one shard (runs in a
-    Ray task or in-process)."""
+    """The model's probabilities (and embeddings, model arrays) of one shard (runs in a Ray task
+    or in-process)."""
     store = VectorStore(Path(shard.work_dir), shard.files)
     view = store.contiguous(shard.rows)
     X = np.asarray(view) if view is not None else store.take(shard.rows)
-    return _predict(model, X, shard.embed, shard.penultimate)
+    return _predict(model, X, shard.embed, shard.extra)
 
 
 def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embed: bool, path: Path, *,
-            penultimate: bool = False) -> SampleArrays:
+            extra: tuple[str, ...] = ()) -> SampleArrays:
     """Predict shard by shard into the score files; returns the samples scored.
 
     A vectors pool is scored by the execution backend (in-process, or Ray tasks that read the
@@ -120,13 +123,13 @@ def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embe
     done = 0
 
     def put(part: SampleArrays, p: NDArray[np.float32], e: NDArray[np.float32] | None,
-            h: NDArray[np.float32] | None) -> None:
+            more: dict[str, NDArray[np.float32]]) -> None:
         nonlocal done
         m = len(part)
-        for name, arr in (("proba", p), ("embeddings", e), ("penultimate", h)):
+        for name, arr in (("proba", p), ("embeddings", e), *more.items()):
             if arr is not None:
                 if name not in out:
-                    out[name] = writer.array(name, (n, arr.shape[1]), np.float32)
+                    out[name] = writer.array(name, (n, *arr.shape[1:]), np.float32)
                 out[name][done : done + m] = arr
         ids[done : done + m] = part.ids
         rows[done : done + m] = part.rows
@@ -143,8 +146,7 @@ def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embe
                 for w0 in range(0, n, wave):
                     starts = range(w0, min(w0 + wave, n), shard_rows)
                     parts = [pool.take(slice(a, min(a + shard_rows, n))) for a in starts]
-                    shards = [ScoreShard(str(env.ws.work_dir), files, part.rows, embed, penultimate)
-                              for part in parts]
+                    shards = [ScoreShard(str(env.ws.work_dir), files, part.rows, embed, extra) for part in parts]
                     results = backend.map_shards(score_shard, shards, shared=model, what="Scoring shards")
                     for part, scored in zip(parts, results):
                         put(part, *scored)
@@ -152,7 +154,7 @@ def _stream(env: StepEnv, project: Project, pool: SampleArrays, model: Any, embe
             else:
                 for part, X in env.data.chunks(project.id, pool, shard_rows):  # type: ignore[arg-type]
                     if len(part):
-                        put(part, *_predict(model, X, embed, penultimate))
+                        put(part, *_predict(model, X, embed, extra))
                         bar.advance(len(part))
             if done < n:  # some samples could not be read (quarantined): keep the rows scored
                 for name, arr in out.items():

@@ -71,8 +71,7 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
 
         o = scores.objects
         extras["objects"] = ObjectSet(image=o.image, label=o.label, score=o.score, features=o.features, box=o.box)
-    if scores.penultimate is not None:
-        extras["penultimate"] = scores.penultimate
+    extras.update(scores.model_arrays)  # penultimate features, ensemble members
     ctx = SelectionContext(
         n_samples=n,
         candidates=np.flatnonzero(~members(ids, chosen)),

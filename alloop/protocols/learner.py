@@ -27,10 +27,20 @@ from numpy.typing import NDArray
 
 from alloop.detection.boxes import Proposals
 
-__all__ = ["LEARNER_INPUTS", "ExportItem", "ExternalLearner", "ExternalResult", "FeatureLearner", "Learner"]
+__all__ = ["LEARNER_INPUTS", "MODEL_ARRAYS", "ExportItem", "ExternalLearner", "ExternalResult", "FeatureLearner",
+           "Learner"]
 
 #: what a learner's ``requires`` may name
 LEARNER_INPUTS = frozenset({"pool", "teacher", "files"})
+
+#: arrays a strategy may require that only some models give: requirement -> (the model's
+#: method, what it is). A feature learner gives ``name`` when its ``gives_<name>`` attribute is
+#: True; its method returns one row per sample.
+MODEL_ARRAYS: dict[str, tuple[str, str]] = {
+    "penultimate": ("penultimate", "penultimate features (the input of its last, linear layer; for gradient "
+                                   "embeddings)"),
+    "members": ("member_proba", "class probabilities of each ensemble member, shape (n, members, classes)"),
+}
 
 
 @runtime_checkable
@@ -76,10 +86,10 @@ class FeatureLearner(Protocol):
         """Model features of shape (n, k) for embedding-based strategies, or None to use ``X``."""
         ...
 
-    # Optional, for strategies that declare "penultimate" (BADGE): a ``gives_penultimate``
-    # attribute (True when the model has a last linear layer whose input it can give) and
-    # ``penultimate(X)``, that input of shape (n, d). A learner without them is refused for
-    # such strategies when the project is loaded.
+    # Optional, for strategies that declare one of MODEL_ARRAYS: a ``gives_<name>`` attribute
+    # and the method it names, e.g. ``gives_penultimate`` and ``penultimate(X)`` (BADGE),
+    # ``gives_members`` and ``member_proba(X)`` (vote entropy, BALD). A learner without them is
+    # refused for such strategies when the project is loaded.
 
     def save(self, file: BinaryIO) -> None:
         """Write the fitted model to a binary file object (read back by ``load``)."""

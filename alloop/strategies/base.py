@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from alloop.execution.base import Backend
 
 #: The arrays a strategy may ask for.
-KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "keys", "objects", "penultimate"})
+KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "keys", "objects", "penultimate", "members"})
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ class SelectionContext:
         ``requires`` (loading millions of keys costs time and memory the others do not need).
     extras : dict
         Anything else a strategy needs, keyed by requirement: ``"objects"`` (object proposals),
-        ``"penultimate"`` (the model's penultimate features, ``(n_samples, d)``, for BADGE).
+        ``"penultimate"`` (the model's penultimate features, ``(n_samples, d)``, for BADGE),
+        ``"members"`` (each ensemble member's probabilities, ``(n_samples, members, classes)``).
     backend : Backend, optional
         The project's execution backend (``[execution]``), given to strategies that set
         ``uses_backend``: they may run per-shard work on it (the distributed k-center greedy).

@@ -35,7 +35,7 @@ from alloop.protocols import (
 from tests.contract._coverage import assert_builtins_registered, assert_every_plugin_has_a_harness
 
 NAMES = registry.available("learner")
-BUILTINS = {"sklearn", "kd_student", "command"}
+BUILTINS = {"sklearn", "kd_student", "command", "ensemble"}
 N_CLASSES = 10
 ABSENT = (4, 9)  # classes of the label set with no training label
 
@@ -170,6 +170,7 @@ HARNESSES: dict[str, list[Config]] = {
         Config("kd_student", {**FAST_KD, "kd_weight": 0.0, "alpha": 0.0}, stochastic=True, id="plain"),
     ],
     "command": [Config("command", script_command, stochastic=True, id="script")],
+    "ensemble": [Config("ensemble", {"members": 3}, stochastic=True, id="bagged-logistic")],
 }
 CONFIGS = [pytest.param(c, id=f"{n}-{c.id}") for n in NAMES for c in HARNESSES.get(n, [Config(n, id="no-harness")])]
 

@@ -53,6 +53,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator], Any]] = {
     "objects": _objects,
     "keys": lambda rng: np.array([f"sample-{i:04d}" for i in range(N)], dtype=object),
     "penultimate": lambda rng: rng.standard_normal((N, N_FEATURES)),
+    "members": lambda rng: rng.dirichlet(np.full(N_CLASSES, 0.7), (N, 3)),
 }
 
 

@@ -63,9 +63,9 @@ def test_badge_in_the_loop_picks_from_the_saved_probabilities_and_penultimate_fe
         before = set(s.exec(select(Selection.sample_id).where(Selection.round_id != r1.id)).all())
     assert r1.strategy == "badge"
     scores = RoundScores.load(scores_path(ws.work_dir, 1))
-    assert scores.penultimate is not None and scores.penultimate.shape == (len(scores), 30)
+    assert scores.model_arrays["penultimate"].shape == (len(scores), 30)
     cand = np.flatnonzero(~np.isin(scores.sample_ids, list(before)))
-    want, _ = badge_select(scores.proba, scores.penultimate, 8, candidates=cand,
+    want, _ = badge_select(scores.proba, scores.model_arrays["penultimate"], 8, candidates=cand,
                            rng=derive_rng(ws.project().seed, "round", 1, "select"))
     assert picked == scores.sample_ids[want].tolist()
     ws.close()
@@ -143,3 +143,41 @@ def test_simulate_reports_labels_saved_and_where_stopping_rules_would_stop(tmp_p
     for run in data["runs"]:  # every round model after the first measured against the one before it
         assert len(run["stop"]) == len(run["n_labels"])
         assert all("stop_kappa" in m for m in run["stop"][1:-1]) and "stop_uncertainty" in run["stop"][0]
+
+
+def test_bald_over_an_ensemble_in_the_loop_and_a_single_model_refused(tmp_path):
+    import numpy as np
+    import pytest
+
+    from alloop.errors import ConfigError
+    from alloop.loop.artifacts import RoundScores, scores_path
+    from alloop.strategies._scores import top_k
+    from alloop.strategies.committee import bald
+
+    pf = write_project(
+        tmp_path / "p",
+        pool={"source": {"type": "bundled", "name": "iris"}, "test_fraction": 0.2},
+        features={"name": "vector"},
+        learner={"name": "ensemble", "params": {"members": 3}},
+        strategy={"name": "bald"},
+        loop={"initial_size": 9, "batch_size": 5, "max_rounds": 2},
+    )
+    ws = open_workspace(pf)
+    ws.validate()
+    assert Controller(ws).run()[-1].finished
+    with session_scope(ws.engine) as s:
+        r1 = s.exec(select(Round).where(Round.number == 1)).one()
+        picked = s.exec(select(Selection.sample_id).where(Selection.round_id == r1.id).order_by(Selection.rank)).all()
+        before = set(s.exec(select(Selection.sample_id).where(Selection.round_id != r1.id)).all())
+    scores = RoundScores.load(scores_path(ws.work_dir, 1))
+    members = scores.model_arrays["members"]
+    assert members.shape == (len(scores), 3, 3)
+    cand = np.flatnonzero(~np.isin(scores.sample_ids, list(before)))
+    assert picked == scores.sample_ids[cand[top_k(bald(members[cand]), 5)]].tolist()
+    ws.close()
+    pf = write_project(tmp_path / "q", pool={"source": {"type": "bundled", "name": "iris"}},
+                       features={"name": "vector"}, strategy={"name": "vote_entropy"})
+    ws = open_workspace(pf)
+    with pytest.raises(ConfigError, match="each ensemble member.*name = \"ensemble\""):
+        ws.validate()
+    ws.close()
