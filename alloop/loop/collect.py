@@ -115,7 +115,10 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
             n_done = sum(1 for t in rows if t.number == rnd.number and (t.answered or t.key in answered_now))
         else:
             n_done = resolved_tasks(s, rnd.id)  # type: ignore[arg-type]
+        target = None if env.stream_factor() is None else rnd.budget  # stream: the view holds more
         progress = f"{n_done}/{n_tasks} tasks resolved"
+        if target is not None:
+            progress += f" (stream: closes at {min(target, n_tasks)})"
         if stats.changed:
             progress += f", {stats.new} new and {stats.updated} updated annotations"
             if stats.deleted:
@@ -125,7 +128,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
             return result("collecting", rnd, RoundState.COLLECTING, f"round {rnd.number}: collecting, {progress}")
         new_labels = new_labels_since(s, project.id, model_at) if model_at is not None else 0  # type: ignore[arg-type]
         reason = close_reason(loop, n_tasks=n_tasks, n_resolved=n_done, pushed_at=rnd.pushed_at,
-                              model_at=model_at, new_labels=new_labels, requested=requested)
+                              model_at=model_at, new_labels=new_labels, requested=requested,
+                              target=target)
         if reason is not None:
             why = "" if reason == "complete" else f" early: {reason}"
             env.transition(s, rnd, RoundState.CLOSED, completed_at=utcnow(), note=why.strip() or None)
