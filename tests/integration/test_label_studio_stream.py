@@ -92,3 +92,44 @@ def test_a_stream_round_closes_at_its_budget_and_the_next_re_ranks_the_leftovers
         versions = [p.model_version for p in ls.predictions.list(task=tasks[k].id)]
         assert versions == ["stream-round-1"], (k, versions)
     ws.close()
+
+
+def test_a_pool_smaller_than_the_stream_is_pushed_whole_and_its_leftovers_re_ranked(label_studio):
+    folder = Path(label_studio.document_root) / "stream-small"
+    pf = write_project(
+        folder, project={"name": "stream-small", "seed": 3},
+        pool={"source": {"type": "bundled", "name": "digits"}, "test_fraction": 0.99},  # a pool of ~18
+        connector={"name": "label_studio", "params": {"mode": "stream"}},  # 5 x 4 = 20 wanted
+        loop={"initial_size": 4, "batch_size": 4, "max_rounds": 3},
+    )
+    ws = open_workspace(pf)
+    with session_scope(ws.engine) as s:
+        n_pool = len(s.connection().execute(sa_select(col(Sample.id)).where(col(Sample.split) == "pool")).all())
+    assert 4 < n_pool < 20
+    ls = lss.client()
+    uid = lss.users(ls, ["kim"])["kim"]
+    Controller(ws).run()
+    pid = lss.project_id(ls, "alloop: stream-small")
+    # capped by the pool: every sample is pushed in round 0
+    assert len(_picks(ws, 0)) == n_pool
+    tasks = lss.tasks(ls, pid, "task_only")
+    assert len(tasks) == n_pool
+    # label 4 of different digits: the round closes; every other sample is a leftover
+    by_digit = {}
+    for t in tasks:
+        by_digit.setdefault(DIGIT(t.data), t)
+    done = list(by_digit.values())[:4]
+    lss.annotate(ls, [(t.id, lss.choice(DIGIT(t.data)), uid, False) for t in done])
+    labeled = {t.data["sample_id"] for t in done}
+    out = Controller(ws).run()
+    # no new sample is left, yet the project goes on: round 1 re-ranks the leftovers
+    assert not out[-1].finished and out[-1].waiting, [r.message for r in out]
+    round1 = [k for k, _, _ in _picks(ws, 1)]
+    assert sorted(round1) == sorted(t.data["sample_id"] for t in tasks if t.data["sample_id"] not in labeled)
+    in_ls = lss.tasks(ls, pid, "task_only")
+    assert len(in_ls) == n_pool  # nothing pushed twice
+    (view,) = _views(ls, pid)
+    assert _view_keys(ls, pid, view.id) == round1
+    assert {t.data["sample_id"]: t.data["alloop_rank"] for t in in_ls if t.data["alloop_round"] == 1} == {
+        k: i + 1 for i, k in enumerate(round1)}
+    ws.close()
