@@ -9,6 +9,10 @@ A connector with an incremental pull (:class:`~alloop.protocols.IncrementalPull`
 changed since its last pull (with a full reconciliation now and then); its cursor is stored in
 :class:`~alloop.store.models.ConnectorState`, in the transaction that stores the annotations, so
 a crash before the commit repeats the pull from the old cursor.
+
+In stream mode (:class:`~alloop.protocols.StreamPresenter`) the round's view holds
+``stream_factor x budget`` tasks and the round closes once ``budget`` of them are resolved
+(``close_reason``'s ``target``).
 """
 
 from __future__ import annotations
