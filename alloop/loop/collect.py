@@ -9,6 +9,10 @@ A connector with an incremental pull (:class:`~alloop.protocols.IncrementalPull`
 changed since its last pull (with a full reconciliation now and then); its cursor is stored in
 :class:`~alloop.store.models.ConnectorState`, in the transaction that stores the annotations, so
 a crash before the commit repeats the pull from the old cursor.
+
+In stream mode (:class:`~alloop.protocols.StreamPresenter`) the round's view holds
+``stream_factor x budget`` tasks and the round closes once ``budget`` of them are resolved
+(``close_reason``'s ``target``).
 """
 
 from __future__ import annotations
@@ -115,7 +119,10 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
             n_done = sum(1 for t in rows if t.number == rnd.number and (t.answered or t.key in answered_now))
         else:
             n_done = resolved_tasks(s, rnd.id)  # type: ignore[arg-type]
+        target = None if env.stream_factor() is None else rnd.budget  # stream: the view holds more
         progress = f"{n_done}/{n_tasks} tasks resolved"
+        if target is not None:
+            progress += f" (stream: closes at {min(target, n_tasks)})"
         if stats.changed:
             progress += f", {stats.new} new and {stats.updated} updated annotations"
             if stats.deleted:
@@ -125,7 +132,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
             return result("collecting", rnd, RoundState.COLLECTING, f"round {rnd.number}: collecting, {progress}")
         new_labels = new_labels_since(s, project.id, model_at) if model_at is not None else 0  # type: ignore[arg-type]
         reason = close_reason(loop, n_tasks=n_tasks, n_resolved=n_done, pushed_at=rnd.pushed_at,
-                              model_at=model_at, new_labels=new_labels, requested=requested)
+                              model_at=model_at, new_labels=new_labels, requested=requested,
+                              target=target)
         if reason is not None:
             why = "" if reason == "complete" else f" early: {reason}"
             env.transition(s, rnd, RoundState.CLOSED, completed_at=utcnow(), note=why.strip() or None)

@@ -33,6 +33,7 @@ from alloop.errors import (
 from alloop.loop import _faults
 from alloop.loop.collect import collect
 from alloop.loop.env import StepEnv
+from alloop.loop.ingest import open_leftovers
 from alloop.loop.lock import ProjectLease
 from alloop.loop.policies import round_budget, stop_reason
 from alloop.loop.push import push
@@ -239,6 +240,9 @@ class Controller:
             with session_scope(self.ws.engine) as s:
                 recent = recent_model_metrics(s, project.id, loop.stop_window)  # type: ignore[arg-type]
         n_chosen, n_candidates = self.env.data.candidate_counts(project.id)  # type: ignore[arg-type]
+        if self.env.stream_factor() is not None:  # stream: earlier rounds' unlabeled tasks can be picked again
+            with session_scope(self.ws.engine) as s:
+                n_candidates += len(open_leftovers(s, project.id, self.ws.connector.name))  # type: ignore[arg-type]
         reason = stop_reason(loop, n_rounds, n_chosen, n_candidates, model, recent)
         if reason is not None:
             self._known = None  # the project row changes

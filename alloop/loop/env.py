@@ -18,6 +18,7 @@ from alloop.loop.data import PoolData
 from alloop.loop.models import RoundModels
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
+from alloop.protocols import StreamPresenter
 from alloop.store.models import Project, Round
 from alloop.strategies.base import Strategy
 
@@ -55,6 +56,12 @@ class StepEnv:
     def create(cls, ws: Workspace, transition: Transition, *, sole_writer: bool = False) -> StepEnv:
         data = PoolData(ws, sole_writer=sole_writer)
         return cls(ws, transition, data, RoundModels(ws, data))
+
+    def stream_factor(self) -> int | None:
+        """The connector's stream factor (:class:`~alloop.protocols.StreamPresenter`): a round
+        selects that many times its budget and closes at its budget; None in batch mode."""
+        conn = self.ws.connector
+        return conn.stream_factor() if isinstance(conn, StreamPresenter) else None
 
     def strategy_for(self, rnd: Round, has_model: bool) -> tuple[Strategy, str]:
         """The round's strategy: the cold start in round 0, or when no model could be trained yet

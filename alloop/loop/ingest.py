@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import ColumnElement, Row, func, insert, or_, update
 from sqlmodel import Session, col, select
 
@@ -189,6 +191,17 @@ def resolved_tasks(session: Session, round_id: int) -> int:
             .where(Task.round_id == round_id, _not_deleted())
         ).scalar_one()
     )
+
+
+def open_leftovers(session: Session, project_id: int, connector: str) -> NDArray[np.int64]:
+    """Sample ids of the project's tasks in ``connector`` with no annotation still in the tool
+    (not resolved, see :func:`resolved_tasks`), ascending: what a stream round may re-rank."""
+    answered = select(col(Annotation.id)).where(col(Annotation.task_id) == col(Task.id), _not_deleted()).exists()
+    ids = session.connection().execute(
+        select(col(Task.sample_id)).where(col(Task.project_id) == project_id, col(Task.connector) == connector,
+                                          ~answered).order_by(col(Task.sample_id))
+    ).scalars().all()
+    return np.array(ids, dtype=np.int64)
 
 
 def new_labels_since(session: Session, project_id: int, since: datetime) -> int:

@@ -85,6 +85,7 @@ def close_reason(
     model_at: datetime | None,
     new_labels: int,
     requested: bool = False,
+    target: int | None = None,
     now: datetime | None = None,
 ) -> str | None:
     """Why a collecting round should close now, or None to keep collecting.
@@ -92,7 +93,8 @@ def close_reason(
     Whichever rule fires first closes the round:
 
     - the round is complete (:func:`round_complete`: every task, or the configured fraction once
-      the timeout passed);
+      the timeout passed); with a ``target`` (stream mode: the round's budget, while its view
+      holds more tasks), ``target`` resolved tasks complete it (or the fraction of ``target``);
     - ``retrain_after_labels``: at least that many samples got a new valid label since the
       round's model (``new_labels``);
     - ``retrain_after_s``: the round's model (trained at ``model_at``) is at least that old and
@@ -101,7 +103,8 @@ def close_reason(
       :mod:`alloop.serve.mlbackend`) and at least one new label arrived.
     """
     now = now or utcnow()
-    if round_complete(loop, n_tasks, n_resolved, pushed_at, now=now):
+    wanted = n_tasks if target is None else min(target, n_tasks)
+    if round_complete(loop, wanted, n_resolved, pushed_at, now=now):
         return "complete"
     if loop.retrain_after_labels is not None and new_labels >= loop.retrain_after_labels:
         return f"{new_labels} new labels, retrain_after_labels = {loop.retrain_after_labels}"

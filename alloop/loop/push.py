@@ -2,6 +2,10 @@
 
 Samples are pushed once: tasks already recorded are skipped, and tasks the tool has but the
 database lacks (a crash between the push and its commit) are found by sample key and adopted.
+In stream mode (:class:`~alloop.protocols.StreamPresenter`) the round's re-ranked leftovers,
+whose tasks the select step moved to this round, are refreshed in the tool instead: their round,
+rank and score, and the round's model's prediction (idempotent, so a repeated push after a crash
+applies only what is missing).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from alloop.loop.artifacts import RoundScores, scores_path
 from alloop.loop.env import StepEnv, result
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
-from alloop.protocols import Prediction, RoundPresenter, TaskPayload
+from alloop.protocols import Prediction, RoundPresenter, StreamPresenter, TaskPayload
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Round, Sample, Selection, Task, table, utcnow
 
@@ -38,9 +42,9 @@ _PICKED = (
     .join(Selection, col(Selection.sample_id) == col(Sample.id))
     .where(col(Selection.round_id) == bindparam("round_id")).order_by(col(Selection.rank))
 )
-#: samples that already have a task in the connector
-_PUSHED = sa_select(col(Task.sample_id)).where(col(Task.project_id) == bindparam("pid"),
-                                                col(Task.connector) == bindparam("connector"))
+#: samples that already have a task in the connector, with the tool's task id
+_PUSHED = sa_select(col(Task.sample_id), col(Task.external_id)).where(
+    col(Task.project_id) == bindparam("pid"), col(Task.connector) == bindparam("connector"))
 
 
 def push(env: StepEnv, rnd: Round) -> TickResult:
@@ -51,13 +55,21 @@ def push(env: StepEnv, rnd: Round) -> TickResult:
     with session_scope(ws.engine) as s:
         c = s.connection()  # Core: the columns a task needs, as plain rows
         picked = c.execute(_PICKED, {"round_id": rnd.id}).all()
-        done = set(c.execute(_PUSHED, {"pid": project.id, "connector": conn.name}).scalars())
+        done = {sid: ext for sid, ext in c.execute(_PUSHED, {"pid": project.id, "connector": conn.name})}
     todo = [smp for smp in picked if smp.id not in done]
     conn.ensure_project()
     keys = [smp.key for smp in todo]
     adopted = conn.find_tasks(keys, round_number=rnd.number) if todo else {}
     fresh = [smp for smp in todo if smp.key not in adopted]
     pushed = conn.push(payloads(env, rnd, project, fresh)) if fresh else {}
+    refreshed, n_again = 0, 0
+    if isinstance(conn, StreamPresenter) and conn.stream_factor() is not None:
+        again = [smp for smp in picked if smp.id in done]  # re-ranked leftovers: their tasks moved here
+        n_again = len(again)
+        if again:
+            refreshed = conn.refresh_tasks(
+                {done[smp.id]: p for smp, p in zip(again, payloads(env, rnd, project, again))})
+            _faults.crash_point(rnd.number, "after_refresh")
     _faults.crash_point(rnd.number, "after_push")
     if isinstance(conn, RoundPresenter):  # also after a push that only adopted: a crash may have cut it short
         conn.present_round(rnd.number)
@@ -77,6 +89,8 @@ def push(env: StepEnv, rnd: Round) -> TickResult:
     msg = f"round {rnd.number}: pushed {len(fresh)} tasks to {conn.name}"
     if adopted:
         msg += f" (adopted {len(adopted)} already there)"
+    if n_again:
+        msg += f", re-ranked {n_again} unlabeled tasks of earlier rounds ({refreshed} updated there)"
     return result("pushed", rnd, RoundState.PUSHED, msg)
 
 

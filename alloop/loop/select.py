@@ -1,4 +1,12 @@
-"""SCORED -> SELECTED: the strategy picks the round's batch from the saved scores."""
+"""SCORED -> SELECTED: the strategy picks the round's batch from the saved scores.
+
+Batch mode picks ``rnd.budget`` samples never selected before. Stream mode (a connector whose
+view does the selecting, :class:`~alloop.protocols.StreamPresenter`) picks ``stream_factor x
+budget`` (capped by what is available) among the never-selected samples and the project's *open
+leftovers* (pushed in an earlier round, no annotation yet). A leftover picked again is re-ranked:
+its selection row and its task move to this round with the new rank and score (a sample keeps
+one selection and one task); a leftover not picked again stays in its round.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +14,19 @@ import logging
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert
+from numpy.typing import NDArray
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session
 
 from alloop.loop.artifacts import RoundScores, scores_path
 from alloop.loop.env import StepEnv, result
+from alloop.loop.ingest import open_leftovers
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
 from alloop.rng import derive_rng
 from alloop.store.arrays import SampleArrays, members, sample_records
 from alloop.store.engine import session_scope
-from alloop.store.models import Round, Selection, table
+from alloop.store.models import Round, Selection, Task, table
 from alloop.store.queries import training_boxes
 from alloop.strategies.base import SelectionContext
 
@@ -25,8 +35,33 @@ logger = logging.getLogger(__name__)
 __all__ = ["select"]
 
 
+#: a re-ranked leftover's selection row and task move to the round (Core, executemany)
+_MOVE_SELECTION = (
+    update(table(Selection))
+    .where(table(Selection).c.project_id == bindparam("pid"), table(Selection).c.sample_id == bindparam("sid"))
+    .values(round_id=bindparam("rid"), rank=bindparam("new_rank"), score=bindparam("new_score"))
+)
+_MOVE_TASK = (
+    update(table(Task))
+    .where(table(Task).c.project_id == bindparam("pid"), table(Task).c.connector == bindparam("conn"),
+           table(Task).c.sample_id == bindparam("sid"))
+    .values(round_id=bindparam("rid"))
+)
+
+
+def stream_size(factor: int, budget: int, n_candidates: int, n_leftovers: int, budget_left: int | None) -> int:
+    """How many samples a stream round picks: ``factor x budget``, capped by the candidates, and so
+    that the fresh picks (those that are not leftovers) never exceed ``budget_left``
+    (``loop.budget`` minus the samples selected so far; None when there is no total budget)."""
+    k = min(factor * budget, n_candidates)
+    if budget_left is not None:
+        k = min(k, n_leftovers + max(budget_left, 0))
+    return max(k, 0)
+
+
 def select(env: StepEnv, rnd: Round) -> TickResult:
-    """Pick ``rnd.budget`` candidates (never a sample already selected) and record them ranked."""
+    """Pick ``rnd.budget`` candidates (never a sample already selected) and record them ranked; in
+    stream mode, ``stream_factor x budget`` candidates, open leftovers included (re-ranked)."""
     ws = env.ws
     project = env.project()
     scores = RoundScores.load(scores_path(ws.work_dir, rnd.number))
@@ -72,9 +107,22 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         o = scores.objects
         extras["objects"] = ObjectSet(image=o.image, label=o.label, score=o.score, features=o.features, box=o.box)
     extras.update(scores.model_arrays)  # penultimate features, ensemble members
+    factor = env.stream_factor()
+    fresh = ~members(ids, chosen)
+    leftovers: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+    if factor is not None:
+        with session_scope(ws.engine) as s:
+            leftovers = open_leftovers(s, project.id, ws.connector.name)  # type: ignore[arg-type]
+        is_leftover = members(ids, leftovers)
+        candidates = np.flatnonzero(fresh | is_leftover)
+        left = None if ws.config.loop.budget is None else ws.config.loop.budget - len(chosen)
+        k = stream_size(factor, rnd.budget, len(candidates), int(np.count_nonzero(is_leftover)), left)
+    else:
+        candidates = np.flatnonzero(fresh)
+        k = rnd.budget
     ctx = SelectionContext(
         n_samples=n,
-        candidates=np.flatnonzero(~members(ids, chosen)),
+        candidates=candidates,
         labeled=np.flatnonzero(label_arr >= 0),
         rng=derive_rng(project.seed, "round", rnd.number, "select"),
         proba=scores.proba,
@@ -85,15 +133,28 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         backend=ws.backend if strategy.uses_backend else None,
         n_classes=len(project.labels) or None,
     )
-    sel = strategy.select(ctx, rnd.budget)
+    sel = strategy.select(ctx, k)
     picked = ids[sel.positions]
+    again = members(picked, leftovers)
     rows_out = [
         dict(project_id=project.id, round_id=rnd.id, sample_id=int(sid), rank=rank,
              score=float(score) if np.isfinite(score) else 0.0)
         for rank, (sid, score) in enumerate(zip(picked.tolist(), sel.scores.tolist()))
     ]
+    new_rows = [r for r, a in zip(rows_out, again.tolist()) if not a]
+    moved = [dict(pid=r["project_id"], sid=r["sample_id"], rid=r["round_id"], new_rank=r["rank"],
+                  new_score=r["score"], conn=ws.connector.name) for r, a in zip(rows_out, again.tolist()) if a]
     with Session(ws.engine, expire_on_commit=False) as s:
-        s.connection().execute(insert(table(Selection)), rows_out)  # Core: no ORM bulk-insert work
+        c = s.connection()
+        if new_rows:
+            c.execute(insert(table(Selection)), new_rows)  # Core: no ORM bulk-insert work
+        if moved:
+            c.execute(_MOVE_SELECTION, moved)
+            c.execute(_MOVE_TASK, moved)
         env.transition(s, rnd, RoundState.SELECTED)
     env.data.selections_stored(project.id, picked)  # type: ignore[arg-type]
-    return result("selected", rnd, RoundState.SELECTED, f"round {rnd.number}: {name} selected {len(sel)} samples")
+    msg = f"round {rnd.number}: {name} selected {len(sel)} samples"
+    if factor is not None:
+        msg += (f" (stream: {len(sel) - len(moved)} new, {len(moved)} re-ranked of {len(leftovers)} unlabeled "
+                f"leftovers; the round closes at {rnd.budget} labeled)")
+    return result("selected", rnd, RoundState.SELECTED, msg)

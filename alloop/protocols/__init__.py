@@ -5,7 +5,7 @@ encoders, teachers and connectors (built-in or third-party, found through entry 
 implement them and are built one way: ``Cls.from_params(params, context=...)``.
 Optional capabilities are small protocols checked with ``isinstance``
 (:class:`CompletePull`, :class:`FinalAnnotations`, :class:`WebhookSource`, :class:`IncrementalPull`,
-:class:`RoundPresenter`, :class:`FeatureLearner`,
+:class:`RoundPresenter`, :class:`StreamPresenter`, :class:`FeatureLearner`,
 :class:`ExternalLearner`).
 """
 
@@ -20,6 +20,7 @@ from alloop.protocols.connector import (
     Prediction,
     PullResult,
     RoundPresenter,
+    StreamPresenter,
     TaskPayload,
     TaskRef,
     WebhookEvent,
@@ -57,6 +58,7 @@ __all__ = [
     "PullResult",
     "RoundPresenter",
     "SampleRef",
+    "StreamPresenter",
     "TaskPayload",
     "TaskRef",
     "Teacher",

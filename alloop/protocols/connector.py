@@ -16,7 +16,10 @@ Optional capabilities are small protocols of their own, checked with ``isinstanc
 - :class:`RoundPresenter`: the tool shows the open round's tasks in a view of its own (e.g.
   most useful first), kept current when a round is pushed;
 - :class:`IncrementalPull`: the pull can read only what changed since the last one, with a
-  full reconciliation now and then; alloop keeps the connector's cursor in its database.
+  full reconciliation now and then; alloop keeps the connector's cursor in its database;
+- :class:`StreamPresenter`: the tool's view can do the selecting (stream mode): a round pushes
+  more candidates than its budget, ranked, re-ranks the unlabeled ones of earlier rounds, and
+  closes once ``budget`` of them are labeled.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "Prediction",
     "PullResult",
     "RoundPresenter",
+    "StreamPresenter",
     "TaskPayload",
     "TaskRef",
     "WebhookEvent",
@@ -213,6 +217,33 @@ class RoundPresenter(Protocol):
     def present_round(self, round_number: int) -> None:
         """Show round ``round_number``'s tasks, most useful first (idempotent; called after every
         push, also one that only adopted tasks already there)."""
+        ...
+
+
+@runtime_checkable
+class StreamPresenter(Protocol):
+    """A connector whose view can do the selecting: annotators label continuously, in the view's
+    order, and the loop keeps a larger ranked candidate set in front of them (stream mode).
+
+    When :meth:`stream_factor` gives a number ``f``, a round selects ``f x budget`` samples
+    (capped by what is available) among the never-selected ones and the *open leftovers* (picked
+    in an earlier round, pushed, not annotated yet), pushes the new ones, re-ranks the leftovers
+    picked again in the tool (:meth:`refresh_tasks`), and closes when ``budget`` of its tasks are
+    resolved (or a retrain rule fires). ``None``: batch mode, as any other connector.
+    """
+
+    def stream_factor(self) -> int | None:
+        """How many times the round's budget the view holds (>= 2), or None in batch mode."""
+        ...
+
+    def refresh_tasks(self, tasks: Mapping[str, TaskPayload]) -> int:
+        """Move existing tasks (by the tool's task id) to the payloads' round, rank and score, with
+        the payload's prediction as a new pre-annotation; return how many tasks were changed.
+
+        Idempotent: a task that already shows the payload's round, rank and score and holds a
+        prediction of its model version is left alone, so a push repeated after a crash applies
+        only what is missing.
+        """
         ...
 
 

@@ -15,6 +15,10 @@ The API token comes only from the environment variable named by ``token_env``
   when it gave none); task ids come from the import response.
 - After each push, a Data Manager view "alloop: most useful first" shows the open round's tasks
   by rank (:mod:`connectors.label_studio.views`): annotators pick "Label Tasks As Displayed".
+- ``mode = "stream"`` (for annotators who label continuously): a round pushes ``stream_factor x
+  budget`` ranked candidates and re-ranks the unlabeled tasks of earlier rounds it picks again
+  (:meth:`refresh_tasks`, :mod:`connectors.label_studio.stream`): the view's order does the
+  selecting, and the round closes once ``budget`` of its tasks are labeled.
 - A crash between the import and alloop's commit is healed by :meth:`find_tasks`, which lists
   the round's tasks by ``data.alloop_round`` and adopts them by key. :meth:`push` does the same
   before importing: pushing a round's samples twice creates each task once.
@@ -70,6 +74,7 @@ from connectors.label_studio.results import (
     parse_annotation,
     prediction_json,
 )
+from connectors.label_studio.stream import refresh_tasks
 from connectors.label_studio.views import VIEW_TITLE, ensure_view
 
 logger = logging.getLogger(__name__)
@@ -116,6 +121,13 @@ class LabelStudioParams(BaseModel):
     """Also a full pull when the last one is older than this (seconds, Label Studio's clock); None = by count only."""
     watermark_margin_s: float = Field(default=10.0, ge=0)
     """An incremental pull reads tasks changed since the previous pull began minus this margin (late commits)."""
+    mode: Literal["batch", "stream"] = "batch"
+    """"batch": a round pushes its budget and closes when they are labeled. "stream": the view holds
+    stream_factor x budget tasks, re-ranked each round, and the round closes once budget of them are labeled."""
+    stream_factor: int = Field(default=5, ge=2)
+    """Stream mode: the view holds stream_factor x budget tasks (capped by the pool)."""
+    refresh_threads: int = Field(default=4, ge=1, le=32)
+    """Stream mode: concurrent task updates when a round re-ranks earlier rounds' unlabeled tasks."""
 
 
 class LabelStudioConnector:
@@ -441,6 +453,29 @@ class LabelStudioConnector:
                 "Could not create or update the Data Manager view %r of Label Studio project %s: %s. "
                 "The tasks carry data.alloop_rank: sort by it by hand, or set connector.params.view = false.",
                 VIEW_TITLE, self.project_id, exc)
+
+    # -- stream mode ---------------------------------------------------------------------------
+    def stream_factor(self) -> int | None:
+        """``stream_factor`` in stream mode (the view holds that many times a round's budget), else None."""
+        return self.params.stream_factor if self.params.mode == "stream" else None
+
+    def refresh_tasks(self, tasks: Mapping[str, TaskPayload]) -> int:
+        """Re-rank existing tasks for their payload's round (:mod:`connectors.label_studio.stream`)."""
+        for tid, t in tasks.items():
+            if not _TASK_ID.fullmatch(str(tid)):
+                raise ConnectorDataError(
+                    f"Label Studio never issued the task id {tid!r} (sample {t.sample_key!r}): its task ids are "
+                    "positive integers. The task was recorded for another connector."
+                )
+        self.ensure_project()
+        assert self._info is not None
+        n = refresh_tasks(self.api, self.project_id, self._info, tasks, threads=self.params.refresh_threads)
+        versions = {t.prediction.model_version for t in tasks.values() if t.prediction is not None}
+        if versions:  # the editor pre-fills the predictions of the project's model version
+            version = sorted(versions)[-1]
+            self._call("set the model version", lambda: self.client.projects.update(
+                self.project_id, model_version=version, show_collab_predictions=True))
+        return n
 
     # -- webhook -------------------------------------------------------------------------------
     def ensure_webhook(self, url: str, secret: str, *, match: Callable[[str], bool] | None = None) -> str:

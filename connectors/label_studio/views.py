@@ -3,7 +3,10 @@
 Label Studio Community has no active-learning queue: annotators sort the Data Manager and use
 "Label Tasks As Displayed". alloop keeps one view per project, titled :data:`VIEW_TITLE`,
 filtered to the open round (``data.alloop_round`` equal to it) and ordered by
-``data.alloop_rank`` (1 = the strategy's first pick), numerically.
+``data.alloop_rank`` (1 = the strategy's first pick), numerically. In stream mode the open
+round's tasks include the unlabeled tasks of earlier rounds it picked again: their
+``alloop_round`` and ``alloop_rank`` were updated (:mod:`connectors.label_studio.stream`), so the
+view lists them among the new ones, by the new ranking.
 
 Label Studio 1.23.2's API: ``POST /api/dm/views/`` ``{"project": id, "data": {"title": ...,
 "filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:data.alloop_round",

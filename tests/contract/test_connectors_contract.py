@@ -336,6 +336,7 @@ def test_builtin_capabilities():
     assert [n for n in sorted(BUILTINS) if hasattr(cls[n], "webhook_event")] == ["label_studio"]
     assert [n for n in sorted(BUILTINS) if hasattr(cls[n], "pull_changes")] == ["label_studio"]
     assert [n for n in sorted(BUILTINS) if hasattr(cls[n], "present_round")] == ["label_studio"]
+    assert [n for n in sorted(BUILTINS) if hasattr(cls[n], "refresh_tasks")] == ["label_studio"]
 
 
 def test_is_a_connector_and_ensure_project_is_idempotent(h, kind):

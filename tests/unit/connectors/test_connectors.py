@@ -174,3 +174,18 @@ def test_jsonl_push_after_a_push_killed_mid_line_rewrites_that_task_once(tmp_pat
     lines = [json.loads(x) for x in j.tasks_path.read_text().splitlines()]
     assert [x["key"] for x in lines] == ["s1", "s2"] and lines[1]["data"] == {"text": "two"}
     assert j.find_tasks(["s1", "s2"], round_number=0) == ids and j.find_tasks(["s1"], round_number=1) == {}
+
+
+def test_label_studio_stream_mode_params_and_their_errors():
+    from alloop.protocols import StreamPresenter
+    from connectors.label_studio.connector import LabelStudioConnector
+
+    ctx = ConnectorContext(project="p", labels=("a", "b"))
+    batch = LabelStudioConnector.from_params({}, context=ctx)
+    assert isinstance(batch, StreamPresenter) and batch.stream_factor() is None  # batch by default
+    assert LabelStudioConnector.from_params({"mode": "stream"}, context=ctx).stream_factor() == 5
+    assert LabelStudioConnector.from_params({"mode": "stream", "stream_factor": 2}, context=ctx).stream_factor() == 2
+    with pytest.raises(ConfigError, match=r"mode: Input should be 'batch' or 'stream' \(got 'streaming'\)"):
+        LabelStudioConnector.from_params({"mode": "streaming"}, context=ctx)
+    with pytest.raises(ConfigError, match=r"stream_factor: Input should be greater than or equal to 2 \(got 1\)"):
+        LabelStudioConnector.from_params({"mode": "stream", "stream_factor": 1}, context=ctx)

@@ -49,3 +49,32 @@ def test_transition_table():
         check_transition(1, "CREATED", "PUSHED")
     with pytest.raises(InvalidTransitionError):
         check_transition(1, RoundState.CLOSED.value, "CREATED")
+
+
+def test_a_stream_round_closes_at_its_target_not_at_every_task():
+    from alloop.loop.policies import close_reason
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def reason(loop, n_resolved, target, n_tasks=50):
+        return close_reason(loop, n_tasks=n_tasks, n_resolved=n_resolved, pushed_at=now, model_at=now,
+                            new_labels=n_resolved, target=target, now=now)
+
+    assert reason(LoopConfig(), 9, target=10) is None
+    assert reason(LoopConfig(), 10, target=10) == "complete"  # 10 of the view's 50 tasks
+    assert reason(LoopConfig(), 10, target=None) is None  # batch: every task
+    assert reason(LoopConfig(), 3, target=10, n_tasks=3) == "complete"  # fewer tasks than the target
+    # the completion fraction applies to the target; the retrain rules are unchanged
+    part = LoopConfig(completion_fraction=0.5)  # no timeout: the fraction alone
+    assert reason(part, 4, target=10) is None and reason(part, 5, target=10) == "complete"
+    assert reason(LoopConfig(retrain_after_labels=3), 3, target=10).startswith("3 new labels")
+
+
+def test_stream_size_caps_by_candidates_and_by_the_total_budget():
+    from alloop.loop.select import stream_size
+
+    assert stream_size(5, 10, 1000, 0, None) == 50
+    assert stream_size(5, 10, 37, 0, None) == 37  # the pool is smaller than factor x budget
+    # 30 leftovers and 15 samples of loop.budget left: at most 45 picks, so at most 15 new ones
+    assert stream_size(5, 10, 1000, 30, 15) == 45
+    assert stream_size(5, 10, 1000, 0, 12) == 12
