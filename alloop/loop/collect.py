@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, literal, or_
+from sqlalchemy import ColumnElement, Select, bindparam, func, literal, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -30,7 +30,7 @@ from alloop.loop.ingest import ingest, new_labels_since, resolved_tasks
 from alloop.loop.policies import close_reason
 from alloop.loop.result import TickResult
 from alloop.loop.states import RoundState
-from alloop.protocols import CompletePull, IncrementalPull, TaskRef
+from alloop.protocols import AnnotationRecord, CompletePull, IncrementalPull, TaskRef
 from alloop.store.engine import session_scope
 from alloop.store.models import Annotation, ConnectorState, ModelVersion, Round, Sample, Task, utcnow
 
@@ -72,6 +72,40 @@ def _tasks_statement(final: bool) -> Select[Any]:
 
 _STATEMENTS: dict[bool, Select[Any]] = {}
 
+#: the tasks among given external ids (bound ``pid``, ``connector`` and expanding ``ext``)
+_AMONG = _tasks_statement(False).where(col(Task.external_id).in_(bindparam("ext", expanding=True)))
+#: the tasks of a round in a connector (bound ``round_id``, ``connector``)
+_ROUND_TASKS = sa_select(func.count()).select_from(Task).where(
+    col(Task.round_id) == bindparam("round_id"), col(Task.connector) == bindparam("connector"))
+
+
+class _DbTasks:
+    """The project's tasks in a connector as a :class:`~alloop.protocols.TaskLookup`, read from
+    the database only when asked: all of them (a full pull), or those among some external ids
+    (an incremental pull: a tick then reads the changed tasks' rows, not the project's)."""
+
+    def __init__(self, engine: Any, project_id: int, connector: str) -> None:
+        self.engine, self.params = engine, {"pid": project_id, "connector": connector}
+        self.rows: list[Any] = []
+
+    @staticmethod
+    def _ref(t: Any) -> TaskRef:
+        return TaskRef(t.key, t.external_id, t.number, t.pushed_at)
+
+    def all(self) -> list[TaskRef]:
+        with self.engine.connect() as c:
+            self.rows = list(c.execute(_tasks_statement(False), {**self.params, "round_id": None}).all())
+        return [self._ref(t) for t in self.rows]
+
+    def among(self, external_ids: Any) -> list[TaskRef]:
+        ids = sorted({str(i) for i in external_ids})
+        rows: list[Any] = []
+        with self.engine.connect() as c:
+            for start in range(0, len(ids), 900):  # any backend's parameter limit
+                rows.extend(c.execute(_AMONG, {**self.params, "ext": ids[start : start + 900]}).all())
+        self.rows = rows
+        return [self._ref(t) for t in rows]
+
 
 def collect(env: StepEnv, rnd: Round) -> TickResult:
     """Ingest every annotation of the project's tasks, then close the round when a rule of
@@ -80,8 +114,9 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
     project = env.project()
     conn = ws.connector
     loop = ws.config.loop
+    lazy = isinstance(conn, IncrementalPull) and not _final(conn)  # reads the task rows it needs, later
     with session_scope(ws.engine) as s:
-        rows = s.connection().execute(
+        rows = [] if lazy else s.connection().execute(
             _tasks_statement(_final(conn)), {"pid": project.id, "connector": conn.name, "round_id": rnd.id}
         ).all()
         model_at = None
@@ -91,16 +126,20 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
             model_at = mv.created_at if mv is not None else rnd.created_at
         state = s.get(ConnectorState, (project.id, conn.name)) if isinstance(conn, IncrementalPull) else None
         cursor = dict(state.state) if state is not None else None
+    new_cursor = None
+    records: list[AnnotationRecord] = []
+    complete: list[int] | None = None
+    if lazy and isinstance(conn, IncrementalPull):  # what changed since the last pull: only those tasks' rows
+        lookup = _DbTasks(ws.engine, project.id, conn.name)  # type: ignore[arg-type]
+        pulled = conn.pull_changes(lookup, cursor)
+        records, new_cursor = pulled.records, pulled.cursor
+        rows = lookup.rows
+        complete = [t.id for t in rows if t.external_id in pulled.complete]
     tasks_by_key = {t.key: t for t in rows}
     asked = [t for t in rows if not t.answered]  # final annotations: an answered task is not asked again
     refs = [TaskRef(t.key, t.external_id, t.number, t.pushed_at) for t in asked]
-    new_cursor = None
-    if not refs:
-        records, complete = [], None
-    elif isinstance(conn, IncrementalPull) and not _final(conn):  # what changed since the last pull
-        pulled = conn.pull_changes(refs, cursor)
-        records, new_cursor = pulled.records, pulled.cursor
-        complete = [t.id for t in asked if t.external_id in pulled.complete]
+    if lazy or not refs:
+        pass
     elif isinstance(conn, CompletePull):  # every annotation the tool holds: a missing one was deleted there
         records, complete = conn.pull_complete(refs), [t.id for t in asked]
     else:
@@ -113,7 +152,8 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
         s.flush()
         if stats.changed:
             env.data.labels_changed()
-        n_tasks = sum(1 for t in rows if t.number == rnd.number)
+        n_tasks = (s.connection().execute(_ROUND_TASKS, {"round_id": rnd.id, "connector": conn.name}).scalar_one()
+                   if lazy else sum(1 for t in rows if t.number == rnd.number))
         if _final(conn):  # nothing is ever deleted there: answered before, or answered now
             answered_now = {r.sample_key for r in records}
             n_done = sum(1 for t in rows if t.number == rnd.number and (t.answered or t.key in answered_now))

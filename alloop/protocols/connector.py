@@ -24,7 +24,7 @@ Optional capabilities are small protocols of their own, checked with ``isinstanc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +43,8 @@ __all__ = [
     "PullResult",
     "RoundPresenter",
     "StreamPresenter",
+    "TaskList",
+    "TaskLookup",
     "TaskPayload",
     "TaskRef",
     "WebhookEvent",
@@ -204,10 +206,39 @@ class PullResult:
 class IncrementalPull(Protocol):
     """A connector that can pull only the tasks changed since its last pull."""
 
-    def pull_changes(self, tasks: Sequence[TaskRef], cursor: Mapping[str, Any] | None) -> PullResult:
+    def pull_changes(self, tasks: Sequence[TaskRef] | TaskLookup, cursor: Mapping[str, Any] | None) -> PullResult:
         """Annotations of the ``tasks`` that changed since ``cursor`` (all of them when ``cursor``
-        is None or a reconciliation is due)."""
+        is None or a reconciliation is due). ``tasks`` may be a :class:`TaskLookup`: the loop
+        then reads from its database only the tasks the connector asks for (``among`` the
+        changed ones), not every task of the project, on an incremental pull."""
         ...
+
+
+@runtime_checkable
+class TaskLookup(Protocol):
+    """The tasks alloop pushed to a connector, read on demand."""
+
+    def all(self) -> Sequence[TaskRef]:
+        """Every task (a full pull)."""
+        ...
+
+    def among(self, external_ids: Collection[str]) -> Sequence[TaskRef]:
+        """The tasks with these external ids (those alloop pushed; unknown ids are left out)."""
+        ...
+
+
+class TaskList:
+    """A :class:`TaskLookup` over tasks already in memory."""
+
+    def __init__(self, tasks: Sequence[TaskRef]) -> None:
+        self.tasks = list(tasks)
+
+    def all(self) -> Sequence[TaskRef]:
+        return self.tasks
+
+    def among(self, external_ids: Collection[str]) -> Sequence[TaskRef]:
+        wanted = set(external_ids)
+        return [t for t in self.tasks if t.external_id in wanted]
 
 
 @runtime_checkable

@@ -62,6 +62,8 @@ from alloop.protocols import (
     AnnotationRecord,
     ConnectorContext,
     PullResult,
+    TaskList,
+    TaskLookup,
     TaskPayload,
     TaskRef,
     WebhookEvent,
@@ -400,14 +402,16 @@ class LabelStudioConnector:
         """:meth:`pull`: the export lists every annotation Label Studio holds for these tasks."""
         return self.pull(tasks)
 
-    def pull_changes(self, tasks: Sequence[TaskRef], cursor: Mapping[str, Any] | None) -> PullResult:
+    def pull_changes(self, tasks: Sequence[TaskRef] | TaskLookup, cursor: Mapping[str, Any] | None) -> PullResult:
         """The annotations of the ``tasks`` Label Studio changed since the pull that left ``cursor``.
 
         A full pull (every task; its result is complete for all of them) when there is no cursor,
         when ``incremental`` is off, and when a reconciliation is due; else one filtered listing
         of the tasks updated since the cursor's watermark and an export of those among ``tasks``
-        (500 per call). See :mod:`connectors.label_studio.changes`.
+        (500 per call). ``tasks`` given as a :class:`~alloop.protocols.TaskLookup` is asked only
+        for the changed ones on an incremental pull. See :mod:`connectors.label_studio.changes`.
         """
+        lookup = tasks if isinstance(tasks, TaskLookup) else TaskList(tasks)
         self.ensure_project()
         pid = self.project_id
         now = server_time(self.api)  # before any read: a change after it is read next time
@@ -417,18 +421,20 @@ class LabelStudioConnector:
                                                    after_s=p.reconcile_after_s)
         since = state.since
         if full or since is None:
-            records = self.pull(tasks)
+            every = lookup.all()
+            records = self.pull(every)
             self.reads["full"] += 1
-            return PullResult(records, frozenset(t.external_id for t in tasks),
+            return PullResult(records, frozenset(t.external_id for t in every),
                               state.after(project_id=pid, now=now, margin_s=p.watermark_margin_s, full=True),
-                              full=True, tasks_read=len(tasks))
-        for t in tasks:
-            if not _TASK_ID.fullmatch(str(t.external_id)):
-                return self.pull_changes(tasks, None)  # pull() names the bad id
+                              full=True, tasks_read=len(every))
         changed = changed_task_ids(self.api, pid, since)
         self.reads["listed"] += len(changed)
         self.reads["incremental"] += 1
-        wanted = {t.external_id for t in tasks} & set(changed)
+        mine = lookup.among(changed)
+        for t in mine:
+            if not _TASK_ID.fullmatch(str(t.external_id)):
+                return self.pull_changes(lookup, None)  # pull() names the bad id
+        wanted = {t.external_id for t in mine}
         ids = sorted(wanted, key=int)
         rows: list[dict[str, Any]] = []
         for i in range(0, len(ids), 500):

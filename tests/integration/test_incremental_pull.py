@@ -101,7 +101,19 @@ def _set_cursor(ws, cursor: dict) -> None:
         s.commit()
 
 
-def test_collect_keeps_the_cursor_in_the_database_and_reconciles_on_schedule(label_studio):
+def test_collect_keeps_the_cursor_in_the_database_and_reconciles_on_schedule(label_studio, monkeypatch):
+    from alloop.loop import collect
+
+    rows_read: list[int] = []  # task rows each tick read from alloop's database
+    for name in ("all", "among"):
+        real = getattr(collect._DbTasks, name)
+
+        def counted(self, *args, _real=real):
+            out = _real(self, *args)
+            rows_read.append(len(self.rows))
+            return out
+
+        monkeypatch.setattr(collect._DbTasks, name, counted)
     folder = Path(label_studio.document_root) / "incr"
     pf = write_project(folder, project={"name": "incr", "seed": 0},
                        connector={"name": "label_studio",
@@ -117,12 +129,16 @@ def test_collect_keeps_the_cursor_in_the_database_and_reconciles_on_schedule(lab
     first = _cursor(ws)  # the first pull was full, the second (the waiting tick) incremental
     assert first["pulls"] == 1 and first["project"] == pid and first["full_at"] is not None
 
+    # the tasks were imported moments ago (within the cursor's safety margin): start the watermark now
+    _set_cursor(ws, {**_cursor(ws), "since": datetime.now(timezone.utc).isoformat()})
     lss.annotate(ls, [(t.id, lss.choice(DIGIT(t.data)), uid, False) for t in tasks[:3]])
     conn = ws.connector
     before = dict(conn.reads)
+    rows_read.clear()
     Controller(ws).tick()
     assert conn.reads["incremental"] - before["incremental"] == 1
     assert conn.reads["exported"] - before["exported"] == 3  # only the 3 changed tasks
+    assert rows_read == [3]  # and only their rows of the 12 from the database
     assert _stored(ws) == 3 and _cursor(ws)["pulls"] == 2
 
     # the watermark is pushed past two new annotations: the incremental pull misses them ...
@@ -132,8 +148,9 @@ def test_collect_keeps_the_cursor_in_the_database_and_reconciles_on_schedule(lab
     assert _stored(ws) == 3 and _cursor(ws)["pulls"] == 3
     # ... and the reconciliation pull (every 4th) stores them
     before = dict(conn.reads)
+    rows_read.clear()
     Controller(ws).tick()
-    assert conn.reads["full"] - before["full"] == 1
+    assert conn.reads["full"] - before["full"] == 1 and rows_read == [12]
     assert _stored(ws) == 5 and _cursor(ws)["pulls"] == 0
 
     # deleting an annotation in Label Studio touches its task: the next incremental pull sees it
