@@ -76,11 +76,11 @@ def test_budget_larger_than_pool(tmp_path):
 
 
 def test_unknown_strategy_lists_known_ones(tmp_path):
-    pf = write_project(tmp_path / "p", strategy={"name": "bald"})
+    pf = write_project(tmp_path / "p", strategy={"name": "query_by_magic"})
     assert run_cli("import", "-p", str(pf)).returncode == 0
     r = run_cli("run", "-p", str(pf))
     assert r.returncode == 2
-    assert "Unknown strategy 'bald'" in r.stderr and "margin" in r.stderr and "coreset" in r.stderr
+    assert "Unknown strategy 'query_by_magic'" in r.stderr and "margin" in r.stderr and "coreset" in r.stderr
     assert snapshot(_db(tmp_path / "p"))["rounds"] == []  # refused before any work
 
 
@@ -187,7 +187,7 @@ def test_init_sets_encoder_and_cold_start_and_refuses_unknown_names(tmp_path):
     assert (cfg.features.name, cfg.cold_start.name, cfg.project.task) == ("transformers", "ideal", "text")
     for args, message in ((["--features", "bert"], "Unknown encoder 'bert' for --features. Known encoders:"),
                           (["--cold-start", "idael"], "Unknown strategy 'idael' for --cold-start. Known strategies:"),
-                          (["--strategy", "bald"], "Unknown strategy 'bald' for --strategy.")):
+                          (["--strategy", "query_by_magic"], "Unknown strategy 'query_by_magic' for --strategy.")):
         r = run_cli("init", str(tmp_path / "q"), *args)
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert not (tmp_path / "q" / "alloop.toml").exists()
