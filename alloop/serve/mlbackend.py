@@ -67,6 +67,7 @@ from alloop.loop.external import ExternalModel
 from alloop.loop.models import RoundModels
 from alloop.loop.states import RoundState
 from alloop.protocols import Prediction, WebhookSource
+from alloop.serve.webhooks import client_host
 from alloop.store.arrays import SampleArrays
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Round, Sample, table, utcnow
@@ -404,10 +405,6 @@ class MLProject:
         return 202, {"project": self.name, "action": action, "woken": True}
 
 
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "?"
-
-
 def ml_routes(projects: Mapping[str, MLProject], creds: Credentials) -> list[BaseRoute]:
     """The ML backend's routes: ``/ml/<project>/<call>`` and the bare ``/<call>``."""
 
@@ -416,7 +413,7 @@ def ml_routes(projects: Mapping[str, MLProject], creds: Credentials) -> list[Bas
         if creds.check(header):
             return None
         logger.warning("ML backend call %s %s from %s refused: %s HTTP Basic credentials (see %s, %s)",
-                       request.method, request.url.path, _client(request), "missing" if header is None else "wrong",
+                       request.method, request.url.path, client_host(request), "missing" if header is None else "wrong",
                        USER_ENV, PASSWORD_ENV)
         return JSONResponse({"error": "missing or wrong HTTP Basic credentials: set the ML backend's Basic Auth "
                                       f"user and password in the labeling tool to ${USER_ENV} and ${PASSWORD_ENV}"},
@@ -474,13 +471,13 @@ def ml_routes(projects: Mapping[str, MLProject], creds: Credentials) -> list[Bas
                 status, out = await run_in_threadpool(p.event, payload)
                 return JSONResponse(out, status_code=status)
             except MLError as exc:
-                logger.warning("ML backend %s %s from %s: %d %s", request.method, request.url.path, _client(request),
-                               exc.status, exc.message)
+                logger.warning("ML backend %s %s from %s: %d %s", request.method, request.url.path,
+                               client_host(request), exc.status, exc.message)
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
             except AlloopError as exc:
                 message = " ".join([str(exc), *getattr(exc, "__notes__", ())])
                 logger.warning("ML backend %s %s from %s refused: %s", request.method, request.url.path,
-                               _client(request), message)
+                               client_host(request), message)
                 return JSONResponse({"error": message}, status_code=400)
             except Exception as exc:  # a bug must not take the server down; the tool shows a 500
                 logger.exception("ML backend %s %s failed", request.method, request.url.path)

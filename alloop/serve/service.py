@@ -51,13 +51,12 @@ from alloop.serve.mlbackend import (
     Credentials,
     MLProject,
     ToolFormat,
-    _client,
     ml_routes,
 )
 from alloop.serve.schedule import describe, make_trigger
 from alloop.serve.status import off as status_off
 from alloop.serve.status import status_routes
-from alloop.serve.webhooks import Target, create_app, webhook_path
+from alloop.serve.webhooks import Target, client_host, create_app, webhook_path
 from alloop.store.engine import session_scope
 from alloop.store.models import Project, Sample, utcnow
 from alloop.store.queries import current_round, get_project
@@ -374,7 +373,7 @@ class Service:
             return None
         from starlette.responses import PlainTextResponse
 
-        logger.warning("status page request from %s refused: %s HTTP Basic credentials", _client(request),
+        logger.warning("status page request from %s refused: %s HTTP Basic credentials", client_host(request),
                        "missing" if request.headers.get("authorization") is None else "wrong")
         return PlainTextResponse("The status page needs the HTTP Basic credentials of alloop serve's ML backend "
                                  f"(${USER_ENV}, ${PASSWORD_ENV}).", status_code=401,

@@ -53,7 +53,9 @@ class Target:
     """The tool's id of the project, for events whose URL names no project."""
 
 
-def _client(request: Request) -> str:
+def client_host(request: Request) -> str:
+    """The address a request came from, for log lines about refused calls: the client's host as
+    the server saw it (behind a reverse proxy, the proxy's), ``"?"`` when the server does not know it."""
     return request.client.host if request.client else "?"
 
 
@@ -74,19 +76,19 @@ def create_app(
     async def receive(request: Request) -> JSONResponse:
         given = request.headers.get(SECRET_HEADER)
         if given is None or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), key):
-            logger.warning("Webhook from %s refused: %s %s header", _client(request),
+            logger.warning("Webhook from %s refused: %s %s header", client_host(request),
                            "missing" if given is None else "wrong", SECRET_HEADER)
             return JSONResponse({"error": f"missing or wrong {SECRET_HEADER} header"}, status_code=401)
         length = request.headers.get("content-length") or "0"
         if not length.isdigit() or int(length) > MAX_BODY:
-            logger.warning("Webhook from %s refused: Content-Length %r (at most %d bytes)", _client(request),
+            logger.warning("Webhook from %s refused: Content-Length %r (at most %d bytes)", client_host(request),
                            length[:20], MAX_BODY)
             return JSONResponse({"error": f"expected a Content-Length of at most {MAX_BODY} bytes"}, status_code=413)
         body = await request.body()
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            logger.warning("Webhook from %s refused: the body is not JSON (%s)", _client(request), exc)
+            logger.warning("Webhook from %s refused: the body is not JSON (%s)", client_host(request), exc)
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
         tool = request.path_params["tool"].replace("-", "_")
         named = request.query_params.get("project")
@@ -96,13 +98,13 @@ def create_app(
         events = [(t, t.source.webhook_event(payload)) for t in candidates]  # type: ignore[union-attr]
         if candidates and all(ev is None for _, ev in events):
             logger.warning("Webhook from %s refused: not a %s event (expected a JSON object with an \"action\")",
-                           _client(request), tool)
+                           client_host(request), tool)
             return JSONResponse({"error": "expected a JSON object with an \"action\" string"}, status_code=400)
         found = _find(events, named)
         if found is None:
             ev = next((e for _, e in events if e is not None), None)
             logger.warning("Webhook %s from %s for a project this server does not drive (project=%r, %s project %r)",
-                           ev.action if ev else "?", _client(request), named, tool, ev.tool_project if ev else None)
+                           ev.action if ev else "?", client_host(request), named, tool, ev.tool_project if ev else None)
             return JSONResponse({"error": "unknown project", "serving": sorted(targets)}, status_code=404)
         target, event = found
         if not event.wakes:

@@ -1,13 +1,18 @@
-"""Acting as annotators through the real Label Studio API (several users, in a thread pool)."""
+"""Acting as annotators through the real Label Studio API (several users, in a thread pool), and
+the usual start of a test: a digits project whose first round is in Label Studio."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from label_studio_sdk import LabelStudio
+
+from alloop.loop.controller import Controller
+from alloop.workspace import Workspace
 
 
 def client() -> LabelStudio:
@@ -63,3 +68,31 @@ def label_all(
                 jobs.append((t.id, choice(answer(t.data), to_name), uid, False))
     annotate(ls, jobs)
     return len(jobs)
+
+
+class LoopedProject(NamedTuple):
+    """What :func:`looped_project` made."""
+
+    pf: Path
+    """The project file."""
+    ws: Workspace
+    ls: LabelStudio
+    who: dict[str, int]
+    """The annotators' Label Studio user ids by name."""
+    pid: int
+    """The Label Studio project ("alloop: <name>")."""
+
+
+def looped_project(document_root: str | Path, name: str, *, seed: int, loop: dict[str, Any],
+                   annotators: list[str]) -> LoopedProject:
+    """A digits project ``name`` under Label Studio's document root (the ``label_studio`` fixture's),
+    imported and run until its first round waits for labels in Label Studio; the annotators exist."""
+    from tests.conftest import open_workspace, write_project
+
+    pf = write_project(Path(document_root) / name, project={"name": name, "seed": seed},
+                       connector={"name": "label_studio"}, loop=loop)
+    ws = open_workspace(pf)
+    ls = client()
+    who = users(ls, annotators)
+    Controller(ws).run()
+    return LoopedProject(pf, ws, ls, who, project_id(ls, f"alloop: {name}"))

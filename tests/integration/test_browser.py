@@ -94,14 +94,8 @@ def test_label_studio_lists_by_rank_shows_the_pre_annotation_and_a_browser_label
         label_studio, page, tmp_path):
     from playwright.sync_api import expect
 
-    folder = Path(label_studio.document_root) / "browser"
-    pf = write_project(folder, project={"name": "browser", "seed": 0}, connector={"name": "label_studio"},
-                       loop={"initial_size": 6, "batch_size": 5, "max_rounds": 3})
-    ws = open_workspace(pf)
-    ls = lss.client()
-    who = lss.users(ls, ["bruno"])
-    Controller(ws).run()
-    pid = lss.project_id(ls, "alloop: browser")
+    _, ws, ls, who, pid = lss.looped_project(label_studio.document_root, "browser", seed=0, annotators=["bruno"],
+                                             loop={"initial_size": 6, "batch_size": 5, "max_rounds": 3})
     lss.label_all(ls, pid, DIGIT, list(who.values()))
     Controller(ws).run()  # round 1: a model's pre-annotations, ranked by the strategy
     picks = [key for key, _, _ in _picks(ws, 1)]

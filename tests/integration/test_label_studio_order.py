@@ -12,7 +12,7 @@ from alloop.loop.controller import Controller
 from alloop.store.engine import session_scope
 from alloop.store.models import Round, Sample, Selection
 from connectors.label_studio.views import VIEW_TITLE
-from tests.conftest import open_workspace, write_project
+from tests.conftest import write_project
 from tests.integration import ls_support as lss
 
 DIGIT = lambda data: data["sample_id"].split("/")[0]  # noqa: E731 - the truth is the class folder
@@ -39,14 +39,8 @@ def _view_keys(ls, pid: int, view_id: int) -> list[str]:
 
 
 def test_tasks_carry_rank_and_score_and_the_view_lists_the_open_round_by_rank(label_studio):
-    folder = Path(label_studio.document_root) / "order"
-    pf = write_project(folder, project={"name": "order", "seed": 0}, connector={"name": "label_studio"},
-                       loop={"initial_size": 12, "batch_size": 11, "max_rounds": 3})
-    ws = open_workspace(pf)
-    ls = lss.client()
-    who = lss.users(ls, ["olga"])
-    Controller(ws).run()
-    pid = lss.project_id(ls, "alloop: order")
+    _, ws, ls, who, pid = lss.looped_project(label_studio.document_root, "order", seed=0, annotators=["olga"],
+                                             loop={"initial_size": 12, "batch_size": 11, "max_rounds": 3})
 
     for number, size in ((0, 12), (1, 11)):
         picks = _picks(ws, number)
@@ -74,14 +68,8 @@ def test_tasks_carry_rank_and_score_and_the_view_lists_the_open_round_by_rank(la
 
 
 def test_a_view_pointed_elsewhere_by_hand_is_put_back_on_the_next_push(label_studio):
-    folder = Path(label_studio.document_root) / "order2"
-    pf = write_project(folder, project={"name": "order2", "seed": 1}, connector={"name": "label_studio"},
-                       loop={"initial_size": 4, "batch_size": 3, "max_rounds": 2})
-    ws = open_workspace(pf)
-    ls = lss.client()
-    who = lss.users(ls, ["pia"])
-    Controller(ws).run()
-    pid = lss.project_id(ls, "alloop: order2")
+    _, ws, ls, who, pid = lss.looped_project(label_studio.document_root, "order2", seed=1, annotators=["pia"],
+                                             loop={"initial_size": 4, "batch_size": 3, "max_rounds": 2})
     (view,) = _views(ls, pid)
     # someone re-points the tab at round 0's tasks in reverse order
     ls.views.update(str(view.id), project=pid, data={

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from sqlmodel import select
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from alloop.errors import LockedError
@@ -16,7 +17,7 @@ from alloop.loop.lock import ProjectLease
 from alloop.protocols import ConnectorContext, WebhookSource
 from alloop.report import project_status
 from alloop.serve.service import ProjectRunner, webhook_url
-from alloop.serve.webhooks import Target, create_app, webhook_path
+from alloop.serve.webhooks import Target, client_host, create_app, webhook_path
 from alloop.store.engine import session_scope
 from alloop.store.models import Project
 from connectors.label_studio.connector import LabelStudioConnector
@@ -203,3 +204,9 @@ def test_the_next_scheduled_action_is_written_for_alloop_status(tmp_path):
     finally:
         sched.shutdown(wait=False)
         ws.close()
+
+
+def test_client_host_names_the_caller_or_a_question_mark():
+    """What the refusal log lines of the receiver, the ML backend and the status page name."""
+    assert client_host(Request({"type": "http", "client": ("10.1.2.3", 5123)})) == "10.1.2.3"
+    assert client_host(Request({"type": "http", "client": None})) == "?"
