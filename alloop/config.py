@@ -39,6 +39,11 @@ ENV: dict[str, str] = {
     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "Label Studio's local-files document root, for serving local images",
     "ALLOOP_WEBHOOK_SECRET": "`alloop serve`: the shared secret Label Studio sends in the X-Alloop-Secret header "
     "of each webhook call (never stored by alloop)",
+    "ALLOOP_ML_BACKEND_USER": "`alloop serve`: the HTTP Basic user of its ML backend and status page (default alloop)",
+    "ALLOOP_ML_BACKEND_PASSWORD": "`alloop serve`: the HTTP Basic password of its ML backend and status page; "
+    "without it both are off (never logged or stored)",
+    "ALLOOP_SERVE_URL": "`alloop labelstudio up`/`connect`: the URL of a running `alloop serve` that Label Studio "
+    "reaches, to connect it as the project's ML backend",
 }
 
 
