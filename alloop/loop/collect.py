@@ -89,13 +89,14 @@ class _DbTasks:
         self.rows: list[Any] = []
 
     @staticmethod
-    def _ref(t: Any) -> TaskRef:
+    def ref(t: Any) -> TaskRef:
+        """The :class:`~alloop.protocols.TaskRef` of a task row of :func:`_tasks_statement`."""
         return TaskRef(t.key, t.external_id, t.number, t.pushed_at)
 
     def all(self) -> list[TaskRef]:
         with self.engine.connect() as c:
-            self.rows = list(c.execute(_tasks_statement(False), {**self.params, "round_id": None}).all())
-        return [self._ref(t) for t in self.rows]
+            self.rows = list(c.execute(_tasks_statement(False), self.params).all())
+        return [self.ref(t) for t in self.rows]
 
     def among(self, external_ids: Any) -> list[TaskRef]:
         ids = sorted({str(i) for i in external_ids})
@@ -104,7 +105,7 @@ class _DbTasks:
             for start in range(0, len(ids), 900):  # any backend's parameter limit
                 rows.extend(c.execute(_AMONG, {**self.params, "ext": ids[start : start + 900]}).all())
         self.rows = rows
-        return [self._ref(t) for t in rows]
+        return [self.ref(t) for t in rows]
 
 
 def collect(env: StepEnv, rnd: Round) -> TickResult:
@@ -135,15 +136,16 @@ def collect(env: StepEnv, rnd: Round) -> TickResult:
         records, new_cursor = pulled.records, pulled.cursor
         rows = lookup.rows
         complete = [t.id for t in rows if t.external_id in pulled.complete]
-    tasks_by_key = {t.key: t for t in rows}
-    asked = [t for t in rows if not t.answered]  # final annotations: an answered task is not asked again
-    refs = [TaskRef(t.key, t.external_id, t.number, t.pushed_at) for t in asked]
-    if lazy or not refs:
-        pass
-    elif isinstance(conn, CompletePull):  # every annotation the tool holds: a missing one was deleted there
-        records, complete = conn.pull_complete(refs), [t.id for t in asked]
     else:
-        records, complete = conn.pull(refs), None
+        asked = [t for t in rows if not t.answered]  # final annotations: an answered task is not asked again
+        refs = [_DbTasks.ref(t) for t in asked]
+        if not refs:
+            pass
+        elif isinstance(conn, CompletePull):  # every annotation the tool holds: a missing one was deleted there
+            records, complete = conn.pull_complete(refs), [t.id for t in asked]
+        else:
+            records = conn.pull(refs)
+    tasks_by_key = {t.key: t for t in rows}
     with Session(ws.engine, expire_on_commit=False) as s:
         stats = ingest(s, project_id=project.id, connector=conn.name, labels=project.labels,  # type: ignore[arg-type]
                        records=records, tasks_by_key=tasks_by_key, complete_tasks=complete)

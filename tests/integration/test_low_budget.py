@@ -11,6 +11,27 @@ from alloop.store.models import Round, Sample, Selection
 from tests.conftest import open_workspace, write_project
 
 
+def run_round_1(pf):
+    """Run the project to the end; round 1's strategy, picks (sample ids, by rank), saved scores and
+    the scored positions that were candidates (not picked in round 0)."""
+    import numpy as np
+
+    from alloop.loop.artifacts import RoundScores, scores_path
+
+    ws = open_workspace(pf)
+    ws.validate()
+    assert Controller(ws).run()[-1].finished
+    with session_scope(ws.engine) as s:
+        r1 = s.exec(select(Round).where(Round.number == 1)).one()
+        picked = s.exec(select(Selection.sample_id).where(Selection.round_id == r1.id)
+                        .order_by(Selection.rank)).all()
+        before = set(s.exec(select(Selection.sample_id).where(Selection.round_id != r1.id)).all())
+    scores = RoundScores.load(scores_path(ws.work_dir, 1))
+    seed = ws.project().seed
+    ws.close()
+    return r1.strategy, picked, scores, np.flatnonzero(~np.isin(scores.sample_ids, list(before))), seed
+
+
 def test_typiclust_cold_start_then_probcover_cover_the_classes(tmp_path):
     """Iris (3 classes): TypiClust's 3 picks in round 0 hit every class; ProbCover picks in round 1
     with delta from the purity rule on the project's 3 classes, none picked twice."""
@@ -39,9 +60,7 @@ def test_typiclust_cold_start_then_probcover_cover_the_classes(tmp_path):
 def test_badge_in_the_loop_picks_from_the_saved_probabilities_and_penultimate_features(tmp_path):
     """Breast cancer, scaled logistic regression: round 1's picks are badge_select over the round's
     saved scores (probabilities and the scaled features) with the round's seed."""
-    import numpy as np
 
-    from alloop.loop.artifacts import RoundScores, scores_path
     from alloop.rng import derive_rng
     from alloop.strategies.badge import badge_select
 
@@ -53,22 +72,12 @@ def test_badge_in_the_loop_picks_from_the_saved_probabilities_and_penultimate_fe
         strategy={"name": "badge"},
         loop={"initial_size": 10, "batch_size": 8, "max_rounds": 2},
     )
-    ws = open_workspace(pf)
-    ws.validate()
-    assert Controller(ws).run()[-1].finished
-    with session_scope(ws.engine) as s:
-        r1 = s.exec(select(Round).where(Round.number == 1)).one()
-        picked = s.exec(select(Selection.sample_id).where(Selection.round_id == r1.id)
-                        .order_by(Selection.rank)).all()
-        before = set(s.exec(select(Selection.sample_id).where(Selection.round_id != r1.id)).all())
-    assert r1.strategy == "badge"
-    scores = RoundScores.load(scores_path(ws.work_dir, 1))
+    strategy, picked, scores, cand, seed = run_round_1(pf)
+    assert strategy == "badge"
     assert scores.model_arrays["penultimate"].shape == (len(scores), 30)
-    cand = np.flatnonzero(~np.isin(scores.sample_ids, list(before)))
     want, _ = badge_select(scores.proba, scores.model_arrays["penultimate"], 8, candidates=cand,
-                           rng=derive_rng(ws.project().seed, "round", 1, "select"))
+                           rng=derive_rng(seed, "round", 1, "select"))
     assert picked == scores.sample_ids[want].tolist()
-    ws.close()
 
 
 def test_a_learner_without_penultimate_features_is_refused_for_badge(tmp_path):
@@ -146,11 +155,9 @@ def test_simulate_reports_labels_saved_and_where_stopping_rules_would_stop(tmp_p
 
 
 def test_bald_over_an_ensemble_in_the_loop_and_a_single_model_refused(tmp_path):
-    import numpy as np
     import pytest
 
     from alloop.errors import ConfigError
-    from alloop.loop.artifacts import RoundScores, scores_path
     from alloop.strategies._scores import top_k
     from alloop.strategies.committee import bald
 
@@ -162,19 +169,10 @@ def test_bald_over_an_ensemble_in_the_loop_and_a_single_model_refused(tmp_path):
         strategy={"name": "bald"},
         loop={"initial_size": 9, "batch_size": 5, "max_rounds": 2},
     )
-    ws = open_workspace(pf)
-    ws.validate()
-    assert Controller(ws).run()[-1].finished
-    with session_scope(ws.engine) as s:
-        r1 = s.exec(select(Round).where(Round.number == 1)).one()
-        picked = s.exec(select(Selection.sample_id).where(Selection.round_id == r1.id).order_by(Selection.rank)).all()
-        before = set(s.exec(select(Selection.sample_id).where(Selection.round_id != r1.id)).all())
-    scores = RoundScores.load(scores_path(ws.work_dir, 1))
+    _, picked, scores, cand, _ = run_round_1(pf)
     members = scores.model_arrays["members"]
     assert members.shape == (len(scores), 3, 3)
-    cand = np.flatnonzero(~np.isin(scores.sample_ids, list(before)))
     assert picked == scores.sample_ids[cand[top_k(bald(members[cand]), 5)]].tolist()
-    ws.close()
     pf = write_project(tmp_path / "q", pool={"source": {"type": "bundled", "name": "iris"}},
                        features={"name": "vector"}, strategy={"name": "vote_entropy"})
     ws = open_workspace(pf)
