@@ -132,6 +132,7 @@ def select(env: StepEnv, rnd: Round) -> TickResult:
         extras=extras,
         backend=ws.backend if strategy.uses_backend else None,
         n_classes=len(project.labels) or None,
+        cache_dir=ws.cache_dir / "strategies",
     )
     sel = strategy.select(ctx, k)
     picked = ids[sel.positions]

@@ -27,6 +27,8 @@ from alloop.params import parse_params
 from alloop.protocols.context import PluginContext
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from alloop.execution.base import Backend
 
 #: The arrays a strategy may ask for.
@@ -99,6 +101,10 @@ class SelectionContext:
         None: everything runs in this process.
     n_classes : int, optional
         The project's number of classes (the label set's size), when known.
+    cache_dir : Path, optional
+        A folder where a strategy may keep what it computes once for a pool and reuses in later
+        rounds and processes (Cluster-Margin's clustering), under a subfolder of its name, each
+        file named by the content it was computed from. None: keep nothing.
     """
 
     n_samples: int
@@ -112,6 +118,7 @@ class SelectionContext:
     extras: dict[str, Any] = field(default_factory=dict)
     backend: Backend | None = None
     n_classes: int | None = None
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("candidates", "labeled"):

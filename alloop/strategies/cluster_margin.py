@@ -4,25 +4,36 @@ From "Batch Active Learning at Scale" (Citovsky, DeSalvo, Gentile, Karydas, Raja
 Rostamizadeh, Kumar, NeurIPS 2021), the method that ran with batches of 10^5 to 10^6 on ~10^7
 images:
 
-1. once: hierarchical agglomerative clustering of the pool's embeddings (average linkage),
-   reused in every later round;
+1. once: hierarchical agglomerative clustering of the pool's embeddings, reused in every later
+   round;
 2. each round: the ``shortlist x budget`` candidates of lowest margin (top-two probability
    gap); group them by cluster; visit the clusters from the smallest (fewest shortlisted items)
    to the largest, one item from each, again and again, until the budget is filled.
 
 Within a cluster the items are taken by margin (lowest first; the paper draws them at random);
-ties in cluster size go to the lower cluster id. Pools larger than ``max_points`` are first
+clusters with as many shortlisted items are visited by their lowest margin, so that a shortlist
+spread over as many clusters as the budget gives margin's own picks.
+
+The paper cuts an average-linkage tree; alloop's default is Ward's linkage. Cut at a tenth of
+the pool, average linkage leaves the outliers in clusters of their own and the rest in a few
+large ones, and "smallest first" then picks the outliers: measured on scikit-learn's digits
+(one label per class per round, 30 seeds), that lost to random, where Ward's compact clusters
+did not (``benchmarks/results/label_efficiency.md``). ``linkage = "average"`` gives the
+paper's. Pools larger than ``max_points`` are first
 reduced by k-means to ``max_points`` centroids (seeded), the centroids are clustered, and each
 item takes its centroid's cluster (the paper scales with a distributed HAC instead). The
-clustering is kept in memory for the process, keyed by the embeddings' bytes and the
-parameters: a long-running ``alloop serve`` or ``alloop run`` computes it once.
+clustering is keyed by the embeddings' bytes and the parameters, kept in memory for the process
+and, in a project, saved in its cache folder (``cache/strategies/cluster_margin/``): every
+later round reuses it, in this process or the next ``alloop run``, until the pool changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, ClassVar
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,22 +42,28 @@ from pydantic import Field
 from alloop.strategies._scores import margin
 from alloop.strategies.base import Selection, SelectionContext, Strategy
 
-__all__ = ["ClusterMarginStrategy", "average_linkage_clusters", "cluster_margin_select"]
+__all__ = ["LINKAGES", "ClusterMarginStrategy", "agglomerative_clusters", "cluster_margin_select"]
 
 logger = logging.getLogger(__name__)
 
-#: (digest of the embeddings, n_clusters, max_points, seed) -> cluster of every row
-_CLUSTERS: dict[tuple[str, int, int, int], NDArray[np.int64]] = {}
+#: the linkages ``scipy.cluster.hierarchy.linkage`` is asked for
+LINKAGES = ("ward", "average", "complete", "single")
+Linkage = Literal["ward", "average", "complete", "single"]
+
+#: (digest of the embeddings, n_clusters, max_points, seed, linkage) -> cluster of every row
+_CLUSTERS: dict[tuple[str, int, int, int, str], NDArray[np.int64]] = {}
 _KEEP = 4
 
 
-def average_linkage_clusters(X: NDArray[Any], n_clusters: int, *, max_points: int = 5000,
-                             seed: int = 0) -> NDArray[np.int64]:
-    """Average-linkage agglomerative clusters of the rows (``n_clusters`` of them, as
-    ``scipy.cluster.hierarchy.fcluster`` ``maxclust`` cuts the tree), 0-based; through k-means
-    centroids when there are more than ``max_points`` rows."""
+def agglomerative_clusters(X: NDArray[Any], n_clusters: int, *, method: str = "ward", max_points: int = 10_000,
+                           seed: int = 0) -> NDArray[np.int64]:
+    """Agglomerative clusters of the rows (``n_clusters`` of them, as
+    ``scipy.cluster.hierarchy.fcluster`` ``maxclust`` cuts the ``method`` linkage tree), 0-based;
+    through k-means centroids when there are more than ``max_points`` rows."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
+    if method not in LINKAGES:
+        raise ValueError(f"linkage must be one of {', '.join(LINKAGES)}; got {method!r}.")
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
     n_clusters = max(1, min(int(n_clusters), n))
@@ -58,9 +75,10 @@ def average_linkage_clusters(X: NDArray[Any], n_clusters: int, *, max_points: in
         km = MiniBatchKMeans(n_clusters=max_points, random_state=seed, n_init=1, batch_size=4096)
         assign = km.fit_predict(X)
         centres = km.cluster_centers_
-        top = average_linkage_clusters(centres, min(n_clusters, max_points), max_points=max_points, seed=seed)
+        top = agglomerative_clusters(centres, min(n_clusters, max_points), method=method, max_points=max_points,
+                                     seed=seed)
         return np.asarray(top[assign], dtype=np.int64)
-    labels = fcluster(linkage(X, method="average"), t=n_clusters, criterion="maxclust")
+    labels = fcluster(linkage(X, method=method), t=n_clusters, criterion="maxclust")
     return np.asarray(labels, dtype=np.int64) - 1
 
 
@@ -80,7 +98,9 @@ def cluster_margin_select(
     groups: dict[int, list[int]] = {}
     for i, c in enumerate(clusters[short].tolist()):
         groups.setdefault(c, []).append(i)
-    visit = sorted(groups, key=lambda c: (len(groups[c]), c))
+    # smallest first; as many shortlisted: the cluster of the more uncertain item first (the
+    # shortlist is in margin order, so a group's first item is its most uncertain)
+    visit = sorted(groups, key=lambda c: (len(groups[c]), groups[c][0]))
     picked: list[int] = []
     depth = 0
     while len(picked) < k:
@@ -103,14 +123,17 @@ class ClusterMarginStrategy(Strategy):
         The margin shortlist holds ``shortlist x budget`` candidates (the paper's k_m; 10).
     n_clusters : int, optional
         Clusters of the pool (default: a tenth of the pool, at least 2: clusters of about ten).
-    max_points : int
+    linkage : {"ward", "average", "complete", "single"}, default "ward"
+        How the clustering merges (``scipy.cluster.hierarchy.linkage``); the paper's is
+        ``"average"`` (see the module docstring for why the default is Ward's).
+    max_points : int, default 10000
         Pools above this many items are clustered through as many k-means centroids.
 
     Notes
     -----
     Needs the model's probabilities and ``embeddings``. The clustering costs ``O(m^2)`` time and
-    memory for ``m = min(pool, max_points)`` once per process; a round then costs a margin and a
-    sort.
+    memory for ``m = min(pool, max_points)`` (about ``4 m^2`` bytes: 400 MB at the default) once
+    per pool; a round then costs a margin and a sort.
     """
 
     name: ClassVar[str] = "cluster_margin"
@@ -118,24 +141,57 @@ class ClusterMarginStrategy(Strategy):
 
     shortlist: int = Field(default=10, ge=1)
     n_clusters: int | None = Field(default=None, ge=1)
-    max_points: int = Field(default=5000, ge=2)
+    linkage: Linkage = "ward"
+    max_points: int = Field(default=10_000, ge=2)
 
-    def clusters(self, X: NDArray[Any], seed: int) -> NDArray[np.int64]:
-        """The pool's clusters (kept for the process)."""
+    def clusters(self, X: NDArray[Any], seed: int, cache_dir: Path | None = None) -> NDArray[np.int64]:
+        """The pool's clusters: from this process's memory, else from ``cache_dir`` (a file named
+        by the embeddings' digest and the parameters), else computed and kept in both."""
         X = np.ascontiguousarray(X)
         n_clusters = self.n_clusters or max(2, X.shape[0] // 10)
-        digest = hashlib.sha256(X.data).hexdigest() + f"{X.shape}{X.dtype}"
-        key = (digest, n_clusters, self.max_points, seed)
-        if key not in _CLUSTERS:
-            logger.info("Cluster-Margin: clustering %d items into %d clusters (once)", X.shape[0], n_clusters)
-            while len(_CLUSTERS) >= _KEEP:
-                _CLUSTERS.pop(next(iter(_CLUSTERS)))
-            _CLUSTERS[key] = average_linkage_clusters(X, n_clusters, max_points=self.max_points, seed=seed)
-        return _CLUSTERS[key]
+        h = hashlib.sha256(X.data)
+        h.update(f"{X.shape}{X.dtype}".encode())
+        key = (h.hexdigest(), n_clusters, self.max_points, seed, self.linkage)
+        if key in _CLUSTERS:
+            return _CLUSTERS[key]
+        file = None if cache_dir is None else (
+            Path(cache_dir) / self.name / f"{key[0][:32]}-{n_clusters}-{self.max_points}-{seed}-{self.linkage}.npy")
+        got = _read(file, X.shape[0])
+        if got is None:
+            logger.info("Cluster-Margin: clustering %d items into %d clusters, %s linkage (once)", X.shape[0],
+                        n_clusters, self.linkage)
+            got = agglomerative_clusters(X, n_clusters, method=self.linkage, max_points=self.max_points, seed=seed)
+            if file is not None:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+                with open(tmp, "wb") as f:
+                    np.save(f, got)
+                os.replace(tmp, file)  # whole or absent, never half written
+        while len(_CLUSTERS) >= _KEEP:
+            _CLUSTERS.pop(next(iter(_CLUSTERS)))
+        _CLUSTERS[key] = got
+        return got
 
     def _select(self, ctx: SelectionContext, k: int) -> Selection:
         proba = np.asarray(ctx.require("proba"))
-        clusters = self.clusters(np.asarray(ctx.require("embeddings")), seed=0)
+        clusters = self.clusters(np.asarray(ctx.require("embeddings")), seed=0, cache_dir=ctx.cache_dir)
         positions, scores = cluster_margin_select(proba, clusters, k, candidates=ctx.candidates,
                                                   shortlist=self.shortlist)
         return Selection(positions=positions, scores=scores)
+
+
+def _read(file: Path | None, n: int) -> NDArray[np.int64] | None:
+    """A saved clustering of ``n`` rows, or None (none saved, or unreadable: then recomputed)."""
+    if file is None or not file.is_file():
+        return None
+    try:
+        got = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        logger.warning("Cluster-Margin: ignoring the unreadable saved clustering %s (%s); computing it again",
+                       file, exc)
+        return None
+    if got.shape != (n,) or got.dtype.kind != "i":
+        logger.warning("Cluster-Margin: ignoring the saved clustering %s (shape %s, expected (%d,))", file,
+                       got.shape, n)
+        return None
+    return np.asarray(got, dtype=np.int64)
