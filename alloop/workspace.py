@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 _GIVERS = {
     "penultimate": "sklearn with a linear model (sklearn.linear_model.LogisticRegression, SGDClassifier with "
                    'loss = "log_loss") or sklearn.neural_network.MLPClassifier, and kd_student.',
-    "members": 'name = "ensemble" around any feature learner, e.g. params = { learner = "sklearn", members = 5 }.',
+    "members": 'name = "ensemble" around any feature learner, e.g. params = { learner = "sklearn", members = 5 }, '
+               'and kd_student trained with dropout (params.dropout = 0.2: Monte-Carlo dropout members).',
 }
 
 

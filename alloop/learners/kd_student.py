@@ -19,6 +19,11 @@ teacher alone - 0 without one, as the learner protocol asks.
 With ``kd_weight = 0`` and ``alpha = 0`` it is a plain linear classifier (the "without KD"
 baseline) and needs no teacher.
 
+With ``dropout > 0`` the heads' inputs are dropped out in training, and the student gives
+``mc_samples`` Monte-Carlo dropout members (Gal & Ghahramani 2016) for the committee strategies
+(``bald``, ``vote_entropy``): member ``s`` is the student with one seeded mask over the input
+features, the same for every item, so an item's members do not depend on which shard scored it.
+
 Project file::
 
     [learner]
@@ -61,6 +66,10 @@ class KDStudentParams(BaseModel):
     batch_size: int = Field(default=256, ge=1)
     standardize: bool = True
     """Standardize features with the pool's mean and std (frozen features vary in scale)."""
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    """Dropout on the heads' inputs in training; above 0 the student gives MC-dropout members."""
+    mc_samples: int = Field(default=20, ge=2)
+    """Monte-Carlo dropout members (with ``dropout > 0``): memory ``n x mc_samples x classes``."""
 
 
 def kd_loss(student_logits: Any, teacher_proba: Any, temperature: float) -> Any:
@@ -155,6 +164,13 @@ class KDStudentLearner:
         xu = torch.as_tensor((X_pool - mean) / std, dtype=torch.float32)
         tl = torch.as_tensor(teacher_proba, dtype=torch.float32) if teacher_proba is not None else None
         tu = torch.as_tensor(teacher_pool, dtype=torch.float32) if teacher_pool is not None else None
+
+        def drop(x: Any) -> Any:
+            if p.dropout == 0:
+                return x
+            keep = (torch.rand(x.shape, generator=gen) >= p.dropout).to(x.dtype)
+            return x * keep / (1 - p.dropout)
+
         steps_per_epoch = max(1, -(-len(xu) // p.batch_size))
         epochs = max(p.epochs, -(-p.min_steps // steps_per_epoch))
         for _ in range(epochs):
@@ -162,11 +178,12 @@ class KDStudentLearner:
             for step in range(steps_per_epoch):
                 ub = order[step * p.batch_size : (step + 1) * p.batch_size]
                 lb = torch.randint(len(xl), (min(p.batch_size, len(xl)),), generator=gen)
-                ce_logits = ce_head(xl[lb]).masked_fill(unseen, float("-inf"))
+                xlb, xub = drop(xl[lb]), drop(xu[ub])
+                ce_logits = ce_head(xlb).masked_fill(unseen, float("-inf"))
                 loss = p.ce_weight * torch.nn.functional.cross_entropy(ce_logits, yl[lb])
                 if p.kd_weight > 0 and tl is not None and tu is not None:
-                    kd = (kd_loss(kd_head(xl[lb]), tl[lb], p.temperature)
-                          + kd_loss(kd_head(xu[ub]), tu[ub], p.temperature))
+                    kd = (kd_loss(kd_head(xlb), tl[lb], p.temperature)
+                          + kd_loss(kd_head(xub), tu[ub], p.temperature))
                     loss = loss + p.kd_weight * kd
                 opt.zero_grad()
                 loss.backward()
@@ -179,8 +196,21 @@ class KDStudentLearner:
             "n_classes": n_classes,
             "unseen": unseen.clone(),
             "params": p.model_dump(),
+            "seed": int(seed),
         }
         return self
+
+    def _mix(self, x: Any) -> Any:
+        """The prediction of standardised rows ``x`` (a tensor)."""
+        import torch
+
+        st, p = self.state_, self.params
+        assert st is not None
+        ce = torch.nn.functional.linear(x, st["ce"]["weight"], st["ce"]["bias"])
+        if "unseen" in st:  # models saved before the mask score every class
+            ce = ce.masked_fill(st["unseen"], float("-inf"))
+        kd = torch.nn.functional.linear(x, st["kd"]["weight"], st["kd"]["bias"])
+        return (1 - p.alpha) * torch.softmax(ce, dim=1) + p.alpha * torch.softmax(kd / p.beta, dim=1)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """``(1 - alpha) * softmax(ce) + alpha * softmax(kd / beta)``, shape (n, C)."""
@@ -188,15 +218,37 @@ class KDStudentLearner:
 
         if self.state_ is None:
             raise NotFittedError("kd_student.predict_proba called before fit.")
-        st, p = self.state_, self.params
+        st = self.state_
         x = torch.as_tensor((X - st["mean"]) / st["std"], dtype=torch.float32)
         with torch.inference_mode():
-            ce = torch.nn.functional.linear(x, st["ce"]["weight"], st["ce"]["bias"])
-            if "unseen" in st:  # models saved before the mask score every class
-                ce = ce.masked_fill(st["unseen"], float("-inf"))
-            kd = torch.nn.functional.linear(x, st["kd"]["weight"], st["kd"]["bias"])
-            out = (1 - p.alpha) * torch.softmax(ce, dim=1) + p.alpha * torch.softmax(kd / p.beta, dim=1)
+            out = self._mix(x)
         return out.numpy().astype(np.float64)
+
+    @property
+    def gives_members(self) -> bool:
+        """:meth:`member_proba` answers when the student was trained with dropout."""
+        return self.params.dropout > 0
+
+    def member_proba(self, X: np.ndarray) -> np.ndarray:
+        """Monte-Carlo dropout members, shape (n, mc_samples, C): member ``s`` masks the input
+        features with the ``s``-th mask drawn from the fit's seed (kept units scaled by
+        ``1 / (1 - dropout)``), the same mask for every row."""
+        import torch
+
+        if self.state_ is None:
+            raise NotFittedError("kd_student.member_proba called before fit.")
+        p, st = self.params, self.state_
+        if p.dropout == 0:
+            raise LearnerError("kd_student gives Monte-Carlo dropout members only when trained with dropout > 0; "
+                               "set [learner] params.dropout (e.g. 0.2).")
+        x = torch.as_tensor((X - st["mean"]) / st["std"], dtype=torch.float32)
+        gen = torch.Generator().manual_seed(int(st.get("seed", 0)) + 1)
+        masks = (torch.rand((p.mc_samples, x.shape[1]), generator=gen) >= p.dropout).to(x.dtype) / (1 - p.dropout)
+        out = np.empty((x.shape[0], p.mc_samples, st["n_classes"]), np.float64)
+        with torch.inference_mode():
+            for s in range(p.mc_samples):
+                out[:, s] = self._mix(x * masks[s]).numpy()
+        return out
 
     def embed(self, X: np.ndarray) -> np.ndarray | None:
         return None  # the heads sit on the frozen features: those are the student's features

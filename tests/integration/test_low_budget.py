@@ -179,3 +179,28 @@ def test_bald_over_an_ensemble_in_the_loop_and_a_single_model_refused(tmp_path):
     with pytest.raises(ConfigError, match="each ensemble member.*name = \"ensemble\""):
         ws.validate()
     ws.close()
+
+
+def test_bald_over_the_kd_students_mc_dropout_members(tmp_path):
+    """The plain KD student trained with dropout: round 1's BALD picks come from its saved Monte-
+    Carlo dropout members; without dropout the same project is refused, naming the fix."""
+    import pytest
+
+    from alloop.errors import ConfigError
+    from alloop.strategies._scores import top_k
+    from alloop.strategies.committee import bald
+
+    student = {"kd_weight": 0, "alpha": 0, "epochs": 5, "dropout": 0.3, "mc_samples": 8}
+    project = dict(pool={"source": {"type": "bundled", "name": "iris"}, "test_fraction": 0.2},
+                   features={"name": "vector"}, strategy={"name": "bald"},
+                   loop={"initial_size": 9, "batch_size": 5, "max_rounds": 2})
+    pf = write_project(tmp_path / "p", learner={"name": "kd_student", "params": student}, **project)
+    _, picked, scores, cand, _ = run_round_1(pf)
+    members = scores.model_arrays["members"]
+    assert members.shape == (len(scores), 8, 3)
+    assert picked == scores.sample_ids[cand[top_k(bald(members[cand]), 5)]].tolist()
+    del student["dropout"]
+    ws = open_workspace(write_project(tmp_path / "q", learner={"name": "kd_student", "params": student}, **project))
+    with pytest.raises(ConfigError, match="kd_student trained with dropout"):
+        ws.validate()
+    ws.close()

@@ -93,3 +93,39 @@ def test_without_kd_needs_no_teacher_and_errors():
         registry.create("learner", "kd_student").predict_proba(X)
     with pytest.raises(ConfigError, match="temperatur"):
         registry.create("learner", "kd_student", {"temperatur": 2})
+
+
+def test_mc_dropout_members_are_seeded_thinned_students_independent_of_the_shard(tmp_path):
+    X, y = blobs(n=150)
+    plain = registry.create("learner", "kd_student", {"kd_weight": 0, "alpha": 0, "epochs": 3})
+    assert plain.gives_members is False
+    plain.fit(X[:30], y[:30], n_classes=3, seed=0, X_pool=X)
+    with pytest.raises(LearnerError, match="dropout > 0"):
+        plain.member_proba(X)
+
+    params = {"kd_weight": 0, "alpha": 0, "epochs": 3, "dropout": 0.4, "mc_samples": 6}
+    mc = registry.create("learner", "kd_student", params)
+    assert mc.gives_members is True
+    with pytest.raises(NotFittedError):
+        mc.member_proba(X)
+    mc.fit(X[:30], y[:30], n_classes=3, seed=7, X_pool=X)
+    m = mc.member_proba(X)
+    assert m.shape == (150, 6, 3) and np.allclose(m.sum(axis=2), 1)
+    # member s, by hand: the s-th seeded mask over the standardised features, the same for every row
+    st = mc.state_
+    masks = (torch.rand((6, X.shape[1]), generator=torch.Generator().manual_seed(7 + 1)) >= 0.4).float() / 0.6
+    x = torch.as_tensor((X - st["mean"]) / st["std"], dtype=torch.float32)
+    for s in range(6):
+        logits = torch.nn.functional.linear(x * masks[s], st["ce"]["weight"], st["ce"]["bias"])
+        np.testing.assert_allclose(m[:, s], torch.softmax(logits, dim=1).numpy(), atol=1e-6)
+    # the members differ, scoring in two shards gives the same members, and so does a reload
+    assert np.abs(m[:, 0] - m[:, 1]).max() > 1e-3
+    np.testing.assert_array_equal(np.concatenate([mc.member_proba(X[:40]), mc.member_proba(X[40:])]), m)
+    buf = io.BytesIO()
+    mc.save(buf)
+    (tmp_path / "m.pt").write_bytes(buf.getvalue())
+    back = registry.load("learner", "kd_student").load(tmp_path / "m.pt", params)
+    np.testing.assert_array_equal(back.member_proba(X), m)
+    # dropout in training changes the model; the members' mean votes mostly as the model does
+    assert not np.array_equal(mc.predict_proba(X), plain.predict_proba(X))
+    assert (m.mean(axis=1).argmax(1) == mc.predict_proba(X).argmax(1)).mean() > 0.9
