@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, func, select
 
 from alloop.errors import ConfigError, ProjectNotFoundError
@@ -88,17 +87,6 @@ def pool_samples(session: Session, project_id: int) -> list[Sample]:
             .order_by(col(Sample.id))
         ).all()
     )
-
-
-def test_samples(session: Session, project_id: int, *, labeled: bool = True) -> list[Sample]:
-    """Held-out readable samples in id order; with ``labeled``, only those with a reference label
-    (detection samples carry their truth in ``data["reference_boxes"]`` instead: pass False)."""
-    where: list[ColumnElement[bool]] = [
-        col(Sample.project_id) == project_id, col(Sample.status) == "ok", col(Sample.split) == "test"
-    ]
-    if labeled:
-        where.append(col(Sample.reference_label).is_not(None))
-    return list(session.exec(select(Sample).where(*where).order_by(col(Sample.id))).all())
 
 
 def selected_ids(session: Session, project_id: int) -> set[int]:
