@@ -20,14 +20,16 @@ Regimes:
 - ``low``: one random label per class to start, then rounds of one label per class (10 rounds);
 - ``high``: 20 random labels, then 14 rounds of 20.
 
-Reported per dataset and regime: AUBC (mean, std), its paired gain over random and the seeds
-won out of all, the labels saved against random (labels each strategy needed to reach the
+Reported first as one matrix (and a heatmap, ``label_efficiency.png``) of every strategy's
+paired AUBC gain over random; then per dataset and regime: AUBC (mean, std), its paired gain
+over random and the seeds won out of all, the labels saved against random (labels each strategy needed to reach the
 accuracy random reached at its last point, 95% interval), and, in the ``high`` regime, where
 each stopping rule (stabilizing predictions; overall uncertainty) would have stopped and the
 accuracy given up there. The committee strategies (``vote_entropy``, ``bald``) run with the
 ``ensemble`` learner (5 bootstrapped logistic regressions) and are compared with random under
-that learner. Cold starts (random, IDEAL, TypiClust, ProbCover) are compared after round 0 at
-one and two labels per class.
+that learner. Cluster-Margin also runs with the paper's average linkage (its default is Ward's),
+against random in runs of its own. Cold starts (random, IDEAL, TypiClust, ProbCover) are compared
+after round 0 at one and two labels per class.
 
     python benchmarks/label_efficiency.py                         # everything, 30 seeds (hours on 2 cores)
     python benchmarks/label_efficiency.py --datasets digits --seeds 3 --out /tmp/le   # a smoke run
@@ -60,6 +62,9 @@ RESULTS = HERE / "results"
 STRATEGIES = ("random", "margin", "entropy", "least_confidence", "coreset", "badge", "balanced", "cluster_margin",
               "typiclust", "probcover")
 COMMITTEE = ("random", "vote_entropy", "bald")
+#: strategies with other parameters than their defaults, by the name the report gives them
+VARIANTS = {"cluster_margin, average linkage (the paper's)": Component(name="cluster_margin",
+                                                                       params={"linkage": "average"})}
 COLD_STARTS = ("random", "ideal", "typiclust", "probcover")
 ENSEMBLE = Component(name="ensemble", params={"learner": "sklearn",
                                               "learner_params": {"params": {"max_iter": 2000}, "scale": True},
@@ -202,6 +207,13 @@ def run_dataset(name: str, seeds: int, jobs: int) -> dict[str, Any]:
                 spec = SimulationSpec(strategies=tuple(Component(name=s) for s in COMMITTEE),
                                       seeds=tuple(range(seeds)), test_fraction=0.3, learner=ENSEMBLE, **kw)
                 out[regime]["committee"] = paired(simulate(ws, spec, n_jobs=jobs))
+                out[regime]["variants"] = []
+                for label, variant in VARIANTS.items():
+                    print(f"[{name}] {regime}: {label}", flush=True)
+                    spec = SimulationSpec(strategies=(Component(name="random"), variant), seeds=tuple(range(seeds)),
+                                          test_fraction=0.3, **kw)
+                    row = next(r for r in paired(simulate(ws, spec, n_jobs=jobs)) if r["strategy"] != "random")
+                    out[regime]["variants"].append({**row, "strategy": label})
             out["cold_start"] = {}
             for per_class in (1, 2):
                 print(f"[{name}] cold starts at {per_class} label(s) per class", flush=True)
@@ -220,6 +232,53 @@ def _num(v: Any, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def summary(res: dict[str, Any]) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Rows (strategies), columns (dataset/regime), paired AUBC gain over random and seeds won."""
+    cols = [(d, regime) for d in res["datasets"] for regime in ("low", "high")]
+    rows: list[str] = []
+    cells: dict[tuple[str, int], dict[str, Any]] = {}
+    for j, (d, regime) in enumerate(cols):
+        r = d[regime]
+        committee = [{**x, "strategy": x["strategy"] + " (ensemble)"} for x in r["committee"]
+                     if x["strategy"] != "random"]
+        for row in [x for x in r["table"] if x["strategy"] != "random"] + committee + r.get("variants", []):
+            if row["strategy"] not in rows:
+                rows.append(row["strategy"])
+            cells[row["strategy"], j] = row
+    gain = np.full((len(rows), len(cols)), np.nan)
+    won = np.full((len(rows), len(cols)), -1)
+    for (name, j), row in cells.items():
+        if row["gain_vs_random"] is not None:
+            gain[rows.index(name), j] = row["gain_vs_random"]
+            won[rows.index(name), j] = row["seeds_won"]
+    return rows, [f"{d['dataset']} {regime}" for d, regime in cols], gain, won
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    """A heatmap of the paired AUBC gain over random, seeds won in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols, gain, won = summary(res)
+    lim = float(np.nanmax(np.abs(gain))) if np.isfinite(gain).any() else 1.0
+    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 3.5, 0.45 * len(rows) + 1.8))
+    im = ax.imshow(gain, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if np.isfinite(gain[i, j]):
+                ax.text(j, i, f"{gain[i, j]:+.3f}\n{won[i, j]}/{res['meta']['seeds']}", ha="center", va="center",
+                        fontsize=7, color="white" if abs(gain[i, j]) > 0.6 * lim else "black")
+    fig.colorbar(im, ax=ax, label="AUBC gain over random (paired by seed)")
+    ax.set_title(f"Label efficiency: gain over random, seeds won of {res['meta']['seeds']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def report(res: dict[str, Any]) -> str:
     meta = res["meta"]
     lines = ["# Label efficiency: every strategy against random, paired by seed", "",
@@ -231,6 +290,14 @@ def report(res: dict[str, Any]) -> str:
              "high = 20 labels, then 14 rounds of 20. \"saved\": labels a strategy needed to reach the accuracy "
              "random reached at its last point, subtracted from random's (mean over the seeds that reached it, "
              "95% interval); \"won\"/\"lost\": seeds whose AUBC beat / fell below random's.", ""]
+    rows, cols, gain, won = summary(res)
+    lines += ["## Summary: AUBC gain over random (seeds won)", "", "![gain over random](label_efficiency.png)", "",
+              "| strategy | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for i, name in enumerate(rows):
+        lines.append(f"| {name} | " + " | ".join(
+            "-" if not np.isfinite(gain[i, j]) else f"{gain[i, j]:+.3f} ({won[i, j]})" for j in range(len(cols)))
+            + " |")
+    lines.append("")
     for d in res["datasets"]:
         lines += [f"## {d['dataset']}: {d['about']}", ""]
         for regime in ("low", "high"):
@@ -238,12 +305,13 @@ def report(res: dict[str, Any]) -> str:
             lines += [f"### {regime} regime", "",
                       "| strategy | AUBC | ± | gain vs random | won | lost | final acc | reached | saved | 95% interval |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
-            for row in r["table"] + [x for x in r["committee"] if x["strategy"] != "random"]:
+            committee = [{**x, "strategy": x["strategy"] + " (ensemble)"} for x in r["committee"]
+                         if x["strategy"] != "random"]
+            for row in r["table"] + committee + r.get("variants", []):
                 s = row["labels_saved"] or {}
                 ci = ("-" if s.get("saved_low") is None else f"{s['saved_low']:.0f} .. {s['saved_high']:.0f}")
-                committee = " (ensemble)" if row in r["committee"] else ""
                 lines.append(
-                    f"| {row['strategy']}{committee} | {row['aubc_mean']:.4f} | {row['aubc_std']:.4f} | "
+                    f"| {row['strategy']} | {row['aubc_mean']:.4f} | {row['aubc_std']:.4f} | "
                     f"{_num(row['gain_vs_random'], '+.4f')} | {row['seeds_won']} | {row['seeds_lost']} | "
                     f"{row['final_acc_mean']:.4f} | "
                     f"{'-' if not s else str(s['reached']) + '/' + str(s['paired_seeds'])} | "
@@ -286,6 +354,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "label_efficiency.json").write_text(json.dumps(res, indent=1) + "\n")
     (args.out / "label_efficiency.md").write_text(report(res))
+    plot(res, args.out / "label_efficiency.png")
     print(report(res))
 
 
