@@ -15,10 +15,15 @@ pseudo-label is farther than δ, so purity falls as δ grows and the largest pur
 quantile of those distances: computed exactly here, where the paper scans a grid of δ
 values. On a pool larger than ``purity_sample`` the distances are those of a seeded sample
 of centres (to every point of the pool).
+
+δ and the ball graph depend on the pool's embeddings alone (the pseudo-labels' k-means has its
+own ``seed``), as in the paper, which computes them once: they are kept for the process, keyed
+by the embeddings' bytes, and later rounds only run the greedy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from typing import Any, ClassVar
@@ -36,6 +41,10 @@ from alloop.strategies.typiclust import cluster_pool
 __all__ = ["ProbCoverStrategy", "normalise", "probcover_select", "purity", "purity_radius"]
 
 logger = logging.getLogger(__name__)
+
+#: (digest of the unit embeddings, delta, alpha, n_classes, purity_sample, seed) -> (delta, ball graph)
+_GRAPHS: dict[tuple[Any, ...], tuple[float, sp.csr_matrix]] = {}
+_KEEP = 2
 
 
 def normalise(X: NDArray[Any]) -> NDArray[np.float64]:
@@ -135,6 +144,9 @@ class ProbCoverStrategy(Strategy):
         Pseudo-labels of the purity rule; default the project's number of classes.
     purity_sample : int
         Balls the purity rule looks at (a seeded sample on larger pools).
+    seed : int
+        Seed of the purity rule's k-means pseudo-labels and of its sample: δ is a property of
+        the pool, the same in every round.
 
     Notes
     -----
@@ -151,6 +163,7 @@ class ProbCoverStrategy(Strategy):
     alpha: float = Field(default=0.95, gt=0, le=1)
     n_classes: int | None = Field(default=None, ge=2)
     purity_sample: int = Field(default=10_000, ge=100)
+    seed: int = Field(default=0, ge=0)
 
     def radius(self, X: NDArray[Any], ctx: SelectionContext) -> float:
         """δ: the given one, or the purity rule's on ``X`` (unit-normalised)."""
@@ -162,17 +175,30 @@ class ProbCoverStrategy(Strategy):
                 "ProbCover's purity rule needs the number of classes: none is known here. Set "
                 "`n_classes` (or `delta`) in the strategy's params."
             )
-        seed = int(ctx.rng.integers(2**31 - 1))
-        pseudo = cluster_pool(X, n_classes, seed)
+        pseudo = cluster_pool(X, n_classes, self.seed)
         sample = None
         if X.shape[0] > self.purity_sample:
-            sample = np.sort(np.random.default_rng(seed).choice(X.shape[0], self.purity_sample, replace=False))
+            sample = np.sort(np.random.default_rng(self.seed).choice(X.shape[0], self.purity_sample, replace=False))
         return purity_radius(X, pseudo, self.alpha, sample=sample)
 
+    def ball_graph(self, X: NDArray[Any], ctx: SelectionContext) -> tuple[float, sp.csr_matrix]:
+        """``(δ, the δ-ball graph)`` of the unit-normalised ``X``: computed once per pool and
+        kept for the process."""
+        X = np.ascontiguousarray(X)
+        h = hashlib.sha256(X.data)
+        h.update(f"{X.shape}{X.dtype}".encode())
+        n_classes = self.n_classes or ctx.n_classes
+        key = (h.hexdigest(), self.delta, self.alpha, n_classes, self.purity_sample, self.seed)
+        if key not in _GRAPHS:
+            delta = self.radius(X, ctx)
+            graph = radius_graph(X, delta)
+            logger.info("ProbCover: delta = %.4f, %.1f points per ball on average", delta, graph.nnz / X.shape[0])
+            while len(_GRAPHS) >= _KEEP:
+                _GRAPHS.pop(next(iter(_GRAPHS)))
+            _GRAPHS[key] = (delta, graph)
+        return _GRAPHS[key]
+
     def _select(self, ctx: SelectionContext, k: int) -> Selection:
-        X = normalise(ctx.require("embeddings"))
-        delta = self.radius(X, ctx)
-        graph = radius_graph(X, delta)
-        logger.info("ProbCover: delta = %.4f, %.1f points per ball on average", delta, graph.nnz / X.shape[0])
+        _, graph = self.ball_graph(normalise(ctx.require("embeddings")), ctx)
         positions, scores = probcover_select(graph, k, candidates=ctx.candidates, rng=ctx.rng)
         return Selection(positions=positions, scores=scores)

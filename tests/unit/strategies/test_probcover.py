@@ -112,3 +112,21 @@ def test_separated_clusters_get_one_pick_each_and_the_same_seed_the_same_picks()
     picks = run(0)
     assert sorted(truth[picks]) == [0, 1, 2, 3]
     assert np.array_equal(run(0), picks)
+
+
+def test_delta_and_the_ball_graph_are_computed_once_per_pool(monkeypatch, X) -> None:
+    from alloop.strategies import probcover as pc
+
+    calls = []
+    real = pc.radius_graph
+    monkeypatch.setattr(pc, "radius_graph", lambda *a: calls.append(a[1]) or real(*a))
+    pc._GRAPHS.clear()
+    s = ProbCoverStrategy(n_classes=3)
+    for r in range(3):  # three rounds, each with its own rng: one δ, one graph
+        ctx = SelectionContext(len(X), np.arange(5 * r, len(X)), np.arange(5 * r), np.random.default_rng(r),
+                               embeddings=X)
+        assert len(s.select(ctx, 5)) == 5
+    assert len(calls) == 1
+    assert calls[0] == s.radius(X, ctx)  # the purity rule's δ, with the strategy's own seed
+    ProbCoverStrategy(n_classes=3, seed=1).select(ctx, 5)  # other parameters: computed again
+    assert len(calls) == 2
