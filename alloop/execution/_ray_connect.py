@@ -222,6 +222,11 @@ def private_local_cluster() -> Iterator[None]:
             ray_constants.ENABLE_RAY_CLUSTER = saved_const
 
 
+#: what Ray Client's proxy answers when it could not start this client's own server process: its
+#: timeout, or (seen under load, Ray 2.60) the new process read while still a zombie
+PROXY_START_FAILURES = ("Starting Ray client server failed", "psutil.ZombieProcess")
+
+
 def init(ray: Any, target: Target, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """``ray.init`` for ``target`` (after :func:`probe`); any failure becomes ExecutionUnavailableError."""
     common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False, "namespace": "alloop"}
@@ -234,7 +239,7 @@ def init(ray: Any, target: Target, timeout: float = CONNECT_TIMEOUT_S) -> None:
             try:
                 ray.init(address=target.url, **common)
             except ConnectionAbortedError as exc:  # Ray Client's proxy could not spawn this client's
-                if "Starting Ray client server failed" not in str(exc):  # server in time (a busy head):
+                if not any(m in str(exc) for m in PROXY_START_FAILURES):  # server (a busy head):
                     raise  # once more, as the proxy's own error invites
                 logger.warning("Ray Client server did not start at %s; trying once more", target.given)
                 ray.shutdown()
