@@ -35,7 +35,8 @@ RESULTS = sorted((BENCHMARKS / "results").glob("*.json"))
 STALE = sorted((BENCHMARKS / "results" / "stale").glob("*.json"))
 #: every benchmark that writes results: each has its result, verified or waiting in stale/
 EXPECTED = {"activekd_fashion_mnist", "digits_label_efficiency", "ideal", "ideal_rotten_tomatoes", "kcenter",
-            "label_studio_roundtrip", "label_studio_stream", "ofds_loop", "ofds_rare_class", "overhead", "scale"}
+            "label_efficiency", "label_studio_roundtrip", "label_studio_stream", "ofds_loop", "ofds_rare_class",
+            "overhead", "scale"}
 KEYS = ("git_commit", "dirty", "script")
 FIX = ("Re-run it from a clean checkout of HEAD (git status shows no modified tracked file) with the "
        "current benchmarks/_machine.py, and commit the new result.")
