@@ -24,10 +24,15 @@ Neighbour search, ``neighbors=``:
   per row next to the product's ``O(n d)`` (measured: +3% at n = 2e4, d = 384).
 * ``"faiss-exact"`` (``IndexFlatIP``) and ``"faiss-ivf"`` (``IndexIVFFlat``, approximate,
   ``nlist`` / ``nprobe``): faiss orders ties its own way; IVF may return fewer than ``k``
-  neighbours for a few rows and then keeps those it found.
+  neighbours for a few rows and then keeps those it found. The index holds every row
+  (``4 d`` bytes each).
+* ``"faiss-ivf-sq8"``: IVF over rows quantized to 8 bits (``IndexIVFScalarQuantizer``, ``d``
+  bytes a row, a quarter of ``"faiss-ivf"``): its scores shortlist ``2 (k + 1)`` rows, whose
+  cosines are then recomputed exactly and ranked as for ``"exact"``.
 * ``"auto"``: ``"exact"`` below :data:`AUTO_FAISS_ROWS` rows, ``"faiss-ivf"`` from there on
-  (exact search costs O(n^2 d): about 1 min at n = 1e5, d = 384 on 2 cores, hours at 1e6);
-  ``"exact"`` when faiss is not installed. The faiss-cpu wheel carries its own OpenBLAS,
+  (exact search costs O(n^2 d): about 1 min at n = 1e5, d = 384 on 2 cores, hours at 1e6),
+  ``"faiss-ivf-sq8"`` when a ``"faiss-ivf"`` index would pass :data:`AUTO_SQ8_BYTES` (2 GiB:
+  4.2 million rows at d = 128); ``"exact"`` when faiss is not installed. The faiss-cpu wheel carries its own OpenBLAS,
   which may choose generic kernels on a CPU it does not know (measured here: 2.5x slower than
   with ``OPENBLAS_CORETYPE=SkylakeX`` set before faiss loads).
 
@@ -52,12 +57,14 @@ from numpy.typing import NDArray
 from alloop.checks import check_int
 from alloop.errors import ConfigError, InvalidInputError
 
-__all__ = ["AUTO_FAISS_ROWS", "NEIGHBORS", "exact_rows", "faiss_index", "faiss_rows", "knn_graph"]
+__all__ = ["AUTO_FAISS_ROWS", "NEIGHBORS", "UnitRows", "exact_rows", "faiss_index", "faiss_rows", "knn_graph"]
 
 log = logging.getLogger(__name__)
 
-NEIGHBORS = ("auto", "exact", "faiss-exact", "faiss-ivf")
+NEIGHBORS = ("auto", "exact", "faiss-exact", "faiss-ivf", "faiss-ivf-sq8")
 AUTO_FAISS_ROWS = 50_000
+#: ``"auto"`` compresses the IVF index (``"faiss-ivf-sq8"``) when a full-precision one would pass this
+AUTO_SQ8_BYTES = 2 << 30
 _F32 = np.float32
 _BLOCK_ELEMS = 1 << 24  # similarities per block when block_rows is None (64 MiB)
 _GROUPS = 64  # column groups whose maxima bound the k-th largest similarity
@@ -66,6 +73,10 @@ _FLOOR = _F32(-2.0)  # above the sentinel, below any computed cosine
 _U32 = 2.0**-24  # unit roundoff of float32
 _GRID = 2.0**24  # unit rows are rounded to multiples of 1 / _GRID
 _PAIR_ELEMS = 1 << 17  # gathered values per chunk of the exact recomputation (cache-sized)
+_UNIT_BLOCK = 1 << 14  # rows per block when computing unit rows
+_FAISS_BLOCK = 1 << 16  # rows per faiss add / search call
+_TRAIN_PER_LIST = 256  # IVF training rows per list (faiss's own cap)
+_TRAIN_SEED = 1234  # the seed of the training sample
 
 
 def knn_graph(
@@ -86,7 +97,7 @@ def knn_graph(
         float32 (a row equal to the mean becomes 0: cosine 0 with every row).
     k : int
         Neighbours per row, self excluded; ``min(k, n_samples - 1)`` are kept.
-    neighbors : {"auto", "exact", "faiss-exact", "faiss-ivf"}
+    neighbors : {"auto", "exact", "faiss-exact", "faiss-ivf", "faiss-ivf-sq8"}
         Neighbour search (see the module docstring).
     block_rows : int, optional
         Rows per block of the exact search; default: about ``2**24 / n_samples`` (64 MiB of
@@ -108,17 +119,17 @@ def knn_graph(
         Bad shape, dtype, non-finite values, ``k``, ``neighbors``, ``block_rows``, ``nlist``
         or ``nprobe``; faiss requested but not installed.
     """
-    U = _unit_rows(X)
-    n = U.shape[0]
+    units = UnitRows.of(X)
+    n = units.n
     check_args(k, neighbors, block_rows, nlist, nprobe)
     kk = min(int(k), n - 1)
     if kk == 0:
         return sp.csr_matrix((n, n), dtype=np.float64)
-    method = _resolve(neighbors, n)
+    method = _resolve(neighbors, n, units.shape[1])
     if method == "exact":
-        nbr, sim = _exact_knn(U, kk, block_rows)
+        nbr, sim = _exact_knn(units.all(), kk, block_rows)
     else:
-        nbr, sim = _faiss_knn(U, kk, method, nlist, nprobe)
+        nbr, sim = _faiss_knn(units, kk, method, nlist, nprobe)
     return _weights(nbr, sim, n)
 
 
@@ -137,40 +148,82 @@ def check_args(k: int, neighbors: str, block_rows: int | None, nlist: int | None
 
 def _unit_rows(X: Any) -> NDArray[Any]:
     """Mean-centred, L2-normalised float32 copy of ``X`` (zero rows stay 0), rounded to the
-    grid of multiples of ``2**-24``.
+    grid of multiples of ``2**-24``: every row of :class:`UnitRows`, in one array."""
+    return UnitRows.of(X).all()
 
-    On that grid the dot product of two rows is exact in float64 whatever the order of the
-    sum: a product of two entries is a multiple of ``2**-48``, and every partial sum is at
-    most ``|x| |y| ~ 1`` in magnitude, so it needs fewer than 53 significant bits. Rounding
-    moves an entry by at most ``2**-25`` (only entries below 1/2 move at all), a cosine by
-    about ``sqrt(d) 2**-24``, far below any difference that matters between neighbours. The
-    centring (numpy's float64 mean) and the norms (:func:`_sq_norms`) use fixed-order
-    arithmetic, so the rows are the same on every CPU.
+
+class UnitRows:
+    """The unit rows of ``X``, computed on demand a block at a time: ``X`` is not copied (a
+    memory-mapped pool stays on disk); held are its float64 mean (``d`` values) and the float32
+    inverse row norms (``n``).
+
+    A unit row is the row centred on the mean (float64, rounded to float32), scaled by its
+    inverse norm, and rounded to the grid of multiples of ``2**-24`` (zero rows stay 0). On that
+    grid the dot product of two rows is exact in float64 whatever the order of the sum: a
+    product of two entries is a multiple of ``2**-48``, and every partial sum is at most
+    ``|x| |y| ~ 1`` in magnitude, so it needs fewer than 53 significant bits. Rounding moves an
+    entry by at most ``2**-25`` (only entries below 1/2 move at all), a cosine by about
+    ``sqrt(d) 2**-24``, far below any difference that matters between neighbours. The centring
+    (numpy's float64 mean) and the norms (:func:`_sq_norms`) use fixed-order arithmetic, and each
+    row is computed alone, so a row is the same on every CPU and in any block.
+
+    Use :meth:`of` to check ``X`` and compute the mean and norms (two passes over ``X`` in
+    blocks); the constructor takes them as computed (a shard worker's copy).
     """
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise InvalidInputError(
-            f"embeddings must be a 2-D array of shape (n_samples, n_features) with at least one "
-            f"row and one feature; got shape {X.shape}."
-        )
-    if X.dtype == bool or not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise InvalidInputError(f"embeddings must hold real numbers; got dtype {X.dtype}.")
-    if not np.isfinite(X).all():
-        bad = int(np.argwhere(~np.isfinite(X))[0, 0])
-        raise InvalidInputError(
-            f"embeddings must be finite; row {bad} contains NaN or inf. Check the encoder's output."
-        )
-    mean = X.mean(axis=0, dtype=np.float64)
-    U = np.empty(X.shape, _F32)
-    for s in range(0, X.shape[0], 1 << 14):  # centre in float64, bounded scratch
-        U[s : s + (1 << 14)] = X[s : s + (1 << 14)] - mean
-    norm = np.sqrt(_sq_norms(U))
-    inv = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-    U *= inv.astype(_F32)[:, None]
-    U *= _F32(_GRID)  # onto the grid (exact: powers of two)
-    np.rint(U, out=U)
-    U *= _F32(1.0 / _GRID)
-    return U
+
+    def __init__(self, X: Any, mean: NDArray[Any], inv: NDArray[Any]) -> None:
+        self.X = X
+        self.mean = mean
+        self.inv = inv
+        self.shape: tuple[int, int] = (int(X.shape[0]), int(X.shape[1]))
+
+    @classmethod
+    def of(cls, X: Any) -> UnitRows:
+        """Check ``X`` (2-D, real, finite) and compute its mean and inverse row norms."""
+        if not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise InvalidInputError(
+                f"embeddings must be a 2-D array of shape (n_samples, n_features) with at least one "
+                f"row and one feature; got shape {X.shape}."
+            )
+        if X.dtype == bool or not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
+            raise InvalidInputError(f"embeddings must hold real numbers; got dtype {X.dtype}.")
+        n = X.shape[0]
+        for s in range(0, n, _UNIT_BLOCK):
+            finite = np.isfinite(X[s : s + _UNIT_BLOCK])
+            if not finite.all():
+                bad = s + int(np.argwhere(~finite)[0, 0])
+                raise InvalidInputError(
+                    f"embeddings must be finite; row {bad} contains NaN or inf. Check the encoder's output."
+                )
+        mean = X.mean(axis=0, dtype=np.float64)
+        inv = np.empty(n, _F32)
+        for s in range(0, n, _UNIT_BLOCK):
+            B = np.asarray(X[s : s + _UNIT_BLOCK] - mean, dtype=_F32)
+            norm = np.sqrt(_sq_norms(B))
+            inv[s : s + B.shape[0]] = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+        return cls(X, mean, inv)
+
+    @property
+    def n(self) -> int:
+        return self.shape[0]
+
+    def rows(self, q: NDArray[Any] | slice) -> NDArray[Any]:
+        """The unit rows ``q`` (row numbers or a slice), as a new float32 array."""
+        B = np.asarray(self.X[q] - self.mean, dtype=_F32)
+        B *= self.inv[q][:, None]
+        B *= _F32(_GRID)  # onto the grid (exact: powers of two)
+        np.rint(B, out=B)
+        B *= _F32(1.0 / _GRID)
+        return B
+
+    def all(self) -> NDArray[Any]:
+        """Every unit row, in one array (``n d`` float32)."""
+        U = np.empty(self.shape, _F32)
+        for s in range(0, self.n, _UNIT_BLOCK):
+            U[s : s + _UNIT_BLOCK] = self.rows(slice(s, s + _UNIT_BLOCK))
+        return U
 
 
 def _sq_norms(U: NDArray[Any]) -> NDArray[Any]:
@@ -190,7 +243,7 @@ def _sq_norms(U: NDArray[Any]) -> NDArray[Any]:
     return out
 
 
-def _resolve(neighbors: str, n: int) -> str:
+def _resolve(neighbors: str, n: int, d: int = 0) -> str:
     if neighbors != "auto":
         return neighbors
     if n < AUTO_FAISS_ROWS:
@@ -200,7 +253,7 @@ def _resolve(neighbors: str, n: int) -> str:
     except ImportError:
         log.warning("faiss is not installed; exact BLAS kNN for %d rows (O(n^2) time).", n)
         return "exact"
-    return "faiss-ivf"
+    return "faiss-ivf-sq8" if 4 * n * d > AUTO_SQ8_BYTES else "faiss-ivf"
 
 
 def _exact_knn(U: NDArray[Any], k: int, block_rows: int | None) -> tuple[NDArray[Any], NDArray[Any]]:
@@ -305,43 +358,66 @@ def _import_faiss() -> Any:
         import faiss
     except ImportError:
         raise ConfigError(
-            "neighbors='faiss-exact' / 'faiss-ivf' needs the faiss-cpu package, which is not "
+            "neighbors='faiss-exact' / 'faiss-ivf' / 'faiss-ivf-sq8' needs the faiss-cpu package, which is not "
             "installed. Install it (pip install 'faiss-cpu>=1.8') or use neighbors='exact'."
         ) from None
     return faiss
 
 
-def _faiss_knn(U: NDArray[Any], k: int, method: str, nlist: int | None,
+def _faiss_knn(units: UnitRows, k: int, method: str, nlist: int | None,
                nprobe: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """Top-``k`` neighbours by faiss inner product; missing neighbours are marked -1."""
-    index = faiss_index(U, method, nlist, nprobe)
-    return faiss_rows(index, U, np.arange(U.shape[0]), k)
+    index = faiss_index(units, method, nlist, nprobe)
+    parts = [faiss_rows(index, units, np.arange(s, min(s + _FAISS_BLOCK, units.n)), k, method)
+             for s in range(0, units.n, _FAISS_BLOCK)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def faiss_index(U: NDArray[Any], method: str, nlist: int | None, nprobe: int) -> Any:
-    """The faiss index of every row of ``U``: flat, or IVF trained on ``U`` (faiss's own seeded
-    sample of ``256 nlist`` rows at most)."""
+def faiss_index(units: UnitRows, method: str, nlist: int | None, nprobe: int) -> Any:
+    """The faiss index of every unit row: flat, or IVF trained on at most ``256 nlist`` of them
+    (faiss's own cap; a seeded sample when there are more), holding the rows (``"faiss-ivf"``,
+    ``4 d`` bytes a row) or their 8-bit scalar quantization (``"faiss-ivf-sq8"``, ``d`` bytes).
+    Rows are added a block at a time, so the index is the only copy of the rows held in memory."""
     faiss = _import_faiss()
-    n, d = U.shape
+    n, d = units.shape
     if method == "faiss-exact":
         index = faiss.IndexFlatIP(d)
     else:
         cap = max(1, n // 39)
         lists = min(int(nlist) if nlist else max(1, round(4 * np.sqrt(n))), cap)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
-        index.train(U)
+        quantizer = faiss.IndexFlatIP(d)
+        if method == "faiss-ivf-sq8":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, d, lists, faiss.ScalarQuantizer.QT_8bit,
+                                                  faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, d, lists, faiss.METRIC_INNER_PRODUCT)
+        most = _TRAIN_PER_LIST * lists
+        if n > most:
+            sample = np.sort(np.random.default_rng(_TRAIN_SEED).choice(n, most, replace=False))
+            index.train(units.rows(sample))
+        else:
+            index.train(units.all())
         index.nprobe = min(int(nprobe), lists)
-    index.add(U)
+    for s in range(0, n, _FAISS_BLOCK):
+        index.add(units.rows(slice(s, s + _FAISS_BLOCK)))
     return index
 
 
-def faiss_rows(index: Any, U: NDArray[Any], rows: NDArray[Any], k: int) -> tuple[NDArray[Any], NDArray[Any]]:
-    """The top-``k`` neighbours of the rows ``rows`` of ``U`` in ``index`` (which holds ``U``),
-    self excluded; missing neighbours are marked -1 (cosine :data:`_SENTINEL`)."""
+def faiss_rows(index: Any, units: UnitRows, rows: NDArray[Any], k: int,
+               method: str = "faiss-ivf") -> tuple[NDArray[Any], NDArray[Any]]:
+    """The top-``k`` neighbours in ``index`` (which holds every row of ``units``) of the rows
+    ``rows``, self excluded; missing neighbours are marked -1 (cosine :data:`_SENTINEL`).
+
+    ``"faiss-ivf-sq8"``: the compressed scores only shortlist ``2 (k + 1)`` rows; their cosines
+    are recomputed exactly from the unit rows and ranked by (value desc, column asc), so the
+    graph's weights are exact cosines whatever the quantization.
+    """
     rows = np.asarray(rows, np.int64)
     m = rows.size
-    whole = m == U.shape[0] and np.array_equal(rows, np.arange(m))
-    D, Idx = index.search(U if whole else np.ascontiguousarray(U[rows]), k + 1)
+    Q = units.rows(rows)
+    if method == "faiss-ivf-sq8":
+        return _refined(index, units, Q, rows, k)
+    D, Idx = index.search(Q, k + 1)
     is_self = Idx == rows[:, None]
     # drop self where found, else the last (k+1-th) neighbour
     drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
@@ -350,6 +426,28 @@ def faiss_rows(index: Any, U: NDArray[Any], rows: NDArray[Any], k: int) -> tuple
     nbr = Idx[keep].reshape(m, k).astype(np.int64)
     sim = D[keep].reshape(m, k).astype(_F32)
     sim[nbr < 0] = _SENTINEL
+    return nbr, sim
+
+
+def _refined(index: Any, units: UnitRows, Q: NDArray[Any], rows: NDArray[Any],
+             k: int) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Shortlist ``2 (k + 1)`` rows by the index's scores, keep the ``k`` of largest exact cosine."""
+    m = rows.size
+    _, Idx = index.search(Q, 2 * (k + 1))
+    Idx = Idx.astype(np.int64)
+    ok = (Idx >= 0) & (Idx != rows[:, None])
+    v = np.full(Idx.shape, -np.inf)
+    step = max(1, _PAIR_ELEMS // (Idx.shape[1] * Q.shape[1]))
+    for s in range(0, m, step):
+        r, c = np.nonzero(ok[s : s + step])
+        v[s + r, c] = np.einsum("ij,ij->i", Q[s + r], units.rows(Idx[s + r, c]), dtype=np.float64)
+    col = np.where(ok, Idx, np.iinfo(np.int64).max)
+    order = np.lexsort((col, -v), axis=1)[:, :k]
+    nbr = np.take_along_axis(col, order, axis=1)
+    sim = np.take_along_axis(v, order, axis=1)
+    missing = ~np.isfinite(sim)
+    nbr[missing] = -1
+    sim[missing] = _SENTINEL
     return nbr, sim
 
 

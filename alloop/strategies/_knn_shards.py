@@ -1,11 +1,14 @@
 """IDEAL's neighbour search per shard on an execution backend, and the SEALS candidate subset.
 
-:class:`ShardedKnn` prepares the search once on the driver: the unit rows of
+:class:`ShardedKnn` prepares the search once on the driver. For ``"exact"``: the unit rows of
 :func:`~alloop.strategies._influence_graph.knn_graph` (mean-centred, normalised, on the
-``2**-24`` grid), shared with :meth:`Backend.share <alloop.execution.Backend.share>`; for faiss,
-one index of every row (IVF trained once, on the same rows and with faiss's same seed as the
-single-process graph), serialized with ``faiss.serialize_index`` and shared once (the local
-backend keeps the index object itself). :meth:`ShardedKnn.search` then runs
+``2**-24`` grid), shared with :meth:`Backend.share <alloop.execution.Backend.share>`. For faiss:
+one index of every row (IVF trained once, on the same sample as the single-process graph),
+serialized with ``faiss.serialize_index`` and shared once (the local backend keeps the index
+object itself); the embeddings themselves are shared (a memory-mapped pool as its path: no copy),
+with their mean and inverse row norms, and each shard computes its query rows' unit rows
+(:class:`~alloop.strategies._influence_graph.UnitRows`). So the driver holds the index and
+``n`` floats, not a normalised copy of the pool. :meth:`ShardedKnn.search` then runs
 :func:`search_shard` on row ranges of ``shard_rows`` query rows through
 :meth:`Backend.map_shards <alloop.execution.Backend.map_shards>`; the driver only assembles the
 ``(rows, k)`` results.
@@ -45,10 +48,10 @@ from numpy.typing import NDArray
 
 from alloop.execution import Backend, LocalBackend, SharedArray
 from alloop.strategies._influence_graph import (
+    UnitRows,
     _block,
     _margin,
     _resolve,
-    _unit_rows,
     _weights,
     check_args,
     exact_rows,
@@ -69,7 +72,9 @@ _INDEXES: dict[str, Any] = {}
 class _Search:
     """What every shard of one search gets (small: the arrays travel as :class:`SharedArray`)."""
 
-    U: SharedArray
+    X: SharedArray  # the unit rows (exact) or the embeddings (faiss), with
+    mean: NDArray[Any] | None  # their mean and
+    inv: SharedArray | None  # inverse row norms (faiss: unit rows computed per shard)
     k: int
     method: str
     block: int
@@ -94,18 +99,19 @@ def search_shard(rows: tuple[int, int] | NDArray[Any], job: _Search) -> tuple[ND
     """The shard work: top-``k`` neighbours of the query rows ``rows`` (a ``(start, stop)``
     range or an array of row numbers). Returns (m, k) neighbour rows (-1: missing) and their
     cosines."""
-    U = job.U.open()
     q = np.arange(rows[0], rows[1], dtype=np.int64) if isinstance(rows, tuple) else np.asarray(rows, np.int64)
     if job.method == "exact":
-        return exact_rows(U, q, job.k, job.block, job.margin)
-    if job.method == "faiss-ivf":
-        return faiss_rows(_open_index(job), U, q, job.k)
+        return exact_rows(job.X.open(), q, job.k, job.block, job.margin)
+    assert job.mean is not None and job.inv is not None  # a faiss search shares them
+    units = UnitRows(job.X.open(), job.mean, job.inv.open())
+    if job.method != "faiss-exact":
+        return faiss_rows(_open_index(job), units, q, job.k, job.method)
     import faiss
 
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # the BLAS product's rounding depends on the threads
     try:
-        return faiss_rows(_open_index(job), U, q, job.k)
+        return faiss_rows(_open_index(job), units, q, job.k, job.method)
     finally:
         faiss.omp_set_num_threads(threads)
 
@@ -130,16 +136,16 @@ class ShardedKnn:
                  nlist: int | None = None, nprobe: int = 16, backend: Backend | None = None,
                  shard_rows: int = 50_000) -> None:
         check_args(k, neighbors, block_rows, nlist, nprobe)
-        self.U = _unit_rows(X)
-        self.n = int(self.U.shape[0])
+        units = UnitRows.of(X)
+        self.n = units.n
         self.k = min(int(k), self.n - 1)
-        self.method = _resolve(neighbors, self.n)
+        self.method = _resolve(neighbors, self.n, units.shape[1])
         self.backend: Backend = backend if backend is not None else LocalBackend()
         self.shard_rows = max(1, int(shard_rows))
         self.token = uuid.uuid4().hex
         index = None
         if self.k > 0 and self.method != "exact":
-            built = faiss_index(self.U, self.method, nlist, nprobe)
+            built = faiss_index(units, self.method, nlist, nprobe)
             if self.backend.name == "local":  # the shards run here: no copy
                 _INDEXES[self.token] = built
             else:
@@ -149,9 +155,13 @@ class ShardedKnn:
                 del built  # the index or its bytes, never both, next to the object store's copy
                 index = self.backend.share(blob)
                 del blob
-        margin = _margin(self.U) if self.method == "exact" else 0.0
-        self.job = _Search(self.backend.share(self.U), self.k, self.method, _block(self.n, block_rows), margin,
-                           index, self.token)
+        if self.method == "exact":  # compared with every row: the unit rows, in memory
+            U = units.all()
+            self.job = _Search(self.backend.share(U), None, None, self.k, self.method, _block(self.n, block_rows),
+                               _margin(U), index, self.token)
+        else:  # the embeddings as given (a memory-mapped pool travels as its path)
+            self.job = _Search(self.backend.share(units.X), units.mean, self.backend.share(units.inv), self.k,
+                               self.method, 0, 0.0, index, self.token)
 
     def search(self, rows: NDArray[Any] | None = None) -> tuple[NDArray[Any], NDArray[Any]]:
         """Neighbours (m, k) and cosines of ``rows`` (default: every row, in order)."""

@@ -167,28 +167,32 @@ class IdealStrategy(Strategy):
         worlds it is given: with 10, its own estimate of the selection's influence is far above
         the true one. More runs give picks with more true influence (measured at N = 3,000,
         budget 100: +1.4% with 30 runs, +2.0% with 100); time and memory grow linearly.
-    neighbors : {"auto", "exact", "faiss-exact", "faiss-ivf"}, default "auto"
-        Neighbour search: exact float32 BLAS in blocks up to 5e4 items, faiss IVF above.
+    neighbors : {"auto", "exact", "faiss-exact", "faiss-ivf", "faiss-ivf-sq8"}, default "auto"
+        Neighbour search: exact float32 BLAS in blocks up to 5e4 items, faiss IVF above, its
+        rows quantized to 8 bits (a quarter of the memory; the neighbours' cosines recomputed
+        exactly) when a full-precision index would pass 2 GiB.
     nlist, nprobe : int
         faiss IVF lists (default ``4 sqrt(n)``) and lists probed per query.
     shard_rows : int, default 50000
         Pools with more rows build the graph on the project's execution backend
         (``[execution]``), ``shard_rows`` query rows per shard
-        (:class:`~alloop.strategies._knn_shards.ShardedKnn`): the unit rows are shared once,
-        a faiss index is built (IVF: trained) once on the driver and shared once, every shard
+        (:class:`~alloop.strategies._knn_shards.ShardedKnn`): a faiss index is built (IVF:
+        trained) once on the driver and shared once with the embeddings (a memory-mapped pool
+        as its path) and their norms, or for ``"exact"`` the unit rows are shared, every shard
         searches its rows, the driver assembles the graph and diffuses. Exact modes give the
         single-process graph bit for bit, so the picks are the same on the local and the Ray
         backend; smaller pools (or no backend) search in process, in one piece.
     subset : {"all", "seals"}, default "all"
         ``"all"``: the graph over the whole pool, ``N k`` edges (about ``N k 24`` bytes as a
-        CSR matrix with its worlds; 2.4 GB at N = 1e7, k = 10), plus ``N d 4`` bytes of unit
-        rows (and a faiss index as large). ``"seals"``: for pools whose graph does not fit,
-        the candidate subset of SEALS (Coleman et al., "Similarity Search for Efficient Active
-        Learning and Search of Rare Concepts", AAAI 2022): the labeled items, their ``k``
+        CSR matrix with its worlds; 2.4 GB at N = 1e7, k = 10), plus the faiss index (``N d 4``
+        bytes, ``N d`` for ``"faiss-ivf-sq8"``; ``"exact"``: ``N d 4`` bytes of unit rows).
+        ``"seals"``: for pools whose graph does not fit, the candidate subset of SEALS
+        (Coleman et al., "Similarity Search for Efficient Active Learning and Search of Rare
+        Concepts", AAAI 2022): the labeled items, their ``k``
         nearest neighbours, the neighbours of those, ... (nearest ranks first) up to
         ``subset_rows`` rows, found with the same index; the graph, the worlds and the greedy
         are restricted to that subset (graph memory ``subset_rows k 24`` bytes; the search
-        still needs the ``N d 4`` bytes of rows and the index). The trade: influence is counted
+        still needs the whole pool's index). The trade: influence is counted
         only inside the subset and only along paths that stay in it, and only subset items can
         be picked, so items far from everything labeled are not considered (SEALS's
         assumption: what matters next lies near what is labeled). With nothing labeled (a cold
@@ -211,7 +215,7 @@ class IdealStrategy(Strategy):
 
     n_neighbors: int = Field(default=10, ge=1)
     runs: int = Field(default=10, ge=1)
-    neighbors: Literal["auto", "exact", "faiss-exact", "faiss-ivf"] = "auto"
+    neighbors: Literal["auto", "exact", "faiss-exact", "faiss-ivf", "faiss-ivf-sq8"] = "auto"
     nlist: int | None = Field(default=None, ge=1)
     nprobe: int = Field(default=16, ge=1)
     shard_rows: int = Field(default=50_000, ge=1)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alloop.errors import InvalidInputError
 from alloop.execution import LocalBackend
-from alloop.strategies._influence_graph import knn_graph
+from alloop.strategies._influence_graph import UnitRows, _resolve, _unit_rows, faiss_index, knn_graph
 from alloop.strategies._knn_shards import ShardedKnn, seals_subset
 from alloop.strategies.base import SelectionContext
 from alloop.strategies.ideal import IdealStrategy, ideal_select
@@ -44,6 +45,97 @@ def test_ivf_graph_per_shard_equals_one_search_of_the_same_index():
     for shard_rows in (17, 1000, 4096):
         with ShardedKnn(X, 10, neighbors="faiss-ivf", nprobe=4, shard_rows=shard_rows) as knn:
             assert same_graph(knn.graph(), ref)
+
+
+def test_unit_rows_per_block_equal_the_whole_matrix_bit_for_bit(tmp_path):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40_000, 12)).astype(np.float32) * 3 + 1
+    X[100] = X.mean(axis=0)  # near the mean: a tiny norm
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    U = _unit_rows(X)
+    units = UnitRows.of(mm)
+    assert units.X is mm  # the memory map itself: no copy
+    assert units.inv.nbytes == 4 * len(X)
+    for q in (np.array([39_999, 0, 16_384, 16_383, 5, 5]), slice(16_000, 33_000), slice(0, 1)):
+        assert np.array_equal(units.rows(q), U[q])
+    assert np.array_equal(units.all(), U)
+    assert np.allclose(np.linalg.norm(U[:50], axis=1), 1, atol=1e-5)
+    ints = rng.integers(-5, 5, size=(300, 7))
+    assert np.array_equal(UnitRows.of(ints).rows(slice(None)), _unit_rows(ints.astype(np.float64)))
+
+
+def test_a_non_finite_row_is_named_whichever_block_it_is_in():
+    X = np.zeros((20_000, 3), np.float32)
+    X[17_001, 2] = np.nan
+    with pytest.raises(InvalidInputError, match="row 17001 contains NaN"):
+        UnitRows.of(X)
+    with pytest.raises(InvalidInputError, match="row 17001 contains NaN"):
+        ShardedKnn(X, 5, neighbors="faiss-ivf")
+
+
+def test_faiss_shards_read_the_embeddings_not_a_normalised_copy(tmp_path):
+    """A faiss search shares the embeddings as given (a memory map stays one) with n inverse
+    norms; each shard computes its rows' unit rows, and gets the single-process graph."""
+    X = blobs(3000, d=24, seed=2)
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    ref = knn_graph(X, 10, neighbors="faiss-ivf", nprobe=4)
+    with ShardedKnn(mm, 10, neighbors="faiss-ivf", nprobe=4, shard_rows=700) as knn:
+        shared = knn.job.X.open()
+        assert np.shares_memory(shared, mm)
+        assert knn.job.inv is not None and knn.job.inv.nbytes == 4 * 3000
+        assert same_graph(knn.graph(), ref)
+
+
+def test_ivf_trained_on_a_seeded_sample_is_the_same_everywhere():
+    """More rows than 256 per list: the index trains on a seeded sample, the same for the
+    single-process graph, every shard size and every build."""
+    X = blobs(3000, d=16, seed=5)
+    ref = knn_graph(X, 8, neighbors="faiss-ivf", nlist=4, nprobe=2)  # 3000 > 256 x 4 rows
+    assert same_graph(knn_graph(X, 8, neighbors="faiss-ivf", nlist=4, nprobe=2), ref)
+    for shard_rows in (100, 3000):
+        with ShardedKnn(X, 8, neighbors="faiss-ivf", nlist=4, nprobe=2, shard_rows=shard_rows) as knn:
+            assert same_graph(knn.graph(), ref)
+    exact = knn_graph(X, 8, neighbors="exact")
+    shared = (ref.multiply(exact) > 0).sum() / exact.nnz  # recall of the approximate graph
+    assert shared > 0.9
+
+
+def test_sq8_index_is_a_quarter_of_the_bytes_and_its_cosines_are_exact():
+    import faiss
+
+    units = UnitRows.of(blobs(8000, d=128, seed=6))
+    sizes = {m: faiss.serialize_index(faiss_index(units, m, None, 4)).nbytes for m in ("faiss-ivf", "faiss-ivf-sq8")}
+    assert sizes["faiss-ivf-sq8"] < 0.3 * sizes["faiss-ivf"]  # 1 byte a value, not 4 (ids and centroids aside)
+    X = blobs(4000, d=32, seed=6)
+    G = knn_graph(X, 10, neighbors="faiss-ivf-sq8", nprobe=4)
+    with ShardedKnn(X, 10, neighbors="faiss-ivf-sq8", nprobe=4, shard_rows=333) as knn:
+        assert same_graph(knn.graph(), G)
+        nbr, sim = knn.search(np.arange(4000))
+    U = _unit_rows(X).astype(np.float64)
+    ok = nbr >= 0
+    assert ok.mean() > 0.99
+    rows = np.nonzero(ok)[0]
+    assert np.array_equal(sim[ok], np.einsum("ij,ij->i", U[rows], U[nbr[ok]]))  # exact on the grid
+    assert (np.diff(sim, axis=1)[ok[:, 1:]] <= 0).all()  # ranked by cosine
+    assert not (nbr == np.arange(4000)[:, None]).any()  # self excluded
+    exact = knn_graph(X, 10, neighbors="exact")
+
+    def recall(H):
+        return (H.multiply(exact) > 0).sum() / exact.nnz
+
+    assert recall(G) == recall(knn_graph(X, 10, neighbors="faiss-ivf", nprobe=4))  # the lists probed decide
+    assert recall(knn_graph(X, 10, neighbors="faiss-ivf-sq8")) > 0.99  # the default nprobe = 16
+
+
+def test_auto_compresses_the_index_only_when_a_full_one_would_pass_2_gib():
+    assert _resolve("auto", 40_000, 128) == "exact"
+    assert _resolve("auto", 1_000_000, 128) == "faiss-ivf"
+    assert _resolve("auto", 4_000_000, 128) == "faiss-ivf"  # 1.9 GiB
+    assert _resolve("auto", 5_000_000, 128) == "faiss-ivf-sq8"
+    assert _resolve("auto", 1_000_000, 1024) == "faiss-ivf-sq8"
+    assert _resolve("faiss-ivf", 10**8, 1024) == "faiss-ivf"  # asked for: kept
 
 
 def test_faiss_exact_per_shard_has_the_same_edges_up_to_float32_rounding():
