@@ -12,9 +12,10 @@ controller alone turns positions into database ids.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +34,42 @@ if TYPE_CHECKING:
 
 #: The arrays a strategy may ask for.
 KNOWN_REQUIREMENTS = frozenset({"proba", "embeddings", "labels", "keys", "objects", "penultimate", "members"})
+
+
+def array_digest(X: NDArray[Any]) -> str:
+    """SHA-256 of an array's bytes, shape and dtype: names a pool's embeddings in a cache."""
+    X = np.ascontiguousarray(X)
+    h = hashlib.sha256(X.data)
+    h.update(f"{X.shape}{X.dtype}".encode())
+    return h.hexdigest()
+
+
+_T = TypeVar("_T")
+
+
+class PoolCache(Generic[_T]):
+    """What a strategy computes once per pool (a clustering, a graph), kept for the process:
+    at most ``keep`` entries, the oldest dropped first. Keys start with the embeddings'
+    :func:`array_digest`, then the parameters the result depends on."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._items: dict[tuple[Any, ...], _T] = {}
+
+    def get(self, key: tuple[Any, ...], compute: Callable[[], _T]) -> _T:
+        """The kept result for ``key``, else ``compute()``, kept."""
+        if key not in self._items:
+            got = compute()
+            while len(self._items) >= self.keep:
+                self._items.pop(next(iter(self._items)))
+            self._items[key] = got
+        return self._items[key]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ later round reuses it, in this process or the next ``alloop run``, until the poo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -40,7 +39,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from alloop.strategies._scores import margin
-from alloop.strategies.base import Selection, SelectionContext, Strategy
+from alloop.strategies.base import PoolCache, Selection, SelectionContext, Strategy, array_digest
 
 __all__ = ["LINKAGES", "ClusterMarginStrategy", "agglomerative_clusters", "cluster_margin_select"]
 
@@ -51,8 +50,7 @@ LINKAGES = ("ward", "average", "complete", "single")
 Linkage = Literal["ward", "average", "complete", "single"]
 
 #: (digest of the embeddings, n_clusters, max_points, seed, linkage) -> cluster of every row
-_CLUSTERS: dict[tuple[str, int, int, int, str], NDArray[np.int64]] = {}
-_KEEP = 4
+_CLUSTERS: PoolCache[NDArray[np.int64]] = PoolCache(keep=4)
 
 
 def agglomerative_clusters(X: NDArray[Any], n_clusters: int, *, method: str = "ward", max_points: int = 10_000,
@@ -147,15 +145,14 @@ class ClusterMarginStrategy(Strategy):
     def clusters(self, X: NDArray[Any], seed: int, cache_dir: Path | None = None) -> NDArray[np.int64]:
         """The pool's clusters: from this process's memory, else from ``cache_dir`` (a file named
         by the embeddings' digest and the parameters), else computed and kept in both."""
-        X = np.ascontiguousarray(X)
         n_clusters = self.n_clusters or max(2, X.shape[0] // 10)
-        h = hashlib.sha256(X.data)
-        h.update(f"{X.shape}{X.dtype}".encode())
-        key = (h.hexdigest(), n_clusters, self.max_points, seed, self.linkage)
-        if key in _CLUSTERS:
-            return _CLUSTERS[key]
+        digest = array_digest(X)
+        key = (digest, n_clusters, self.max_points, seed, self.linkage)
         file = None if cache_dir is None else (
-            Path(cache_dir) / self.name / f"{key[0][:32]}-{n_clusters}-{self.max_points}-{seed}-{self.linkage}.npy")
+            Path(cache_dir) / self.name / f"{digest[:32]}-{n_clusters}-{self.max_points}-{seed}-{self.linkage}.npy")
+        return _CLUSTERS.get(key, lambda: self._saved_or_computed(X, n_clusters, seed, file))
+
+    def _saved_or_computed(self, X: NDArray[Any], n_clusters: int, seed: int, file: Path | None) -> NDArray[np.int64]:
         got = _read(file, X.shape[0])
         if got is None:
             logger.info("Cluster-Margin: clustering %d items into %d clusters, %s linkage (once)", X.shape[0],
@@ -167,9 +164,6 @@ class ClusterMarginStrategy(Strategy):
                 with open(tmp, "wb") as f:
                     np.save(f, got)
                 os.replace(tmp, file)  # whole or absent, never half written
-        while len(_CLUSTERS) >= _KEEP:
-            _CLUSTERS.pop(next(iter(_CLUSTERS)))
-        _CLUSTERS[key] = got
         return got
 
     def _select(self, ctx: SelectionContext, k: int) -> Selection:

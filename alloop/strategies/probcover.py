@@ -23,7 +23,6 @@ by the embeddings' bytes, and later rounds only run the greedy.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from typing import Any, ClassVar
@@ -35,7 +34,7 @@ from pydantic import Field
 
 from alloop.errors import InvalidInputError
 from alloop.strategies._neighbors import nearest_other, radius_graph
-from alloop.strategies.base import Selection, SelectionContext, Strategy
+from alloop.strategies.base import PoolCache, Selection, SelectionContext, Strategy, array_digest
 from alloop.strategies.typiclust import cluster_pool
 
 __all__ = ["ProbCoverStrategy", "normalise", "probcover_select", "purity", "purity_radius"]
@@ -43,8 +42,7 @@ __all__ = ["ProbCoverStrategy", "normalise", "probcover_select", "purity", "puri
 logger = logging.getLogger(__name__)
 
 #: (digest of the unit embeddings, delta, alpha, n_classes, purity_sample, seed) -> (delta, ball graph)
-_GRAPHS: dict[tuple[Any, ...], tuple[float, sp.csr_matrix]] = {}
-_KEEP = 2
+_GRAPHS: PoolCache[tuple[float, sp.csr_matrix]] = PoolCache(keep=2)
 
 
 def normalise(X: NDArray[Any]) -> NDArray[np.float64]:
@@ -184,19 +182,16 @@ class ProbCoverStrategy(Strategy):
     def ball_graph(self, X: NDArray[Any], ctx: SelectionContext) -> tuple[float, sp.csr_matrix]:
         """``(δ, the δ-ball graph)`` of the unit-normalised ``X``: computed once per pool and
         kept for the process."""
-        X = np.ascontiguousarray(X)
-        h = hashlib.sha256(X.data)
-        h.update(f"{X.shape}{X.dtype}".encode())
         n_classes = self.n_classes or ctx.n_classes
-        key = (h.hexdigest(), self.delta, self.alpha, n_classes, self.purity_sample, self.seed)
-        if key not in _GRAPHS:
+        key = (array_digest(X), self.delta, self.alpha, n_classes, self.purity_sample, self.seed)
+
+        def compute() -> tuple[float, sp.csr_matrix]:
             delta = self.radius(X, ctx)
             graph = radius_graph(X, delta)
             logger.info("ProbCover: delta = %.4f, %.1f points per ball on average", delta, graph.nnz / X.shape[0])
-            while len(_GRAPHS) >= _KEEP:
-                _GRAPHS.pop(next(iter(_GRAPHS)))
-            _GRAPHS[key] = (delta, graph)
-        return _GRAPHS[key]
+            return delta, graph
+
+        return _GRAPHS.get(key, compute)
 
     def _select(self, ctx: SelectionContext, k: int) -> Selection:
         _, graph = self.ball_graph(normalise(ctx.require("embeddings")), ctx)
