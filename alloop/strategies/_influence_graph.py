@@ -190,17 +190,18 @@ class UnitRows:
         if X.dtype == bool or not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
             raise InvalidInputError(f"embeddings must hold real numbers; got dtype {X.dtype}.")
         n = X.shape[0]
-        for s in range(0, n, _UNIT_BLOCK):
-            finite = np.isfinite(X[s : s + _UNIT_BLOCK])
+        with np.errstate(invalid="ignore", over="ignore"):  # a row not finite: caught below
+            mean = X.mean(axis=0, dtype=np.float64)
+        inv = np.empty(n, _F32)
+        for s in range(0, n, _UNIT_BLOCK):  # one pass: finiteness and norms
+            block = X[s : s + _UNIT_BLOCK]
+            finite = np.isfinite(block)
             if not finite.all():
                 bad = s + int(np.argwhere(~finite)[0, 0])
                 raise InvalidInputError(
                     f"embeddings must be finite; row {bad} contains NaN or inf. Check the encoder's output."
                 )
-        mean = X.mean(axis=0, dtype=np.float64)
-        inv = np.empty(n, _F32)
-        for s in range(0, n, _UNIT_BLOCK):
-            B = np.asarray(X[s : s + _UNIT_BLOCK] - mean, dtype=_F32)
+            B = np.asarray(block - mean, dtype=_F32)
             norm = np.sqrt(_sq_norms(B))
             inv[s : s + B.shape[0]] = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
         return cls(X, mean, inv)
@@ -243,7 +244,7 @@ def _sq_norms(U: NDArray[Any]) -> NDArray[Any]:
     return out
 
 
-def _resolve(neighbors: str, n: int, d: int = 0) -> str:
+def _resolve(neighbors: str, n: int, d: int) -> str:
     if neighbors != "auto":
         return neighbors
     if n < AUTO_FAISS_ROWS:

@@ -68,9 +68,6 @@ class PoolCache(Generic[_T]):
     def clear(self) -> None:
         self._items.clear()
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 @dataclass(frozen=True)
 class Selection:
